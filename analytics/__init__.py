@@ -1,0 +1,1 @@
+"""Pure analytics over arrays and the site model (installed as dcim.analytics)."""

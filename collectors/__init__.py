@@ -1,0 +1,1 @@
+"""Protocol collectors: devices -> storage (installed as dcim.collectors)."""

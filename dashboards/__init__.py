@@ -1,0 +1,1 @@
+"""The aiohttp dashboard and Grafana dashboards (installed as dcim.dashboards)."""

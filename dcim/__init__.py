@@ -1,0 +1,2 @@
+"""Data-centre infrastructure monitoring."""
+__version__ = "0.1.0"

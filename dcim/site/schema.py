@@ -1,0 +1,358 @@
+"""The site file's schema, declared once (pydantic, unknown keys forbidden).
+
+Structure: site identity, storage, protocol gateways, device profiles (point maps),
+the electrical and mechanical plant as a graph, redundancy groups, IT halls with rows
+of racks, and the devices that monitor them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dcim.storage.config import EmbeddedStorageConfig, StorageConfig
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+Id = Annotated[str, Field(pattern=ID_PATTERN, description="identifier: letters, digits, . _ -")]
+
+MODBUS_TABLES = ("coil", "discrete_input", "holding", "input")
+# Registers per value of each Modbus data type (strings and bits are sized separately).
+MODBUS_TYPE_REGISTERS: dict[str, int] = {
+    "int16": 1, "uint16": 1, "sunssf": 1, "int32": 2, "uint32": 2, "acc32": 2, "float32": 2,
+    "int64": 4, "uint64": 4, "float64": 4, "string": 0, "bool": 1,
+}
+ModbusType = Literal[
+    "int16", "uint16", "sunssf", "int32", "uint32", "acc32", "float32", "int64", "uint64",
+    "float64", "string", "bool",
+]
+DESIGN_PATTERN = re.compile(r"^(N|N\+[1-9]|2N|2N\+[1-9])$")
+
+ELECTRICAL_TYPES = (
+    "utility_feed", "generator", "transformer", "ats", "switchboard", "ups_module", "ups_system",
+    "pdu", "load",
+)
+MECHANICAL_TYPES = ("chiller", "pump", "cooling_tower", "crah")
+DEVICE_TYPES = (
+    "meter", "ups_module", "pdu", "generator", "ats", "chiller", "pump", "cooling_tower", "crah",
+    "rack_monitor", "water_meter", "weather_station",
+)
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- site identity
+
+
+class Location(Strict):
+    city: str = "Hong Kong"
+    address: str = ""
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+
+
+class EmissionFactor(Strict):
+    year: int = Field(ge=2000, le=2100)
+    kg_co2e_per_kwh: float = Field(gt=0, lt=2, description="grid emission factor")
+    source: str = ""
+
+
+class Grid(Strict):
+    supplier: str
+    emission_factors: list[EmissionFactor] = Field(min_length=1)
+
+
+class PueSettings(Strict):
+    """Where IT energy is measured (The Green Grid category) and how much data a figure needs."""
+
+    it_boundary: Literal["ups_output", "pdu_output", "it_input"] = "it_input"
+    min_coverage: float = Field(0.95, gt=0, le=1, description="fraction of the period with data")
+
+
+class SiteInfo(Strict):
+    id: Id
+    name: str
+    timezone: str = "Asia/Hong_Kong"
+    location: Location
+    tier_design: Literal["I", "II", "III", "III+", "IV"] = "III+"
+    grid: Grid
+    pue: PueSettings = PueSettings()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r}, expected e.g. 'Asia/Hong_Kong'") from None
+        return value
+
+
+# ---------------------------------------------------------------- gateways
+
+
+class ModbusGateway(Strict):
+    """A Modbus TCP address (gateway or device) behind which unit ids are polled."""
+
+    id: Id
+    protocol: Literal["modbus_tcp"]
+    host: str = "127.0.0.1"
+    port: int = Field(502, ge=1, le=65535)
+    max_in_flight: int = Field(1, ge=1, le=64, description="requests in flight at once")
+    timeout_s: float = Field(1.0, gt=0, le=60)
+
+
+class OpcuaSecurity(Strict):
+    policy: Literal["None", "Basic256Sha256"] = "None"
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    certificate: str | None = Field(None, description="client certificate (DER/PEM) path")
+    private_key: str | None = None
+    trust_dir: str | None = Field(None, description="folder of trusted server certificates")
+    username: str | None = None
+    password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpcuaSecurity:
+        if (self.policy == "None") != (self.mode == "None"):
+            raise ValueError("policy and mode must both be 'None' or both be set")
+        if self.policy != "None" and not (self.certificate and self.private_key and self.trust_dir):
+            raise ValueError(
+                "a secure policy needs certificate, private_key and trust_dir "
+                "(the server certificate is checked against trust_dir, never accepted blindly)"
+            )
+        return self
+
+
+class OpcuaGateway(Strict):
+    """An OPC UA server (typically the BMS) exposing many devices."""
+
+    id: Id
+    protocol: Literal["opcua"]
+    endpoint: str = Field(pattern=r"^opc\.tcp://[^/\s]+(/.*)?$")
+    security: OpcuaSecurity = OpcuaSecurity()
+    timeout_s: float = Field(4.0, gt=0, le=60)
+
+
+Gateway = Annotated[ModbusGateway | OpcuaGateway, Field(discriminator="protocol")]
+
+
+# ---------------------------------------------------------------- profiles (point maps)
+
+
+class PointBase(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    role: str | None = Field(None, description="what the point means to analytics, see roles.py")
+    unit: str | None = None
+    feed: Literal["A", "B"] | None = Field(None, description="which power feed a rack point is on")
+    position: Literal["bottom", "middle", "top"] | None = Field(None, description="sensor height")
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+class ModbusPoint(PointBase):
+    table: Literal["coil", "discrete_input", "holding", "input"]
+    address: int = Field(ge=0, le=65535, description="0-based register or bit address")
+    type: ModbusType = "uint16"
+    order: Literal["ABCD", "CDAB", "BADC", "DCBA"] = Field(
+        "ABCD", description="byte order of the value: ABCD big-endian, CDAB word-swapped"
+    )
+    count: int | None = Field(None, ge=1, le=125, description="registers of a string")
+    bit: int | None = Field(None, ge=0, le=15, description="one bit of a register")
+    scale_factor_point: str | None = Field(None, description="sunssf point: value x 10^sf")
+    writable: bool = Field(False, description="allow writes to this point (off by default)")
+
+    @model_validator(mode="after")
+    def _shape(self) -> ModbusPoint:
+        bit_table = self.table in ("coil", "discrete_input")
+        if bit_table and self.type != "bool":
+            raise ValueError(f"a {self.table} point has type 'bool', not {self.type!r}")
+        if self.type == "string" and self.count is None:
+            raise ValueError("a string point needs count (registers)")
+        if self.type != "string" and self.count is not None:
+            raise ValueError("count is only for strings")
+        if self.bit is not None and self.type not in ("uint16", "int16"):
+            raise ValueError("bit selects one bit of a 16-bit register: type must be uint16")
+        if self.address + self.size_registers > 65536:
+            raise ValueError(f"value runs past register 65535 (address {self.address})")
+        return self
+
+    @property
+    def size_registers(self) -> int:
+        """Registers (or bits) the value occupies."""
+        if self.table in ("coil", "discrete_input"):
+            return 1
+        if self.type == "string":
+            return self.count or 1
+        return MODBUS_TYPE_REGISTERS[self.type]
+
+
+class OpcuaPoint(PointBase):
+    node: str | None = Field(
+        None,
+        description="node id with namespace URI, e.g. 'nsu=urn:bms;s={device}.SupplyTemp'; "
+        "{device} is replaced by the device's node_name",
+    )
+    browse_path: list[str] | None = Field(
+        None, description="qualified names from Objects, each 'namespace-uri|Name'"
+    )
+    sampling_interval_ms: int | None = Field(None, ge=0, le=3_600_000)
+    deadband: float | None = Field(None, ge=0, description="absolute deadband of the subscription")
+
+    @model_validator(mode="after")
+    def _address(self) -> OpcuaPoint:
+        if (self.node is None) == (self.browse_path is None):
+            raise ValueError("give exactly one of node or browse_path")
+        if self.node is not None and re.match(r"^ns=\d+;", self.node):
+            raise ValueError(
+                "use the namespace URI (nsu=...) not a bare index (ns=N), "
+                "which can change when the server restarts"
+            )
+        return self
+
+
+class ModbusProfile(Strict):
+    """The register map of one device model."""
+
+    protocol: Literal["modbus"]
+    device_type: Literal[DEVICE_TYPES]  # type: ignore[valid-type]
+    vendor_model: str = ""
+    points: list[ModbusPoint] = Field(min_length=1)
+
+
+class OpcuaProfile(Strict):
+    """The node layout of one device class on an OPC UA server."""
+
+    protocol: Literal["opcua"]
+    device_type: Literal[DEVICE_TYPES]  # type: ignore[valid-type]
+    vendor_model: str = ""
+    mode: Literal["subscribe", "poll"] = "subscribe"
+    points: list[OpcuaPoint] = Field(min_length=1)
+
+
+Profile = Annotated[ModbusProfile | OpcuaProfile, Field(discriminator="protocol")]
+
+
+# ---------------------------------------------------------------- plant
+
+
+class ElectricalComponent(Strict):
+    """One element of the power chain; inputs name the components that feed it."""
+
+    id: Id
+    type: Literal[ELECTRICAL_TYPES]  # type: ignore[valid-type]
+    name: str = ""
+    capacity_kw: float = Field(gt=0)
+    inputs: list[Id] = Field(default_factory=list)
+    group: Id | None = Field(None, description="redundancy group")
+    efficiency: float | None = Field(None, gt=0, le=1, description="nominal (UPS, transformer)")
+    load_kw: float | None = Field(None, ge=0, description="design load of a 'load' component")
+
+
+class MechanicalComponent(Strict):
+    """A unit of the cooling plant; powered_from lists alternative supplies (auto transfer)."""
+
+    id: Id
+    type: Literal[MECHANICAL_TYPES]  # type: ignore[valid-type]
+    name: str = ""
+    capacity_kw: float = Field(gt=0, description="cooling capacity (pumps: of the loop they serve)")
+    rated_power_kw: float = Field(gt=0, description="electrical input at full duty")
+    serves: list[Id] = Field(min_length=1, description="halls this unit cools")
+    powered_from: list[Id] = Field(min_length=1)
+    group: Id | None = None
+
+
+class RedundancyGroup(Strict):
+    id: Id
+    kind: Literal["utility", "generator", "ups_module", "ups_system", "chiller", "pump",
+                  "cooling_tower", "crah"]
+    design: str = Field(description="N, N+k, 2N or 2N+k")
+    description: str = ""
+
+    @field_validator("design")
+    @classmethod
+    def _design(cls, value: str) -> str:
+        if not DESIGN_PATTERN.match(value):
+            raise ValueError(f"expected N, N+k, 2N or 2N+k (k 1-9), got {value!r}")
+        return value
+
+
+# ---------------------------------------------------------------- IT space
+
+
+class RackSpec(Strict):
+    """A rack given one by one (overrides the row's defaults)."""
+
+    id: Id
+    design_kw: float | None = Field(None, gt=0, le=200)
+    feed_a: Id | None = None
+    feed_b: Id | None = None
+    single_corded: bool = False
+
+
+class RackMonitorSpec(Strict):
+    """One monitoring device per rack, on consecutive unit ids of one gateway."""
+
+    profile: Id
+    gateway: Id
+    first_unit_id: int = Field(ge=1, le=247)
+
+
+class Row(Strict):
+    id: Id
+    x_m: float = Field(0.0, description="floor position of the row's first rack")
+    y_m: float = 0.0
+    direction: Literal["x", "y"] = "x"
+    rack_pitch_m: float = Field(0.6, gt=0, le=5)
+    rack_count: int | None = Field(None, ge=1, le=100, description="racks named {row}{nn}")
+    racks: list[RackSpec] | None = None
+    design_kw: float = Field(gt=0, le=200, description="design IT load per rack")
+    feed_a: Id | None = None
+    feed_b: Id | None = None
+    monitor: RackMonitorSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Row:
+        if (self.rack_count is None) == (self.racks is None):
+            raise ValueError("give exactly one of rack_count or racks")
+        return self
+
+
+class Hall(Strict):
+    id: Id
+    name: str = ""
+    area_m2: float | None = Field(None, gt=0)
+    rows: list[Row] = Field(min_length=1)
+
+
+# ---------------------------------------------------------------- devices
+
+
+class Device(Strict):
+    id: Id
+    profile: Id
+    gateway: Id
+    unit_id: int | None = Field(None, ge=0, le=255, description="Modbus unit id")
+    node_name: str | None = Field(None, description="replaces {device} in OPC UA node ids")
+    monitors: Id = Field(description="the component, rack or 'site' this device measures")
+    interval_s: float = Field(5.0, gt=0, le=3600)
+
+
+class SiteConfig(Strict):
+    """A whole site file."""
+
+    schema_version: Literal[1] = 1
+    site: SiteInfo
+    storage: StorageConfig = EmbeddedStorageConfig()
+    gateways: list[Gateway] = Field(min_length=1)
+    profiles: dict[Id, Profile] = Field(min_length=1)
+    electrical: list[ElectricalComponent] = Field(min_length=1)
+    mechanical: list[MechanicalComponent] = Field(default_factory=list)
+    redundancy_groups: list[RedundancyGroup] = Field(default_factory=list)
+    halls: list[Hall] = Field(min_length=1)
+    devices: list[Device] = Field(default_factory=list)

@@ -1,0 +1,60 @@
+"""Storage configuration: which backend and how to reach it (the `storage:` section of a site file)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WriteOptions(_Base):
+    """Batching and retry policy shared by all backends."""
+
+    batch_size: int = Field(5000, ge=1, le=100_000, description="samples per write request")
+    flush_interval_s: float = Field(1.0, gt=0, le=60, description="longest a sample waits in the batch")
+    max_retries: int = Field(5, ge=0, le=100, description="retries of a failed write before StorageError")
+    retry_backoff_s: float = Field(0.2, gt=0, le=60, description="first retry delay, doubled each time")
+    timeout_s: float = Field(10.0, gt=0, le=300, description="HTTP request timeout")
+
+
+class EmbeddedStorageConfig(_Base):
+    """SQLite in WAL mode in one file: zero set-up, for the demo and small sites."""
+
+    backend: Literal["embedded"] = "embedded"
+    path: str = Field("var/dcim.sqlite", description="database file, relative to the working directory")
+    retention_days: int | None = Field(None, ge=1, description="drop samples older than this; none keeps all")
+    write: WriteOptions = WriteOptions()
+
+
+class InfluxDB1StorageConfig(_Base):
+    """InfluxDB 1.x through /write (line protocol) and /query (InfluxQL)."""
+
+    backend: Literal["influxdb1"]
+    url: HttpUrl = Field(description="base URL, e.g. http://127.0.0.1:8086")
+    database: str = Field("dcim", min_length=1)
+    retention_policy: str | None = None
+    username: str | None = None
+    password_env: str | None = Field(None, description="environment variable that holds the password")
+    create_database: bool = True
+    write: WriteOptions = WriteOptions()
+
+
+class InfluxDB2StorageConfig(_Base):
+    """InfluxDB 2.x / 3.x (and 1.8+ compatibility endpoints) through influxdb-client's async API."""
+
+    backend: Literal["influxdb2"]
+    url: HttpUrl
+    org: str = Field(min_length=1, description="organisation; '-' for a 1.8+ server")
+    bucket: str = Field(min_length=1, description="bucket; 'database/retention_policy' for a 1.8+ server")
+    token_env: str = Field("DCIM_INFLUX_TOKEN", description="environment variable that holds the API token")
+    write: WriteOptions = WriteOptions()
+
+
+StorageConfig = Annotated[
+    EmbeddedStorageConfig | InfluxDB1StorageConfig | InfluxDB2StorageConfig,
+    Field(discriminator="backend"),
+]

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages the test suite needs: influxd (InfluxDB 1.6.7), mbpoll.
+# Installs only what is missing; needs root (as on CI) or sudo.
+set -euo pipefail
+need=()
+command -v influxd >/dev/null 2>&1 || need+=(influxdb)
+command -v mbpoll >/dev/null 2>&1 || need+=(mbpoll)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "installing Debian packages: ${need[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

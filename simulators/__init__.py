@@ -1,0 +1,1 @@
+"""Device simulators and the plant model (installed as dcim.simulators)."""
