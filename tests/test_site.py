@@ -72,14 +72,14 @@ BROKEN = [
     ("unknown-field-typo", "    rack_count: 10\n", "    rack_cnt: 10\n", "rack_cnt",
      ["halls[0].rows[0].rack_cnt", "unknown field 'rack_cnt'", "did you mean 'rack_count'"]),
     ("feed-to-missing-pdu", "feed_a: PDU-A-H1-1\n", "feed_a: PDU-A-H1-9\n", "PDU-A-H1-9",
-     ["halls[0].rows[0].feed_a", "'PDU-A-H1-9', which is not an electrical component"]),
+     ["halls[0].rows[0].feed_a", "racks H1-A01..H1-A10 names 'PDU-A-H1-9', which is not an electrical component"]),
     ("role-on-wrong-device-type", "role: it_power_kw\n", "role: output_power_kw\n",
      "role: output_power_kw\n      feed: A", ["profiles.rack_monitor.points[0].role",
                                "'output_power_kw' cannot be carried by a rack_monitor"]),
     ("duplicate-component-id", "- id: CH-2\n  type: chiller", "- id: CH-1\n  type: chiller",
      ("- id: CH-1\n  type: chiller", 2), ["mechanical[1].id", "duplicate id 'CH-1'"]),
     ("rack-without-feed", "    feed_a: PDU-A-H1-1\n    feed_b: PDU-B-H1-1\n", "",
-     "- id: H1-A\n", ["halls[0].rows[0]", "rack H1-A01 has no feed"]),
+     "- id: H1-A\n", ["halls[0].rows[0]", "racks H1-A01..H1-A10: no feed"]),
     ("port-not-a-number", "port: 15020\n", "port: fifteen\n", "port: fifteen",
      ["gateways[0].port", "valid integer", "'fifteen'"]),
     ("port-out-of-range", "port: 15020\n", "port: 70000\n", "port: 70000",
@@ -154,7 +154,7 @@ def test_single_corded_rack_needs_flag() -> None:
     row.pop("monitor")
     row["racks"] = [{"id": "R1"}, {"id": "R2", "single_corded": True, "feed_b": None}]
     row["feed_b"] = None
-    with pytest.raises(ConfigError, match="rack R1 is dual-corded but has only one feed"):
+    with pytest.raises(ConfigError, match="rack R1: dual-corded but only one feed"):
         site_from_dict(data)
     row["racks"] = [{"id": "R2", "single_corded": True}]
     site = site_from_dict(data)

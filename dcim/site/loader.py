@@ -155,25 +155,30 @@ def _check_cycles(cfg: schema.SiteConfig, lines: LineMap, issues: list[ConfigIss
 def _check_racks(cfg: schema.SiteConfig, racks: list[tuple[Rack, Loc]], lines: LineMap,
                  issues: list[ConfigIssue]) -> None:
     electrical = {c.id: c for c in cfg.electrical}
+    by_loc: dict[Loc, list[Rack]] = {}
     for rack, loc in racks:
+        by_loc.setdefault(loc, []).append(rack)
+    for loc, group in by_loc.items():
+        rack = group[0]  # racks generated from one row share its feeds: report once
+        name = f"rack {rack.id}" if len(group) == 1 else f"racks {rack.id}..{group[-1].id}"
         if not rack.feeds:
-            issues.append(lines.issue(loc, f"rack {rack.id} has no feed: set feed_a and feed_b"))
+            issues.append(lines.issue(loc, f"{name}: no feed; set feed_a and feed_b"))
             continue
         if not rack.single_corded and (rack.feed_a is None or rack.feed_b is None):
-            issues.append(lines.issue(loc, f"rack {rack.id} is dual-corded but has only one feed "
+            issues.append(lines.issue(loc, f"{name}: dual-corded but only one feed "
                                            "(set both, or single_corded: true)"))
         if rack.feed_a is not None and rack.feed_a == rack.feed_b:
-            issues.append(lines.issue(loc, f"rack {rack.id} takes A and B from the same PDU "
+            issues.append(lines.issue(loc, f"{name}: A and B from the same PDU "
                                            f"{rack.feed_a!r}: not two paths"))
         for side, ref in (("feed_a", rack.feed_a), ("feed_b", rack.feed_b)):
             if ref is None:
                 continue
             comp = electrical.get(ref)
             if comp is None:
-                issues.append(lines.issue(loc + (side,), f"{side} of rack {rack.id} names {ref!r}, "
+                issues.append(lines.issue(loc + (side,), f"{side} of {name} names {ref!r}, "
                                                          "which is not an electrical component"))
             elif comp.type not in FEED_TYPES:
-                issues.append(lines.issue(loc + (side,), f"{side} of rack {rack.id} names {ref!r}, "
+                issues.append(lines.issue(loc + (side,), f"{side} of {name} names {ref!r}, "
                                                          f"a {comp.type}; expected a pdu"))
 
 
