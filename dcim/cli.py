@@ -49,6 +49,17 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from dcim.demo import run_demo
+    from dcim.site import ConfigError
+
+    try:
+        return run_demo(args.site)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every dcim verb."""
     parser = argparse.ArgumentParser(
@@ -67,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "line, field and what was expected. Exit 1 on any error.")
     p.add_argument("files", nargs="+", metavar="FILE", help="site YAML file(s)")
     p.set_defaults(func=_cmd_validate)
+
+    d = sub.add_parser("demo", help="run dcim end to end on a site (the README's first command)",
+                       description="Run dcim on a site: validate it and exercise its store; "
+                                   "grows into simulators + collectors + dashboard.")
+    d.add_argument("site", nargs="?", default="config/cyberport5.yaml", help="site YAML file")
+    d.set_defaults(func=_cmd_demo)
 
     site = sub.add_parser("site", help="site tools (generate)")
     site_sub = site.add_subparsers(dest="site_command", required=True, metavar="SUBCOMMAND")
