@@ -22,3 +22,6 @@ def require_program(name: str, install_hint: str) -> str:
             pytest.fail(message + "; CI needs it", pytrace=False)
         pytest.skip(message)
     return path
+
+
+pytest_plugins = ["tests.influxd"]

@@ -1,0 +1,215 @@
+"""InfluxDB 1.x backend: line protocol to /write and InfluxQL on /query, over plain aiohttp."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import aiohttp
+
+from dcim.storage.base import Aggregate, Bucket, Quality, Sample, SeriesKey, StorageError
+from dcim.storage.buckets import bucket_start, bucket_starts, fill_buckets
+from dcim.storage.config import InfluxDB1StorageConfig
+from dcim.storage.lineprotocol import InvalidSeriesKey, LineBuilder, influxql_ident, influxql_string
+from dcim.storage.retry import StorageRejected, TransientError, excerpt, with_retries
+
+log = logging.getLogger(__name__)
+
+# Rows asked for per read_range query; a server's max-row-limit may cut a page shorter,
+# which the paging loop notices through the "partial" flag.
+PAGE_ROWS = 50_000
+# Series per read_latest statement, to keep the WHERE clause of one statement modest.
+LATEST_SERIES_PER_STATEMENT = 200
+
+_QUALITIES = {int(q): q for q in Quality}
+
+
+class InfluxDB1Storage:
+    """Storage in an InfluxDB 1.x database (measurement per device type, tags site/device/point)."""
+
+    def __init__(self, config: InfluxDB1StorageConfig, *, site_id: str) -> None:
+        self.config = config
+        self.site_id = site_id
+        self.base_url = str(config.url).rstrip("/")
+        self._lines = LineBuilder(site_id)
+        self._session: aiohttp.ClientSession | None = None
+        self._auth: dict[str, str] = {}
+        if config.username is not None:
+            password = os.environ.get(config.password_env, "") if config.password_env else ""
+            self._auth = {"u": config.username, "p": password}
+        self._write_params = {"db": config.database, "precision": "ns", **self._auth}
+        if config.retention_policy is not None:
+            self._write_params["rp"] = config.retention_policy
+        self._from_prefix = (
+            f"{influxql_ident(config.retention_policy)}." if config.retention_policy is not None else ""
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the HTTP session and create the database if configured to."""
+        timeout = aiohttp.ClientTimeout(total=self.config.write.timeout_s)
+        self._session = aiohttp.ClientSession(timeout=timeout)
+        if self.config.create_database:
+            await self.query(f"CREATE DATABASE {influxql_ident(self.config.database)}")
+
+    async def close(self) -> None:
+        """Close the HTTP session (nothing is buffered here; see BatchWriter)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    async def _post(self, path: str, params: dict[str, str], data: bytes | None = None,
+                    form: dict[str, str] | None = None) -> bytes:
+        """POST with retries on connection errors, timeouts and 5xx; StorageRejected on 4xx."""
+        if self._session is None:
+            raise StorageError("influxdb1 storage is not started")
+        session = self._session
+        url = f"{self.base_url}{path}"
+        shown = f"{url}?db={self.config.database}"  # never show u/p
+
+        async def attempt() -> bytes:
+            try:
+                async with session.post(url, params=params, data=data if form is None else form) as resp:
+                    body = await resp.read()
+                    if resp.status < 300:
+                        return body
+                    message = f"POST {shown} -> HTTP {resp.status}: {excerpt(body)}"
+                    if resp.status >= 500:
+                        raise TransientError(message)
+                    raise StorageRejected(message)
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                raise TransientError(f"POST {shown}: {type(exc).__name__}: {exc}") from exc
+
+        write = self.config.write
+        return await with_retries(attempt, retries=write.max_retries,
+                                  first_backoff_s=write.retry_backoff_s, what=f"POST {shown}")
+
+    async def query(self, influxql: str) -> list[dict[str, Any]]:
+        """Run InfluxQL (statements separated by ';'); one result dict per statement."""
+        params = {"db": self.config.database, "epoch": "ns", **self._auth}
+        body = await self._post("/query", params, form={"q": influxql})
+        results: list[dict[str, Any]] = json.loads(body).get("results", [])
+        for result in results:
+            if "error" in result:
+                raise StorageRejected(f"{self.base_url}/query: {result['error']} (query: {influxql[:200]})")
+        return results
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def write(self, samples: Sequence[Sample]) -> None:
+        """Write a batch as one /write request (line protocol, ns precision)."""
+        if not samples:
+            return
+        try:
+            body = self._lines.build(samples).encode()
+        except (InvalidSeriesKey, KeyError) as exc:
+            raise StorageRejected(f"cannot write batch: {exc}") from exc
+        await self._post("/write", self._write_params, data=body)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def _where_series(self, series: SeriesKey) -> str:
+        return (
+            f"{influxql_ident('site')} = {influxql_string(self.site_id)}"
+            f" AND {influxql_ident('device')} = {influxql_string(series.device)}"
+            f" AND {influxql_ident('point')} = {influxql_string(series.point)}"
+        )
+
+    def _from(self, measurement: str) -> str:
+        return self._from_prefix + influxql_ident(measurement)
+
+    async def read_range(
+        self, series: SeriesKey, start_ns: int, end_ns: int, *, good_only: bool = False
+    ) -> list[Sample]:
+        """Raw samples with start_ns <= time < end_ns, oldest first (paged)."""
+        samples: list[Sample] = []
+        quality_filter = ' AND "quality" = 0' if good_only else ""
+        cursor = start_ns
+        while cursor < end_ns:
+            q = (
+                f'SELECT "value", "quality" FROM {self._from(series.measurement)}'
+                f" WHERE {self._where_series(series)}{quality_filter}"
+                f" AND time >= {cursor} AND time < {end_ns} ORDER BY time ASC LIMIT {PAGE_ROWS}"
+            )
+            (result,) = await self.query(q)
+            rows = _rows(result)
+            for t, v, quality in rows:
+                samples.append(Sample(series, t, math.nan if v is None else float(v), _QUALITIES[quality]))
+            if not rows or (len(rows) < PAGE_ROWS and not result.get("partial")):
+                break
+            cursor = rows[-1][0] + 1
+        return samples
+
+    async def read_aggregate(
+        self, series: SeriesKey, start_ns: int, end_ns: int, every_ns: int, fn: Aggregate
+    ) -> list[Bucket]:
+        """Good samples aggregated into epoch-aligned buckets of every_ns, empty buckets included."""
+        bucket_starts(start_ns, end_ns, every_ns)  # validates the arguments
+        q = (
+            f'SELECT {fn.value}("value") AS "agg", count("value") AS "n"'
+            f" FROM {self._from(series.measurement)}"
+            f' WHERE "quality" = 0 AND {self._where_series(series)}'
+            f" AND time >= {start_ns} AND time < {end_ns}"
+            f" GROUP BY time({every_ns}ns) fill(none)"
+        )
+        (result,) = await self.query(q)
+        found: dict[int, tuple[float | None, int]] = {}
+        for t, agg, n in _rows(result):
+            # InfluxDB labels the first bucket with its aligned start, which may precede start_ns.
+            found[bucket_start(t, every_ns)] = (None if agg is None else float(agg), int(n or 0))
+        return fill_buckets(start_ns, end_ns, every_ns, found)
+
+    async def read_latest(self, series: Iterable[SeriesKey]) -> dict[SeriesKey, Sample]:
+        """The newest sample of each series: one statement per measurement, all in one request."""
+        by_measurement: dict[str, list[SeriesKey]] = {}
+        for key in series:
+            by_measurement.setdefault(key.measurement, []).append(key)
+        statements: list[tuple[str, str]] = []
+        for measurement, keys in by_measurement.items():
+            for i in range(0, len(keys), LATEST_SERIES_PER_STATEMENT):
+                chunk = keys[i : i + LATEST_SERIES_PER_STATEMENT]
+                match = " OR ".join(
+                    f"({influxql_ident('device')} = {influxql_string(k.device)}"
+                    f" AND {influxql_ident('point')} = {influxql_string(k.point)})"
+                    for k in chunk
+                )
+                # last() of quality, which every sample carries (value is absent when it was
+                # not finite), selects the newest point; "value" comes from that same point.
+                statements.append((measurement, (
+                    f'SELECT last("quality") AS "quality", "value" FROM {self._from(measurement)}'
+                    f" WHERE {influxql_ident('site')} = {influxql_string(self.site_id)} AND ({match})"
+                    f' GROUP BY "device", "point"'
+                )))
+        if not statements:
+            return {}
+        wanted = {(k.measurement, k.device, k.point) for keys in by_measurement.values() for k in keys}
+        results = await self.query(";".join(q for _, q in statements))
+        latest: dict[SeriesKey, Sample] = {}
+        for (measurement, _), result in zip(statements, results, strict=True):
+            for s in result.get("series", []):
+                tags = s.get("tags", {})
+                key = SeriesKey(measurement, tags.get("device", ""), tags.get("point", ""))
+                if (key.measurement, key.device, key.point) not in wanted:
+                    continue
+                columns = s["columns"]
+                row = dict(zip(columns, s["values"][0], strict=True))
+                v = row.get("value")
+                latest[key] = Sample(key, row["time"], math.nan if v is None else float(v),
+                                     _QUALITIES[int(row["quality"])])
+        return latest
+
+
+def _rows(result: dict[str, Any]) -> list[list[Any]]:
+    """Rows of a single-series result (columns in SELECT order after time), or none."""
+    series = result.get("series")
+    if not series:
+        return []
+    rows: list[list[Any]] = series[0]["values"]
+    return rows

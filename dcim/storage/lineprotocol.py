@@ -1,0 +1,108 @@
+"""Line protocol and query-language quoting: pure functions shared by the InfluxDB backends."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dcim.storage.base import Quality, Sample, SeriesKey
+
+# Line protocol escaping (InfluxDB 1.x and 2.x): measurements escape comma and space;
+# tag keys, tag values and field keys also escape the equals sign. Backslash needs no escape.
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
+_TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
+
+# Quality is written as an integer field; the lookup also rejects unknown codes.
+_QUALITY_FIELD: dict[int, str] = {int(q): f"{int(q)}i" for q in Quality}
+
+
+class InvalidSeriesKey(ValueError):
+    """A series key that line protocol cannot carry (empty part, newline, trailing backslash)."""
+
+
+def escape_measurement(name: str) -> str:
+    """Escape a measurement name for line protocol."""
+    return name.translate(_MEASUREMENT_ESCAPES)
+
+
+def escape_tag(text: str) -> str:
+    """Escape a tag key or tag value (or field key) for line protocol."""
+    return text.translate(_TAG_ESCAPES)
+
+
+def validate_series_key(series: SeriesKey) -> None:
+    """Raise InvalidSeriesKey when a part of the key is empty or cannot be written."""
+    for part, text in (("measurement", series.measurement), ("device", series.device),
+                       ("point", series.point)):
+        if not text:
+            raise InvalidSeriesKey(f"{part} is empty in {series!r}")
+        if "\n" in text or "\r" in text:
+            raise InvalidSeriesKey(f"{part} contains a line break in {series!r}")
+        if text.endswith("\\"):
+            # "a\" followed by the separator would read as an escaped separator.
+            raise InvalidSeriesKey(f"{part} ends with a backslash in {series!r}")
+
+
+def line_prefix(series: SeriesKey, site_id: str) -> str:
+    """Measurement and tag set of one series, tags sorted by key as InfluxDB prefers."""
+    validate_series_key(series)
+    return (
+        f"{escape_measurement(series.measurement)}"
+        f",device={escape_tag(series.device)}"
+        f",point={escape_tag(series.point)}"
+        f",site={escape_tag(site_id)}"
+    )
+
+
+class LineBuilder:
+    """Builds line protocol for samples, caching the escaped prefix of each series."""
+
+    def __init__(self, site_id: str) -> None:
+        if not site_id or "\n" in site_id or site_id.endswith("\\"):
+            raise InvalidSeriesKey(f"site id {site_id!r} cannot be a tag value")
+        self.site_id = site_id
+        self._prefixes: dict[SeriesKey, str] = {}
+
+    def prefix(self, series: SeriesKey) -> str:
+        """The cached line prefix of one series."""
+        prefix = self._prefixes.get(series)
+        if prefix is None:
+            prefix = self._prefixes[series] = line_prefix(series, self.site_id)
+        return prefix
+
+    def build(self, samples: Sequence[Sample]) -> str:
+        """Line protocol for a batch: value as float, quality as integer, time in ns."""
+        prefixes = self._prefixes
+        quality_field = _QUALITY_FIELD
+        lines: list[str] = []
+        append = lines.append
+        for s in samples:
+            prefix = prefixes.get(s.series)
+            if prefix is None:
+                prefix = self.prefix(s.series)
+            value = s.value
+            if value.__class__ is not float:  # bool, int, numpy scalars: repr would not do
+                value = float(value)
+            # value - value is 0.0 only for finite numbers; NaN and infinities cannot be
+            # written, so such samples carry their quality alone and read back as NaN.
+            if value - value == 0.0:
+                append(f"{prefix} value={value!r},quality={quality_field[s.quality]} {s.time_ns}")
+            else:
+                append(f"{prefix} quality={quality_field[s.quality]} {s.time_ns}")
+        return "\n".join(lines)
+
+
+def influxql_ident(name: str) -> str:
+    """Quote an InfluxQL identifier (measurement, tag key, retention policy)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def influxql_string(text: str) -> str:
+    """Quote an InfluxQL string literal (tag values in WHERE)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def flux_string(text: str) -> str:
+    """Quote a Flux string literal; '${' would start interpolation, so its dollar is escaped."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
+    return f'"{escaped}"'
+

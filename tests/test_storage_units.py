@@ -1,0 +1,156 @@
+"""Pure parts of storage: line protocol, quoting, bucket alignment, retention, factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dcim.storage.base import Quality, Sample, SeriesKey, StorageError
+from dcim.storage.buckets import MAX_BUCKETS, bucket_start, bucket_starts
+from dcim.storage.config import (
+    EmbeddedStorageConfig,
+    InfluxDB1StorageConfig,
+    InfluxDB2StorageConfig,
+)
+from dcim.storage.embedded import NS_PER_DAY, EmbeddedStorage
+from dcim.storage.factory import open_storage
+from dcim.storage.influxdb1 import InfluxDB1Storage
+from dcim.storage.influxdb2 import InfluxDB2Storage
+from dcim.storage.lineprotocol import (
+    InvalidSeriesKey,
+    LineBuilder,
+    flux_string,
+    influxql_ident,
+    influxql_string,
+)
+from dcim.storage.retry import backoff_s
+
+
+@pytest.mark.parametrize(
+    "key,site,prefix",
+    [
+        (SeriesKey("pdu", "PDU-1", "kw"), "cp5", "pdu,device=PDU-1,point=kw,site=cp5"),
+        (SeriesKey("ups module", "a,b", "c=d"), "s 1", r"ups\ module,device=a\,b,point=c\=d,site=s\ 1"),
+        (SeriesKey("m=1,x", "é ✓", "x"), "s", r"m=1\,x,device=é\ ✓,point=x,site=s"),
+        (SeriesKey("m", 'q"t\'', "a\\b"), "s", "m,device=q\"t',point=a\\b,site=s"),
+    ],
+    ids=["plain", "spaces-commas-equals", "measurement-keeps-equals", "quotes-backslash"],
+)
+def test_line_prefix_escaping(key: SeriesKey, site: str, prefix: str) -> None:
+    assert LineBuilder(site).prefix(key) == prefix
+
+
+@pytest.mark.parametrize(
+    "sample,line",
+    [
+        (Sample(SeriesKey("m", "d", "p"), 5, 1.0), "m,device=d,point=p,site=s value=1.0,quality=0i 5"),
+        (Sample(SeriesKey("m", "d", "p"), 5, -1e-7, Quality.STALE),
+         "m,device=d,point=p,site=s value=-1e-07,quality=1i 5"),
+        (Sample(SeriesKey("m", "d", "p"), 5, 3, Quality.BAD), "m,device=d,point=p,site=s value=3.0,quality=2i 5"),
+        (Sample(SeriesKey("m", "d", "p"), 5, float("nan"), Quality.BAD), "m,device=d,point=p,site=s quality=2i 5"),
+        (Sample(SeriesKey("m", "d", "p"), 5, float("-inf")), "m,device=d,point=p,site=s quality=0i 5"),
+    ],
+    ids=["float", "tiny-negative", "int-value", "nan", "inf"],
+)
+def test_line_fields(sample: Sample, line: str) -> None:
+    assert LineBuilder("s").build([sample]) == line
+
+
+@pytest.mark.parametrize(
+    "key,message",
+    [
+        (SeriesKey("", "d", "p"), "measurement is empty"),
+        (SeriesKey("m", "", "p"), "device is empty"),
+        (SeriesKey("m", "d", "a\nb"), "line break"),
+        (SeriesKey("m", "d\\", "p"), "backslash"),
+    ],
+)
+def test_invalid_keys(key: SeriesKey, message: str) -> None:
+    with pytest.raises(InvalidSeriesKey, match=message):
+        LineBuilder("s").prefix(key)
+
+
+@pytest.mark.parametrize(
+    "fn,text,quoted",
+    [
+        (influxql_ident, 'a"b\\c', '"a\\"b\\\\c"'),
+        (influxql_string, "it's \\", "'it\\'s \\\\'"),
+        (flux_string, 'say "${x}" \\', '"say \\"\\${x}\\" \\\\"'),
+    ],
+    ids=["influxql-ident", "influxql-string", "flux-string"],
+)
+def test_query_quoting(fn: object, text: str, quoted: str) -> None:
+    assert callable(fn) and fn(text) == quoted
+
+
+@pytest.mark.parametrize(
+    "t,every,start",
+    [(0, 10, 0), (9, 10, 0), (10, 10, 10), (-1, 10, -10), (-10, 10, -10), (1_700_000_000_123, 60, 1_700_000_000_100)],
+)
+def test_bucket_start_aligns_to_epoch(t: int, every: int, start: int) -> None:
+    assert bucket_start(t, every) == start
+
+
+def test_bucket_starts_range_and_guard() -> None:
+    assert list(bucket_starts(15, 40, 10)) == [10, 20, 30]
+    assert list(bucket_starts(15, 15, 10)) == []
+    with pytest.raises(ValueError, match="positive"):
+        bucket_starts(0, 10, 0)
+    with pytest.raises(ValueError, match="more than"):
+        bucket_starts(0, MAX_BUCKETS + 1, 1)
+
+
+def test_backoff_doubles_and_caps() -> None:
+    assert [backoff_s(0.2, n) for n in range(4)] == [0.2, 0.4, 0.8, 1.6]
+    assert backoff_s(0.2, 50) == 30.0
+
+
+def test_factory_picks_backend(tmp_path: Path) -> None:
+    assert isinstance(open_storage(EmbeddedStorageConfig(path=str(tmp_path / "x.sqlite")), site_id="s"),
+                      EmbeddedStorage)
+    assert isinstance(open_storage(InfluxDB1StorageConfig(backend="influxdb1", url="http://127.0.0.1:1"),
+                                   site_id="s"), InfluxDB1Storage)
+    assert isinstance(open_storage(InfluxDB2StorageConfig(backend="influxdb2", url="http://127.0.0.1:1",
+                                                          org="o", bucket="b"), site_id="s"), InfluxDB2Storage)
+
+
+async def test_embedded_retention(tmp_path: Path) -> None:
+    now = 100 * NS_PER_DAY
+    config = EmbeddedStorageConfig(path=str(tmp_path / "r.sqlite"), retention_days=7)
+    key = SeriesKey("pdu", "a", "b")
+    store = EmbeddedStorage(config, site_id="s", clock_ns=lambda: now)
+    await store.start()
+    await store.write([Sample(key, now - 8 * NS_PER_DAY, 1.0), Sample(key, now - 6 * NS_PER_DAY, 2.0)])
+    assert await store.apply_retention() == 1
+    assert [s.value for s in await store.read_range(key, 0, 2**62)] == [2.0]
+    await store.close()
+    # Retention also runs on start, and the series ids survive a reopen.
+    store = EmbeddedStorage(config, site_id="s", clock_ns=lambda: now + 2 * NS_PER_DAY)
+    await store.start()
+    assert await store.read_range(key, 0, 2**62) == []
+    await store.write([Sample(key, now, 3.0)])
+    assert await store.read_latest([key]) == {key: Sample(key, now, 3.0)}
+    await store.close()
+
+
+async def test_embedded_file_is_wal(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = EmbeddedStorage(EmbeddedStorageConfig(path=str(tmp_path / "w.sqlite")), site_id="s")
+    await store.start()
+    await store.close()
+    with sqlite3.connect(tmp_path / "w.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db.close()
+    with pytest.raises(StorageError, match="not started"):
+        await store.write([Sample(SeriesKey("m", "d", "p"), 1, 1.0)])
+
+
+def test_numpy_and_bool_values_are_written_as_floats() -> None:
+    import numpy as np
+
+    key = SeriesKey("m", "d", "p")
+    lines = LineBuilder("s").build([Sample(key, 1, np.float64(2.5)), Sample(key, 2, True)])  # type: ignore[arg-type]
+    assert lines.split("\n") == ["m,device=d,point=p,site=s value=2.5,quality=0i 1",
+                                 "m,device=d,point=p,site=s value=1.0,quality=0i 2"]
