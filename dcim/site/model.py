@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dcim.site.schema import (
@@ -92,6 +92,25 @@ class Site:
     def racks_in_hall(self, hall_id: str) -> list[Rack]:
         """Racks of one hall in floor order."""
         return [r for r in self.racks.values() if r.hall == hall_id]
+
+    def with_endpoints(self, endpoints: dict[str, tuple[str, int]]) -> Site:
+        """A copy whose gateways point at other hosts/ports (servers bound to free ports)."""
+        gateways = []
+        for gw in self.config.gateways:
+            if gw.id not in endpoints:
+                gateways.append(gw)
+                continue
+            host, port = endpoints[gw.id]
+            if isinstance(gw, ModbusGateway):
+                gateways.append(gw.model_copy(update={"host": host, "port": port}))
+            else:
+                path = gw.endpoint.split("/", 3)[3] if gw.endpoint.count("/") >= 3 else ""
+                gateways.append(gw.model_copy(
+                    update={"endpoint": f"opc.tcp://{host}:{port}/{path}"}))
+        config = self.config.model_copy(update={"gateways": gateways})
+        by_id = {g.id: g for g in gateways}
+        devices = {k: replace(d, gateway=by_id[d.gateway.id]) for k, d in self.devices.items()}
+        return Site(config=config, source=self.source, racks=dict(self.racks), devices=devices)
 
     def point_count(self) -> int:
         """Number of points polled across all devices (= series written)."""

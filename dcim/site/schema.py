@@ -177,7 +177,7 @@ class ModbusPoint(PointBase):
         if self.type != "string" and self.count is not None:
             raise ValueError("count is only for strings")
         if self.bit is not None and self.type not in ("uint16", "int16"):
-            raise ValueError("bit selects one bit of a 16-bit register: type must be uint16")
+            raise ValueError("bit selects one bit of a 16-bit register: type must be uint16 or int16")
         if self.address + self.size_registers > 65536:
             raise ValueError(f"value runs past register 65535 (address {self.address})")
         return self
@@ -222,6 +222,11 @@ class ModbusProfile(Strict):
     protocol: Literal["modbus"]
     device_type: Literal[DEVICE_TYPES]  # type: ignore[valid-type]
     vendor_model: str = ""
+    max_gap: int = Field(
+        0, ge=0, le=124,
+        description="unmapped registers a coalesced read may span; 0 unless the device "
+        "answers reads over its holes (many answer exception 2)",
+    )
     points: list[ModbusPoint] = Field(min_length=1)
 
 

@@ -1,0 +1,171 @@
+"""Modbus read planning and decoding: pure functions, computed once per device at start-up.
+
+Byte orders follow docs/devices.md: a value's bytes A B C D... big-endian; ABCD is sent as
+is, CDAB with the register order reversed, BADC with the bytes of each register swapped,
+DCBA fully reversed. Decoding: reverse the registers for CDAB/BADC, then read big-endian
+(ABCD, CDAB) or little-endian (BADC, DCBA).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dcim.site.schema import MODBUS_TYPE_REGISTERS, ModbusPoint
+
+MAX_READ_REGISTERS = 125  # FC 3/4 limit (Modbus application protocol 1.1b3, 6.3/6.4)
+MAX_READ_BITS = 2000  # FC 1/2 limit
+BIT_TABLES = ("coil", "discrete_input")
+FUNCTION_CODES = {"coil": 1, "discrete_input": 2, "holding": 3, "input": 4}
+
+_CODES = {"int16": "h", "uint16": "H", "sunssf": "h", "bool": "H", "int32": "i", "uint32": "I",
+          "acc32": "I", "float32": "f", "int64": "q", "uint64": "Q", "float64": "d"}
+# SunSpec "not implemented" markers, read as no value
+_NOT_IMPLEMENTED = {"int16": -0x8000, "sunssf": -0x8000, "uint16": 0xFFFF, "acc32": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedPoint:
+    """A point inside a read: its offset (registers or bits) from the read's start."""
+
+    point: ModbusPoint
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """One Modbus read: table, first address, count, and the points it serves."""
+
+    table: str
+    address: int
+    count: int
+    points: tuple[PlannedPoint, ...] = field(default_factory=tuple)
+
+    @property
+    def function_code(self) -> int:
+        """FC 1-4 of this read."""
+        return FUNCTION_CODES[self.table]
+
+
+def point_size(point: ModbusPoint) -> int:
+    """Registers (or bits) a point occupies."""
+    if point.table in BIT_TABLES:
+        return 1
+    if point.type == "string":
+        return point.count or 1
+    return MODBUS_TYPE_REGISTERS[point.type]
+
+
+def plan_reads(points: Sequence[ModbusPoint], max_gap: int = 0,
+               max_registers: int = MAX_READ_REGISTERS,
+               max_bits: int = MAX_READ_BITS) -> list[ReadRequest]:
+    """Coalesce points into as few reads as the limits allow, spanning at most max_gap holes."""
+    reads: list[ReadRequest] = []
+    for table in ("coil", "discrete_input", "holding", "input"):
+        limit = max_bits if table in BIT_TABLES else max_registers
+        spans = sorted(((p.address, p.address + point_size(p), p) for p in points
+                        if p.table == table), key=lambda s: (s[0], s[1]))
+        start = end = -1
+        members: list[tuple[int, ModbusPoint]] = []
+        for first, last, point in spans:
+            if members and first - end <= max_gap and max(end, last) - start <= limit:
+                end = max(end, last)
+            else:
+                if members:
+                    reads.append(_request(table, start, end, members))
+                start, end, members = first, last, []
+            members.append((first, point))
+        if members:
+            reads.append(_request(table, start, end, members))
+    return reads
+
+
+def _request(table: str, start: int, end: int, members: list[tuple[int, ModbusPoint]]) -> ReadRequest:
+    return ReadRequest(table, start, end - start,
+                       tuple(PlannedPoint(p, addr - start) for addr, p in members))
+
+
+def registers_to_raw(regs: Sequence[int], type_: str, order: str) -> int | float:
+    """The raw number held in regs (exactly the point's registers) in the given byte order."""
+    if order in ("CDAB", "BADC"):
+        regs = regs[::-1]
+    data = struct.pack(f">{len(regs)}H", *regs)
+    endian = ">" if order in ("ABCD", "CDAB") else "<"
+    value: int | float = struct.unpack(endian + _CODES[type_], data)[0]
+    return value
+
+
+def registers_to_string(regs: Sequence[int], order: str) -> str:
+    """ASCII text of registers, NUL padding removed; BADC/DCBA swap each register's bytes."""
+    data = struct.pack(f">{len(regs)}H", *regs)
+    if order in ("BADC", "DCBA"):
+        swapped = bytearray(len(data))
+        swapped[0::2], swapped[1::2] = data[1::2], data[0::2]
+        data = bytes(swapped)
+    return data.split(b"\0", 1)[0].decode("ascii", "replace")
+
+
+class DeviceDecoder:
+    """Decodes the answers to a device's planned reads into engineering values by point name.
+
+    Built once per device; decode() runs every poll. A value is None when the device reports
+    it not implemented (SunSpec markers, NaN) or its scale factor is missing.
+    """
+
+    def __init__(self, reads: Sequence[ReadRequest]):
+        self.reads = list(reads)
+        self._sf_points = {pp.point.scale_factor_point for r in reads for pp in r.points
+                           if pp.point.scale_factor_point}
+        self._sunspec = bool(self._sf_points)
+
+    def decode(self, answers: Sequence[Sequence[int] | Sequence[bool]]) -> dict[str, float | str | None]:
+        """answers[i] = registers (or bits) returned for reads[i]; returns value per point."""
+        raw: dict[str, int | float | str | None] = {}
+        for read, words in zip(self.reads, answers):
+            if read.table in BIT_TABLES:
+                for pp in read.points:
+                    raw[pp.point.name] = 1 if words[pp.offset] else 0
+                continue
+            for pp in read.points:
+                p = pp.point
+                size = point_size(p)
+                chunk = words[pp.offset: pp.offset + size]
+                if p.type == "string":
+                    raw[p.name] = registers_to_string(chunk, p.order)
+                elif p.bit is not None:
+                    raw[p.name] = (chunk[0] >> p.bit) & 1
+                elif p.type == "bool":
+                    raw[p.name] = 1 if chunk[0] else 0
+                else:
+                    value = registers_to_raw(chunk, p.type, p.order)
+                    if self._sunspec and _NOT_IMPLEMENTED.get(p.type) == value:
+                        value = None
+                    raw[p.name] = value
+        return self._scale(raw)
+
+    def _scale(self, raw: dict[str, int | float | str | None]) -> dict[str, float | str | None]:
+        out: dict[str, float | str | None] = {}
+        for read in self.reads:
+            for pp in read.points:
+                p = pp.point
+                value = raw[p.name]
+                if value is None or isinstance(value, str):
+                    out[p.name] = value
+                    continue
+                if p.type == "sunssf" or p.table in BIT_TABLES or p.bit is not None:
+                    out[p.name] = float(value)
+                    continue
+                number = float(value)
+                if not math.isfinite(number):
+                    out[p.name] = None
+                    continue
+                if p.scale_factor_point:
+                    sf = raw.get(p.scale_factor_point)
+                    if not isinstance(sf, (int, float)) or isinstance(sf, bool):
+                        out[p.name] = None
+                        continue
+                    number *= 10.0 ** sf
+                out[p.name] = number * p.scale + p.offset
+        return out
