@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 SITE   ?= config/cyberport5.yaml
 
-.PHONY: demo test install system-deps bench clean
+.PHONY: demo test install system-deps node-deps bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,13 @@ install: $(BIN)/.installed
 system-deps:
 	./scripts/install-system-deps.sh
 
+node-deps:
+	./scripts/install-node-deps.sh
+
 demo: install
 	$(BIN)/dcim demo $(SITE)
 
-test: install system-deps
+test: install system-deps node-deps
 	$(BIN)/pytest
 
 bench: install system-deps

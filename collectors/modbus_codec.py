@@ -140,7 +140,8 @@ class DeviceDecoder:
                     raw[p.name] = 1 if chunk[0] else 0
                 else:
                     value = registers_to_raw(chunk, p.type, p.order)
-                    if self._sunspec and _NOT_IMPLEMENTED.get(p.type) == value:
+                    if value == p.nan_value or (
+                            self._sunspec and _NOT_IMPLEMENTED.get(p.type) == value):
                         value = None
                     raw[p.name] = value
         return self._scale(raw)
@@ -169,3 +170,19 @@ class DeviceDecoder:
                     number *= 10.0 ** sf
                 out[p.name] = number * p.scale + p.offset
         return out
+
+
+def raw_to_registers(raw: int | float, type_: str, order: str) -> list[int]:
+    """Registers holding a raw number in the given byte order (the inverse of registers_to_raw)."""
+    endian = ">" if order in ("ABCD", "CDAB") else "<"
+    data = struct.pack(endian + _CODES[type_], raw)
+    regs = list(struct.unpack(f">{len(data) // 2}H", data))
+    return regs[::-1] if order in ("CDAB", "BADC") else regs
+
+
+def engineering_to_registers(point: ModbusPoint, value: float) -> list[int]:
+    """Registers for writing an engineering value to a (writable) register point."""
+    raw = (value - point.offset) / point.scale
+    if point.type in ("float32", "float64"):
+        return raw_to_registers(raw, point.type, point.order)
+    return raw_to_registers(int(round(raw)), point.type, point.order)

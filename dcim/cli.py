@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("site", nargs="?", default="config/cyberport5.yaml", help="site YAML file")
     d.set_defaults(func=_cmd_demo)
 
+    from dcim.cli_sim import add_parsers as add_sim_parsers
+
+    add_sim_parsers(sub)
+
     site = sub.add_parser("site", help="site tools (generate)")
     site_sub = site.add_subparsers(dest="site_command", required=True, metavar="SUBCOMMAND")
     g = site_sub.add_parser("generate", help="generate a Tier-III+ site of any size",

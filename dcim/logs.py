@@ -39,3 +39,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Third-party libraries are chatty at INFO (asyncua logs every node it builds).
+    quiet = max(logging.WARNING, root.level)
+    for name in ("asyncua", "pymodbus", "aiohttp.access"):
+        logging.getLogger(name).setLevel(quiet)

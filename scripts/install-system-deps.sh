@@ -5,6 +5,8 @@ set -euo pipefail
 need=()
 command -v influxd >/dev/null 2>&1 || need+=(influxdb)
 command -v mbpoll >/dev/null 2>&1 || need+=(mbpoll)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -123,13 +123,13 @@ RACK_MONITOR = {
             role="it_energy_kwh", feed="A", unit="kWh"),
         _mb("feed_b_energy_kwh", "input", 4, "uint32", order="CDAB", scale=0.001,
             role="it_energy_kwh", feed="B", unit="kWh"),
-        _mb("inlet_temp_bottom_c", "input", 6, "int16", scale=0.1, role="inlet_temp_c",
+        _mb("inlet_temp_bottom_c", "input", 6, "int16", scale=0.1, role="inlet_temp_c", nan_value=-32768,
             position="bottom", unit="degC"),
-        _mb("inlet_temp_middle_c", "input", 7, "int16", scale=0.1, role="inlet_temp_c",
+        _mb("inlet_temp_middle_c", "input", 7, "int16", scale=0.1, role="inlet_temp_c", nan_value=-32768,
             position="middle", unit="degC"),
-        _mb("inlet_temp_top_c", "input", 8, "int16", scale=0.1, role="inlet_temp_c",
+        _mb("inlet_temp_top_c", "input", 8, "int16", scale=0.1, role="inlet_temp_c", nan_value=-32768,
             position="top", unit="degC"),
-        _mb("inlet_rh_pct", "input", 9, scale=0.1, role="inlet_rh_pct", unit="%"),
+        _mb("inlet_rh_pct", "input", 9, scale=0.1, role="inlet_rh_pct", unit="%", nan_value=65535),
     ],
 }
 

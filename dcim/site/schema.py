@@ -165,6 +165,7 @@ class ModbusPoint(PointBase):
     count: int | None = Field(None, ge=1, le=125, description="registers of a string")
     bit: int | None = Field(None, ge=0, le=15, description="one bit of a register")
     scale_factor_point: str | None = Field(None, description="sunssf point: value x 10^sf")
+    nan_value: int | None = Field(None, description="raw value the device sends for 'no data'")
     writable: bool = Field(False, description="allow writes to this point (off by default)")
 
     @model_validator(mode="after")
