@@ -495,3 +495,15 @@ def test_device_docs_cover_every_modbus_profile(site: Site) -> None:
     assert "mbpoll -m tcp -a 4 -0 -r 3009 -c 1 -t 4:float -B -p 15020 -1 127.0.0.1" in text
     assert "| gw-racks-h1-1 | 127.0.0.1:15022 | 1-100 |" in text
     assert "| CDAB | 0x0102 | 0xCDEF 0x89AB | 0x0000 0x3F80 |" in text
+
+
+def test_docs_devices_md_is_generated_from_the_code() -> None:
+    """docs/devices.md cannot drift from the profiles and servers: regenerate it to update."""
+    from dcim.simulators.docgen import device_docs
+
+    root = Path(__file__).resolve().parents[1]
+    committed = (root / "docs" / "devices.md").read_text(encoding="utf-8")
+    generated = device_docs(load_site(root / "config" / "cyberport5.yaml"))
+    assert committed == generated, (
+        "docs/devices.md is stale: run python -m dcim.simulators.docgen "
+        "config/cyberport5.yaml docs/devices.md")
