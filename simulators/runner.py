@@ -39,13 +39,15 @@ class Simulator:
     def __init__(self, site: Site, *, seed: int = 0, speed: float = 1.0,
                  start_s: float | None = None, tick_s: float = 1.0, host: str = "127.0.0.1",
                  free_ports: bool = False, truth_path: str | Path | None = None,
-                 clock: Callable[[], float] = time.monotonic, autotick: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, autotick: bool = True,
+                 gateways: set[str] | None = None) -> None:
         self.site = site
         self.speed = speed
         self.tick_s = tick_s
         self.host = host
         self.free_ports = free_ports
         self.autotick = autotick
+        self.gateways = gateways  # serve only these (None: all); for multi-process sites
         self._clock = clock
         self._start_s = start_s if start_s is not None else time.time()
         self._t0 = clock()
@@ -70,9 +72,16 @@ class Simulator:
     async def start(self) -> None:
         """Compute the first snapshot, start every server, then tick in the background."""
         self.snapshot = self.plant.step(self.now_s())
-        self.modbus = await serve_site_modbus(self.site, self.snapshot, host=self.host,
+        served = self.site
+        if self.gateways is not None:
+            keep = [g for g in self.site.config.gateways if g.id in self.gateways]
+            served = Site(config=self.site.config.model_copy(update={"gateways": keep}),
+                          source=self.site.source, racks=self.site.racks,
+                          devices={k: d for k, d in self.site.devices.items()
+                                   if d.gateway.id in self.gateways})
+        self.modbus = await serve_site_modbus(served, self.snapshot, host=self.host,
                                               free_ports=self.free_ports)
-        for gw in self.site.config.gateways:
+        for gw in served.config.gateways:
             if isinstance(gw, OpcuaGateway):
                 devices = [d for d in self.site.devices.values() if d.gateway.id == gw.id]
                 server = OpcuaSimServer(gw, devices, host=self.host,
