@@ -15,8 +15,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from dcim.collectors.base import Backoff, DeviceHealth, DeviceStatus, PointTable, SampleSink
@@ -25,7 +26,7 @@ from dcim.collectors.modbus_codec import (
 )
 from dcim.collectors.scheduler import Cadence
 from dcim.site.model import SiteDevice
-from dcim.site.schema import ModbusGateway, ModbusPoint
+from dcim.site.schema import ModbusGateway, ModbusPoint, ModbusRtuGateway
 from dcim.storage.base import Quality
 
 log = logging.getLogger(__name__)
@@ -51,22 +52,33 @@ class _Device:
     backoff: Backoff
 
 
+def make_client(gateway: ModbusGateway | ModbusRtuGateway) -> Any:
+    """A pymodbus client for a TCP gateway or a serial RTU line (no automatic reconnects)."""
+    if isinstance(gateway, ModbusRtuGateway):
+        return AsyncModbusSerialClient(gateway.serial_port, baudrate=gateway.baudrate,
+                                       parity=gateway.parity, bytesize=gateway.bytesize,
+                                       stopbits=gateway.stopbits, timeout=gateway.timeout_s,
+                                       retries=0, reconnect_delay=0)
+    return AsyncModbusTcpClient(gateway.host, port=gateway.port, timeout=gateway.timeout_s,
+                                retries=0, reconnect_delay=0)
+
+
 class _Connection:
     """One pymodbus client to the gateway, connected lazily and dropped on I/O errors."""
 
-    def __init__(self, gateway: ModbusGateway):
+    def __init__(self, gateway: ModbusGateway | ModbusRtuGateway):
         self.gateway = gateway
-        self.client: AsyncModbusTcpClient | None = None
+        self.client: Any = None
 
-    async def get(self) -> AsyncModbusTcpClient:
+    async def get(self) -> Any:
         if self.client is None or not self.client.connected:
             self.drop()
-            client = AsyncModbusTcpClient(self.gateway.host, port=self.gateway.port,
-                                          timeout=self.gateway.timeout_s, retries=0,
-                                          reconnect_delay=0)
+            client = make_client(self.gateway)
             if not await client.connect():
                 client.close()
-                raise GatewayDown(f"cannot connect to {self.gateway.host}:{self.gateway.port}")
+                where = (self.gateway.serial_port if isinstance(self.gateway, ModbusRtuGateway)
+                         else f"{self.gateway.host}:{self.gateway.port}")
+                raise GatewayDown(f"cannot connect to {where}")
             self.client = client
         return self.client
 
@@ -79,7 +91,8 @@ class _Connection:
 class ModbusCollector:
     """Polls every Modbus device behind one gateway on its interval, into a sample sink."""
 
-    def __init__(self, gateway: ModbusGateway, devices: list[SiteDevice], sink: SampleSink, *,
+    def __init__(self, gateway: ModbusGateway | ModbusRtuGateway, devices: list[SiteDevice],
+                 sink: SampleSink, *,
                  clock: Callable[[], float] = time.time,
                  stale_after_intervals: int = STALE_AFTER_INTERVALS,
                  backoff_base_s: float = 1.0, backoff_cap_s: float = 60.0):

@@ -15,7 +15,7 @@ from typing import Any
 from dcim.collectors.base import DeviceHealth, DeviceStatus, SampleSink
 from dcim.site import Site
 from dcim.site.model import SiteDevice
-from dcim.site.schema import ModbusGateway, OpcuaGateway
+from dcim.site.schema import ModbusGateway, ModbusRtuGateway, OpcuaGateway
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def _opcua(gateway: Any, devices: list[SiteDevice], sink: SampleSink) -> Any:
 
 REGISTRY: dict[type, Callable[[Any, list[SiteDevice], SampleSink], Any]] = {
     ModbusGateway: _modbus,
+    ModbusRtuGateway: _modbus,
     OpcuaGateway: _opcua,
 }
 
@@ -61,7 +62,7 @@ class CollectorService:
         self.sink = sink
         self.collectors: list[Any] = []
         for gateway in site.config.gateways:
-            proto = "modbus" if isinstance(gateway, ModbusGateway) else "opcua"
+            proto = "opcua" if isinstance(gateway, OpcuaGateway) else "modbus"
             if proto not in protocols:
                 continue
             devices = [d for d in site.devices.values() if d.gateway.id == gateway.id]

@@ -244,3 +244,25 @@ async def test_overrun_is_counted_and_cycles_do_not_pile_up() -> None:
     assert cycles[:2] == [1005.0, 1010.0]
     assert cycles[2] == 1025.0  # 1015 and 1020 skipped, not run late
     assert cadence.stats.overruns == 1 and cadence.stats.missed == 2
+
+
+async def test_rtu_line_is_a_configuration_of_the_same_collector() -> None:
+    """RS-485 lines use pymodbus's serial client; only the transport differs (not run here)."""
+    from pymodbus.client import AsyncModbusSerialClient
+
+    from dcim.collectors.modbus import make_client
+
+    data = generate_site(SiteSpec(site_id="t", name="t", racks=10, halls=1))
+    data["gateways"].append({"id": "rs485-1", "protocol": "modbus_rtu",
+                             "serial_port": "/dev/ttyUSB0", "baudrate": 9600, "parity": "E"})
+    data["devices"].append({"id": "M-RTU", "profile": "pm5560", "gateway": "rs485-1",
+                            "unit_id": 7, "monitors": "AUX"})
+    site = site_from_dict(data)
+    device = site.devices["M-RTU"]
+    client = make_client(device.gateway)  # type: ignore[arg-type]
+    assert isinstance(client, AsyncModbusSerialClient)
+    collector = ModbusCollector(device.gateway, [device], ListSink())  # type: ignore[arg-type]
+    assert collector.requests_per_poll("M-RTU") == 6
+    data["gateways"][-1]["parity"] = "X"
+    with pytest.raises(Exception, match="gateways\\[4\\].parity: Input should be .N., .E. or .O."):
+        site_from_dict(data)

@@ -6,6 +6,7 @@ chillers, pumps, towers and CRAH per hall, two PDUs per side per pair of rows.
 
 from __future__ import annotations
 
+import copy
 import math
 import string
 from dataclasses import dataclass
@@ -211,7 +212,7 @@ def generate_site(spec: SiteSpec = SiteSpec()) -> dict[str, Any]:
         },
         "storage": {"backend": "embedded", "path": f"var/{spec.site_id}.sqlite"},
         "gateways": gateways,
-        "profiles": REFERENCE_PROFILES,
+        "profiles": copy.deepcopy(REFERENCE_PROFILES),
         "electrical": electrical,
         "mechanical": mechanical,
         "redundancy_groups": groups,

@@ -54,7 +54,7 @@ def _pydantic_issues(exc: ValidationError, lines: LineMap) -> list[ConfigIssue]:
             if not isinstance(got, (dict, list)):
                 message += f" (got {got!r})"
         # drop the discriminator tag pydantic inserts after a union field
-        loc = tuple(p for p in loc if p not in ("modbus_tcp", "opcua", "modbus", "embedded",
+        loc = tuple(p for p in loc if p not in ("modbus_tcp", "modbus_rtu", "opcua", "modbus", "embedded",
                                                  "influxdb1", "influxdb2"))
         issues.append(lines.issue(loc, message))
     return issues
@@ -238,8 +238,8 @@ def _build_devices(cfg: schema.SiteConfig, racks: list[tuple[Rack, Loc]], lines:
             issues.append(lines.issue(loc + ("gateway",), f"gateway {dev.gateway!r} is not declared"))
         if profile is None or gateway is None:
             continue
-        wanted = "modbus_tcp" if profile.protocol == "modbus" else "opcua"
-        if gateway.protocol != wanted:
+        wanted = ("modbus_tcp", "modbus_rtu") if profile.protocol == "modbus" else ("opcua",)
+        if gateway.protocol not in wanted:
             issues.append(lines.issue(loc + ("gateway",), f"profile {dev.profile!r} speaks "
                                       f"{profile.protocol} but gateway {gateway.id!r} is {gateway.protocol}"))
             continue

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dcim.site.schema import (
-    ElectricalComponent, Hall, MechanicalComponent, ModbusGateway, ModbusProfile, OpcuaGateway,
+    ElectricalComponent, Hall, MechanicalComponent, ModbusGateway, ModbusProfile,
+    ModbusRtuGateway, OpcuaGateway,
     OpcuaProfile, RedundancyGroup, SiteConfig,
 )
 from dcim.storage.base import SeriesKey
@@ -41,7 +42,7 @@ class SiteDevice:
     device_type: str
     profile_id: str
     profile: ModbusProfile | OpcuaProfile
-    gateway: ModbusGateway | OpcuaGateway
+    gateway: ModbusGateway | ModbusRtuGateway | OpcuaGateway
     unit_id: int | None
     node_name: str
     monitors: str

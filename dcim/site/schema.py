@@ -108,6 +108,24 @@ class ModbusGateway(Strict):
     timeout_s: float = Field(1.0, gt=0, le=60)
 
 
+class ModbusRtuGateway(Strict):
+    """A serial Modbus RTU line (RS-485) on a local port; one request at a time by nature."""
+
+    id: Id
+    protocol: Literal["modbus_rtu"]
+    serial_port: str = Field(description="e.g. /dev/ttyUSB0")
+    baudrate: int = Field(19200, ge=300, le=921600)
+    parity: Literal["N", "E", "O"] = "N"
+    bytesize: Literal[7, 8] = 8
+    stopbits: Literal[1, 2] = 1
+    timeout_s: float = Field(1.0, gt=0, le=60)
+
+    @property
+    def max_in_flight(self) -> int:
+        """A serial line carries one request at a time."""
+        return 1
+
+
 class OpcuaSecurity(Strict):
     policy: Literal["None", "Basic256Sha256"] = "None"
     mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
@@ -139,7 +157,8 @@ class OpcuaGateway(Strict):
     timeout_s: float = Field(4.0, gt=0, le=60)
 
 
-Gateway = Annotated[ModbusGateway | OpcuaGateway, Field(discriminator="protocol")]
+Gateway = Annotated[ModbusGateway | ModbusRtuGateway | OpcuaGateway,
+                    Field(discriminator="protocol")]
 
 
 # ---------------------------------------------------------------- profiles (point maps)
