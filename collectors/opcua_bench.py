@@ -18,7 +18,9 @@ from pathlib import Path
 from dcim.collectors.opcua import OpcuaCollector
 from dcim.simulators.opcua_server import OpcuaSimServer
 from dcim.simulators.snapshot import DeviceReading, Snapshot
+
 from dcim.site import load_site
+from dcim.site.model import SiteDevice
 from dcim.storage.base import Sample
 
 INTERVAL_S = 0.1
@@ -32,9 +34,9 @@ class _CountingSink:
         self.count += 1 if isinstance(samples, Sample) else len(samples)  # type: ignore[arg-type]
 
 
-def _snapshot(devices: list[object], tick: int) -> Snapshot:
-    return Snapshot(time.time(), {d.id: DeviceReading(  # type: ignore[attr-defined]
-        {p.name: i * 100 + j + tick * 0.01 for j, p in enumerate(d.profile.points)})  # type: ignore[attr-defined]
+def _snapshot(devices: list[SiteDevice], tick: int) -> Snapshot:
+    return Snapshot(time.time(), {d.id: DeviceReading(
+        {p.name: i * 100 + j + tick * 0.01 for j, p in enumerate(d.profile.points)})
         for i, d in enumerate(devices)})
 
 

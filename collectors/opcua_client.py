@@ -26,6 +26,7 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 from asyncua.ua.uaerrors import UaError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from dcim.collectors.opcua_nodes import status_name
 
 from dcim.site.schema import OpcuaGateway
 
@@ -133,7 +134,7 @@ async def _secure(client: Client, settings: ClientSettings) -> None:
         code = getattr(exc, "code", ua.StatusCodes.BadCertificateInvalid)
         raise UntrustedServer(
             f"server certificate {_describe(server_cert)} of {settings.endpoint} refused: "
-            f"{ua.StatusCode(code).name}; add it to {settings.trust_dir} if it is the right "
+            f"{status_name(code)}; add it to {settings.trust_dir} if it is the right "
             "server") from exc
     await client.set_security(policy, str(settings.certificate), str(settings.private_key),
                               server_certificate=uacrypto.der_from_x509(server_cert), mode=mode)
@@ -168,11 +169,11 @@ async def close_client(client: Client, *, alive: bool, timeout_s: float = 1.0) -
     try:
         # close_session stops asyncua's supervisor and watchdog tasks in any case.
         await asyncio.wait_for(client.close_session(), timeout_s)
-    except (Exception, asyncio.TimeoutError):
+    except (TimeoutError, Exception):
         log.debug("close_session failed", exc_info=True)
     if alive:
         try:
             await asyncio.wait_for(client.close_secure_channel(), timeout_s)
-        except (Exception, asyncio.TimeoutError):
+        except (TimeoutError, Exception):
             log.debug("close_secure_channel failed", exc_info=True)
     client.disconnect_socket()

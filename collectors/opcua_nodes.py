@@ -78,6 +78,11 @@ def quality_of(status: int) -> Quality:
     return Quality.BAD
 
 
+def status_name(code: int) -> str:
+    """The symbolic name of a StatusCode, e.g. BadNoCommunication."""
+    return ua.StatusCode(code).name  # type: ignore[arg-type]
+
+
 def as_number(value: Any) -> float | None:
     """A variant value as float (bool and ints included), None if not a finite number."""
     if isinstance(value, bool | int | float):
@@ -132,7 +137,7 @@ async def resolve(client: Client, addresses: Sequence[PointAddress]) -> Resoluti
                 errors[key] = f"bad identifier: {exc}"
     if paths:
         results = await client.translate_browsepaths(
-            ua.NodeId(ua.ObjectIds.ObjectsFolder), [p for _, p in paths])
+            ua.NodeId(ua.ObjectIds.ObjectsFolder), [p for _, p in paths])  # type: ignore[arg-type]
         for (key, _), result in zip(paths, results, strict=True):
             if result.StatusCode.is_good() and result.Targets:
                 target = result.Targets[0].TargetId
@@ -155,9 +160,9 @@ def _relative_path(browse: tuple[tuple[str, str], ...], index: dict[str, int]) -
     path = ua.RelativePath()
     for uri, name in browse:
         element = ua.RelativePathElement()
-        element.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
-        element.IsInverse = False
-        element.IncludeSubtypes = True
+        element.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)  # type: ignore[arg-type]
+        element.IsInverse = False  # type: ignore[assignment]
+        element.IncludeSubtypes = True  # type: ignore[assignment]
         element.TargetName = ua.QualifiedName(name, index[uri])
         path.Elements.append(element)
     return path

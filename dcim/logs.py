@@ -43,3 +43,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     quiet = max(logging.WARNING, root.level)
     for name in ("asyncua", "pymodbus", "aiohttp.access"):
         logging.getLogger(name).setLevel(quiet)
+    # asyncua logs a traceback at ERROR for every lost connection; the collector logs the
+    # loss once, with the device and gateway, so that one is silenced.
+    logging.getLogger("asyncua.client.ua_session").setLevel(logging.CRITICAL)

@@ -104,6 +104,8 @@ class Site:
             host, port = endpoints[gw.id]
             if isinstance(gw, ModbusGateway):
                 gateways.append(gw.model_copy(update={"host": host, "port": port}))
+            elif isinstance(gw, ModbusRtuGateway):
+                gateways.append(gw)  # a serial line has no network endpoint
             else:
                 path = gw.endpoint.split("/", 3)[3] if gw.endpoint.count("/") >= 3 else ""
                 gateways.append(gw.model_copy(

@@ -1,0 +1,481 @@
+"""The OPC UA collector: one client per server, subscribed (or polled), sampled on a cadence.
+
+Subscribed points keep their latest value, status and arrival time ("sample and hold");
+every aligned boundary of a device's interval turns them into samples stamped with the
+boundary, so redundant collectors write identical timestamps. Poll-mode devices are read
+in one batched Read per boundary instead. Node ids are resolved from namespace URIs on
+every connection. After a lost connection the old client and its subscription are torn
+down and exactly one new subscription is made on the next connection (asyncua's own
+auto-reconnect is off: it would restore monitored items with stale namespace indexes).
+The collector never writes to the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from asyncua import Client, ua
+from asyncua.client.ua_client import UaClientState
+from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
+from dcim.collectors.base import Backoff, DeviceHealth, DeviceStatus, SampleSink
+from dcim.collectors.opcua_client import (
+    ClientSettings,
+    UntrustedServer,
+    close_client,
+    open_client,
+)
+from dcim.collectors.opcua_nodes import (
+    PointAddress,
+    as_number,
+    parse_address,
+    quality_of,
+    resolve,
+    status_name,
+)
+from dcim.collectors.scheduler import Cadence
+
+from dcim.site.model import SiteDevice
+from dcim.site.schema import OpcuaGateway, OpcuaPoint
+from dcim.storage.base import Quality, Sample, SeriesKey
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER_INTERVALS = 3
+QUEUE_SIZE = 1  # per monitored item: only the latest value matters for sample and hold
+MAX_NODES_PER_READ = 1000  # one Read request at most; servers limit MaxNodesPerRead
+LIFETIME_KEEPALIVES = 5  # a server drops an orphaned subscription after this many keep-alives
+CLOSE_TIMEOUT_S = 1.0
+
+
+@dataclass(eq=False)
+class _Point:
+    """A point's address, its node id on the current connection, and its held value."""
+
+    device_id: str
+    name: str
+    series: SeriesKey
+    address: PointAddress
+    mode: str
+    sampling_ms: float
+    deadband: float | None
+    scale: float
+    offset: float
+    node_id: ua.NodeId | None = None
+    error: str = ""  # why it has no node id on this connection
+    value: float = math.nan  # latest value of any status
+    status: int = ua.StatusCodes.Good
+    last_good: float = math.nan
+    received: bool = False  # something arrived on the current connection
+    received_mono: float = 0.0
+    ever: bool = False  # something arrived since start
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(device id, point name)."""
+        return (self.device_id, self.name)
+
+
+@dataclass(eq=False)
+class _Device:
+    device: SiteDevice
+    points: list[_Point]
+    health: DeviceHealth
+    mode: str
+    own_fault: bool = False  # DOWN because the server reports all its points Bad
+
+    @property
+    def stale_after_s(self) -> float:
+        return self.device.interval_s * STALE_AFTER_INTERVALS
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One asyncua client and (at most) one subscription; discarded when lost."""
+
+    client: Client | None = None
+    subscription: Subscription | None = None
+    handles: dict[int, _Point] = field(default_factory=dict)
+    consumer: asyncio.Task[None] | None = None
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str = ""
+    connected_mono: float = 0.0
+    got_data: bool = False
+
+    def lose(self, reason: str) -> None:
+        """Mark the connection dead (first reason wins); the run loop replaces it."""
+        if not self.lost.is_set():
+            self.reason = reason
+            self.lost.set()
+
+    def last_alive_mono(self) -> float:
+        """Monotonic time of the last publish response (data or keep-alive)."""
+        sub = self.subscription
+        at = sub.last_publish_at if sub is not None else None
+        return self.connected_mono if at is None else max(at, self.connected_mono)
+
+
+class OpcuaCollector:
+    """Collects every OPC UA device of one server (gateway) into a sample sink."""
+
+    def __init__(self, gateway: OpcuaGateway, devices: list[SiteDevice], sink: SampleSink, *,
+                 clock: Callable[[], float] = time.time,
+                 stale_after_intervals: int = STALE_AFTER_INTERVALS,
+                 backoff_base_s: float = 1.0, backoff_cap_s: float = 30.0):
+        self.gateway = gateway
+        self.sink = sink
+        self._clock = clock
+        self._stale_intervals = stale_after_intervals
+        self._settings = ClientSettings.from_gateway(gateway)
+        self._backoff = Backoff(backoff_base_s, backoff_cap_s)
+        self._devices: dict[str, _Device] = {}
+        for device in devices:
+            profile = device.profile
+            if profile.protocol != "opcua":
+                raise ValueError(f"device {device.id} has a {profile.protocol} profile, "
+                                 f"not opcua (gateway {gateway.id})")
+            points = []
+            for p in profile.points:
+                assert isinstance(p, OpcuaPoint)
+                points.append(_Point(
+                    device.id, p.name, device.series(p.name), parse_address(device, p),
+                    profile.mode, float(p.sampling_interval_ms if p.sampling_interval_ms is not None
+                                        else device.interval_s * 1000), p.deadband,
+                    p.scale, p.offset))
+            self._devices[device.id] = _Device(device, points, DeviceHealth(device.id, gateway.id),
+                                               profile.mode)
+        self._points = [p for d in self._devices.values() for p in d.points]
+        self._conn: _Connection | None = None
+        self._attempted = False  # a first connection attempt has finished
+        self._outage_since: float | None = None
+        self._last_error = ""
+        self._warned: dict[tuple[str, str], str] = {}
+        self._started_mono = 0.0
+        self.cadences: list[Cadence] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.requests = 0
+        self.reconnects = 0
+        self.subscriptions_created = 0
+        self.connections = 0
+        self.namespaces: dict[str, int] = {}  # namespace index by URI on the current connection
+        self.unresolved: dict[tuple[str, str], str] = {}  # (device, point) -> why
+
+    @property
+    def health(self) -> dict[str, DeviceHealth]:
+        """Health of each device, by device id."""
+        return {d: dev.health for d, dev in self._devices.items()}
+
+    @property
+    def connected(self) -> bool:
+        """Whether a live connection (with its subscription, if any) is in place."""
+        return self._conn is not None and not self._conn.lost.is_set()
+
+    async def start(self) -> None:
+        """Start the connection task and one aligned cadence per distinct device interval."""
+        self._started_mono = time.monotonic()
+        self._tasks.append(asyncio.create_task(self._run(), name=f"{self.gateway.id}/connection"))
+        for interval in sorted({d.device.interval_s for d in self._devices.values()}):
+            members = [d for d in self._devices.values() if d.device.interval_s == interval]
+            cadence = Cadence(interval, self._cycle_for(members),
+                              name=f"{self.gateway.id}/{interval:g}s", clock=self._clock)
+            self.cadences.append(cadence)
+            self._tasks.append(asyncio.create_task(cadence.run(), name=cadence.name))
+
+    async def close(self) -> None:
+        """Stop sampling, delete the subscription and close the session."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # ------------------------------------------------------------ connection
+
+    async def _run(self) -> None:
+        """Connect, hold the connection until it is lost, tear down, back off, repeat."""
+        while True:
+            conn: _Connection | None = None
+            try:
+                conn = await self._connect()
+                self._conn = conn
+                await conn.lost.wait()
+                reason = conn.reason
+            except (TimeoutError, UntrustedServer, ua.UaError, OSError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # anything else from the stack: keep the loop alive
+                log.exception("unexpected error on the OPC UA connection", extra={
+                    "gateway": self.gateway.id})
+                reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                self._conn = None
+                self._attempted = True
+                if conn is not None:
+                    await self._teardown(conn)
+            self._connection_down(reason)
+            await asyncio.sleep(self._backoff.next_delay())
+
+    async def _connect(self) -> _Connection:
+        conn = _Connection()
+
+        async def on_lost(exc: Exception) -> None:
+            conn.lose(f"connection lost: {type(exc).__name__}: {exc}")
+
+        conn.client = client = await open_client(
+            self._settings, on_lost=on_lost, watchdog_s=min(1.0, self._settings.timeout_s),
+            session_timeout_s=max(60.0, 10 * max(d.device.interval_s for d in
+                                                 self._devices.values())))
+        try:
+            resolution = await asyncio.wait_for(resolve(client, [p.address for p in self._points]),
+                                                self._settings.timeout_s * 3)
+            self.namespaces = dict(resolution.namespace_indexes)
+            self.unresolved = dict(resolution.errors)
+            for point in self._points:
+                point.node_id = resolution.node_ids.get(point.key)
+                point.error = resolution.errors.get(point.key, "")
+                point.received = False
+                if point.error and self._warned.get(point.key) != point.error:
+                    self._warned[point.key] = point.error
+                    log.warning("OPC UA point not resolved, marked bad", extra={
+                        "gateway": self.gateway.id, "device": point.device_id,
+                        "point": point.name, "address": point.address.text, "error": point.error})
+            if any(p.mode == "subscribe" and p.node_id is not None for p in self._points):
+                await asyncio.wait_for(self._subscribe(conn), self._settings.timeout_s * 3)
+        except BaseException:
+            await self._teardown(conn)
+            raise
+        conn.connected_mono = time.monotonic()
+        self.connections += 1
+        if self.connections > 1:
+            self.reconnects += 1
+        return conn
+
+    async def _subscribe(self, conn: _Connection) -> None:
+        """One subscription for all subscribe-mode points, queue size 1, optional deadband."""
+        points = [p for p in self._points if p.mode == "subscribe" and p.node_id is not None]
+        intervals = [self._devices[p.device_id].device.interval_s for p in points]
+        params = ua.CreateSubscriptionParameters()
+        params.RequestedPublishingInterval = min(intervals) * 1000
+        # A keep-alive at least every half stale period proves a quiet subscription alive.
+        params.RequestedMaxKeepAliveCount = max(1, self._stale_intervals // 2)
+        params.RequestedLifetimeCount = params.RequestedMaxKeepAliveCount * LIFETIME_KEEPALIVES
+        params.MaxNotificationsPerPublish = 0  # no limit
+        params.PublishingEnabled = True
+        params.Priority = 0
+        assert conn.client is not None
+        sub = await conn.client.create_subscription(
+            params, None, queue_maxsize=max(1000, 10 * len(points)))
+        conn.subscription = sub
+        self.subscriptions_created += 1
+        conn.consumer = asyncio.create_task(self._consume(conn, sub),
+                                            name=f"{self.gateway.id}/notifications")
+        requests = []
+        for handle, point in enumerate(points, start=1):
+            conn.handles[handle] = point
+            requests.append(_monitor_request(point, handle))
+        results = await sub.create_monitored_items(requests)
+        for (handle, point), result in zip(conn.handles.items(), results, strict=True):
+            if isinstance(result, ua.StatusCode):
+                point.node_id, point.error = None, f"monitored item refused ({result.name})"
+                self.unresolved[point.key] = point.error
+                del conn.handles[handle]
+                if self._warned.get(point.key) != point.error:
+                    self._warned[point.key] = point.error
+                    log.warning("OPC UA point not monitored, marked bad", extra={
+                        "gateway": self.gateway.id, "device": point.device_id,
+                        "point": point.name, "error": point.error})
+
+    async def _consume(self, conn: _Connection, sub: Subscription) -> None:
+        """Store each data change; a Bad subscription status ends the connection."""
+        async for event in sub:
+            if conn.lost.is_set():
+                return
+            if isinstance(event, DataChangeEvent):
+                point = conn.handles.get(event.data.monitored_item.ClientHandle)
+                if point is not None and event.data.monitored_item.Value is not None:
+                    self.requests += 1
+                    self._store(conn, point, event.data.monitored_item.Value)
+            elif isinstance(event, StatusChangeEvent):
+                status = event.notification.Status
+                if status is not None and not status.is_good():
+                    conn.lose(f"subscription status {status.name}")
+
+    async def _teardown(self, conn: _Connection) -> None:
+        """Forget the connection's subscription and close its client (best effort)."""
+        conn.lose(conn.reason or "closed")
+        if conn.consumer is not None:
+            conn.consumer.cancel()
+            await asyncio.gather(conn.consumer, return_exceptions=True)
+        if conn.subscription is not None:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(conn.subscription.delete(), CLOSE_TIMEOUT_S)
+        conn.subscription, conn.consumer = None, None
+        conn.handles.clear()
+        if conn.client is not None:
+            alive = conn.client.uaclient.state is UaClientState.CONNECTED
+            await close_client(conn.client, alive=alive, timeout_s=CLOSE_TIMEOUT_S)
+            conn.client = None
+
+    def _connection_down(self, reason: str) -> None:
+        """After a failed attempt or a lost connection: devices DOWN, logged once per outage."""
+        self._last_error = reason
+        for point in self._points:
+            point.received = False
+        for dev in self._devices.values():
+            dev.health.status = DeviceStatus.DOWN
+            dev.health.last_error = reason
+        delay_hint = self._backoff.base_s * 2 ** self._backoff.failures
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            level = logging.ERROR if "UntrustedServer" in reason else logging.WARNING
+            log.log(level, "OPC UA server not reachable, its devices marked down; reconnecting "
+                    "with backoff", extra={"gateway": self.gateway.id,
+                                           "endpoint": self.gateway.endpoint, "error": reason,
+                                           "devices": len(self._devices),
+                                           "retry_in_s": round(min(delay_hint,
+                                                                   self._backoff.cap_s), 2)})
+
+    def _recovered(self, conn: _Connection) -> None:
+        conn.got_data = True
+        self._backoff.reset()
+        if self._outage_since is not None:
+            log.info("OPC UA server reachable again, data flowing", extra={
+                "gateway": self.gateway.id, "endpoint": self.gateway.endpoint,
+                "down_s": round(time.monotonic() - self._outage_since, 2),
+                "reconnects": self.reconnects, "namespaces": self.namespaces})
+            self._outage_since = None
+
+    # ------------------------------------------------------------ values
+
+    def _store(self, conn: _Connection, point: _Point, data: ua.DataValue) -> None:
+        """Hold the latest value and status of a point (from a notification or a read)."""
+        status = data.StatusCode.value if data.StatusCode is not None else ua.StatusCodes.Good
+        number = as_number(data.Value.Value if data.Value is not None else None)
+        if number is None and quality_of(status) is not Quality.BAD:
+            status = ua.StatusCodes.BadTypeMismatch  # not a number we can store
+        point.status = status
+        point.value = math.nan if number is None else number * point.scale + point.offset
+        if quality_of(status) is Quality.GOOD:
+            point.last_good = point.value
+        point.received, point.ever = True, True
+        point.received_mono = time.monotonic()
+        if not conn.got_data:
+            self._recovered(conn)
+
+    def _cycle_for(self, members: list[_Device]) -> Callable[[float], Awaitable[None]]:
+        async def cycle(boundary_s: float) -> None:
+            await self._cycle(members, boundary_s)
+        return cycle
+
+    async def _cycle(self, members: list[_Device], boundary_s: float) -> None:
+        """One boundary: read the poll-mode devices, then sample every member."""
+        t_ns = round(boundary_s * 1e9)
+        conn = self._conn
+        latency = 0.0
+        polled = [d for d in members if d.mode == "poll"]
+        if polled and conn is not None and not conn.lost.is_set():
+            latency = await self._poll(conn, polled)
+        samples: list[Sample] = []
+        for dev in members:
+            samples += self._sample_device(dev, conn, t_ns, latency if dev in polled else 0.0)
+        if samples:
+            self.sink.add(samples)
+
+    async def _poll(self, conn: _Connection, devices: list[_Device]) -> float:
+        """Batched Read of value and status of every resolved point; returns the round trip."""
+        points = [p for d in devices for p in d.points if p.node_id is not None]
+        assert conn.client is not None
+        started = time.perf_counter()
+        try:
+            for i in range(0, len(points), MAX_NODES_PER_READ):
+                chunk = points[i:i + MAX_NODES_PER_READ]
+                self.requests += 1
+                results = await asyncio.wait_for(conn.client.uaclient.read_attributes(
+                    [p.node_id for p in chunk if p.node_id is not None], ua.AttributeIds.Value),
+                    self._settings.timeout_s)
+                for point, data in zip(chunk, results, strict=True):
+                    self._store(conn, point, data)
+        except (TimeoutError, ua.UaError, OSError, ConnectionError) as exc:
+            conn.lose(f"read failed: {type(exc).__name__}: {exc}")
+        return time.perf_counter() - started
+
+    def _sample_device(self, dev: _Device, conn: _Connection | None, t_ns: int,
+                       latency: float) -> list[Sample]:
+        """Samples of one device at a boundary, and its health."""
+        health = dev.health
+        if conn is None or conn.lost.is_set():
+            if not self._attempted:
+                return []  # still connecting for the first time: nothing to say yet
+            health.failed(self._last_error or "not connected")
+            return [Sample(p.series, t_ns, p.last_good, Quality.BAD) for p in dev.points]
+        now = time.monotonic()
+        alive = now - conn.last_alive_mono() < dev.stale_after_s
+        out: list[Sample] = []
+        bad = stale = fresh = 0
+        for p in dev.points:
+            if p.node_id is None:
+                out.append(Sample(p.series, t_ns, p.last_good, Quality.BAD))
+                continue
+            if not p.received:
+                if not p.ever and now - conn.connected_mono < dev.stale_after_s:
+                    continue  # initial value on its way
+                out.append(Sample(p.series, t_ns, p.last_good, Quality.BAD))
+                bad += 1
+                continue
+            quality = quality_of(p.status)
+            if p.mode == "subscribe" and not (alive or now - p.received_mono < dev.stale_after_s):
+                quality = max(quality, Quality.STALE)
+            value = p.value if quality is not Quality.BAD and not math.isnan(p.value) \
+                else p.last_good
+            out.append(Sample(p.series, t_ns, value, quality))
+            bad += quality is Quality.BAD
+            stale += quality is Quality.STALE
+            fresh += 1
+        self._device_health(dev, conn, t_ns, latency, bad=bad, stale=stale, fresh=fresh)
+        return out
+
+    def _device_health(self, dev: _Device, conn: _Connection, t_ns: int, latency: float, *,
+                       bad: int, stale: int, fresh: int) -> None:
+        health = dev.health
+        if fresh == 0:
+            return  # nothing arrived on this connection yet: the status stays as it was
+        if bad == fresh:
+            statuses = {status_name(p.status) for p in dev.points if p.received}
+            if health.failed(f"server reports every point Bad ({', '.join(sorted(statuses))})") \
+                    and conn.got_data:
+                dev.own_fault = True
+                log.warning("OPC UA device reports no good value, marked down", extra={
+                    "gateway": self.gateway.id, "device": dev.device.id,
+                    "status": sorted(statuses)})
+            return
+        if dev.own_fault:
+            dev.own_fault = False
+            log.info("OPC UA device has values again", extra={
+                "gateway": self.gateway.id, "device": dev.device.id})
+        health.ok(t_ns, latency)
+        if stale == fresh - bad and stale:
+            health.status = DeviceStatus.STALE
+
+
+def _monitor_request(point: _Point, handle: int) -> ua.MonitoredItemCreateRequest:
+    """A monitored item on the Value attribute: queue size 1, absolute deadband if set."""
+    item = ua.ReadValueId()
+    item.NodeId = point.node_id
+    item.AttributeId = ua.AttributeIds.Value
+    params = ua.MonitoringParameters()
+    params.ClientHandle = handle
+    params.SamplingInterval = point.sampling_ms
+    params.QueueSize = QUEUE_SIZE
+    params.DiscardOldest = True
+    if point.deadband is not None:
+        params.Filter = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValue,
+                                            DeadbandType=ua.DeadbandType.Absolute,
+                                            DeadbandValue=point.deadband)
+    request = ua.MonitoredItemCreateRequest()
+    request.ItemToMonitor = item
+    request.MonitoringMode = ua.MonitoringMode.Reporting
+    request.RequestedParameters = params
+    return request
