@@ -40,7 +40,8 @@ class Simulator:
                  start_s: float | None = None, tick_s: float = 1.0, host: str = "127.0.0.1",
                  free_ports: bool = False, truth_path: str | Path | None = None,
                  clock: Callable[[], float] = time.monotonic, autotick: bool = True,
-                 gateways: set[str] | None = None) -> None:
+                 gateways: set[str] | None = None,
+                 opcua_security: dict[str, Any] | None = None) -> None:
         self.site = site
         self.speed = speed
         self.tick_s = tick_s
@@ -48,6 +49,7 @@ class Simulator:
         self.free_ports = free_ports
         self.autotick = autotick
         self.gateways = gateways  # serve only these (None: all); for multi-process sites
+        self.opcua_security = opcua_security or {}  # gateway id -> ServerSecurity
         self._clock = clock
         self._start_s = start_s if start_s is not None else time.time()
         self._t0 = clock()
@@ -85,7 +87,8 @@ class Simulator:
             if isinstance(gw, OpcuaGateway):
                 devices = [d for d in self.site.devices.values() if d.gateway.id == gw.id]
                 server = OpcuaSimServer(gw, devices, host=self.host,
-                                        port=0 if self.free_ports else None)
+                                        port=0 if self.free_ports else None,
+                                        security=self.opcua_security.get(gw.id))
                 await server.start()
                 await server.update(self.snapshot)
                 self.opcua[gw.id] = server
