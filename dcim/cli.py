@@ -54,7 +54,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from dcim.site import ConfigError
 
     try:
-        return run_demo(args.site)
+        return run_demo(args.site, seconds=args.seconds, simulate=not args.no_simulate)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -80,9 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_validate)
 
     d = sub.add_parser("demo", help="run dcim end to end on a site (the README's first command)",
-                       description="Run dcim on a site: validate it and exercise its store; "
-                                   "grows into simulators + collectors + dashboard.")
+                       description="Run dcim on a site: start its simulators on loopback, the "
+                                   "collectors, the durable buffer and the store, and show a live "
+                                   "summary until Ctrl-C.")
     d.add_argument("site", nargs="?", default="config/cyberport5.yaml", help="site YAML file")
+    d.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    d.add_argument("--no-simulate", action="store_true",
+                   help="poll the real devices of the site file instead of simulators")
     d.set_defaults(func=_cmd_demo)
 
     from dcim.cli_sim import add_parsers as add_sim_parsers

@@ -15,7 +15,9 @@ from dcim.storage.base import Aggregate, Bucket, Quality, Sample, SeriesKey, Sto
 from dcim.storage.buckets import bucket_start, bucket_starts, fill_buckets
 from dcim.storage.config import InfluxDB1StorageConfig
 from dcim.storage.lineprotocol import InvalidSeriesKey, LineBuilder, influxql_ident, influxql_string
-from dcim.storage.retry import StorageRejected, TransientError, excerpt, with_retries
+from dcim.storage.retry import (
+    StorageRejected, StorageUnavailable, TransientError, excerpt, with_retries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class InfluxDB1Storage:
         self.base_url = str(config.url).rstrip("/")
         self._lines = LineBuilder(site_id)
         self._session: aiohttp.ClientSession | None = None
+        self._database_ready = False
         self._auth: dict[str, str] = {}
         if config.username is not None:
             password = os.environ.get(config.password_env, "") if config.password_env else ""
@@ -54,8 +57,19 @@ class InfluxDB1Storage:
         """Open the HTTP session and create the database if configured to."""
         timeout = aiohttp.ClientTimeout(total=self.config.write.timeout_s)
         self._session = aiohttp.ClientSession(timeout=timeout)
+        self._database_ready = not self.config.create_database
         if self.config.create_database:
-            await self.query(f"CREATE DATABASE {influxql_ident(self.config.database)}")
+            try:
+                await self._create_database()
+            except StorageUnavailable as exc:
+                # influxd is down at start: the first write creates the database instead,
+                # so an outage at start-up is buffered like any other.
+                log.warning("cannot create the database yet; will retry on first write",
+                            extra={"url": self.base_url, "error": str(exc)})
+
+    async def _create_database(self) -> None:
+        await self.query(f"CREATE DATABASE {influxql_ident(self.config.database)}")
+        self._database_ready = True
 
     async def close(self) -> None:
         """Close the HTTP session (nothing is buffered here; see BatchWriter)."""
@@ -111,7 +125,16 @@ class InfluxDB1Storage:
             body = self._lines.build(samples).encode()
         except (InvalidSeriesKey, KeyError) as exc:
             raise StorageRejected(f"cannot write batch: {exc}") from exc
-        await self._post("/write", self._write_params, data=body)
+        if not self._database_ready:
+            await self._create_database()
+        try:
+            await self._post("/write", self._write_params, data=body)
+        except StorageRejected as exc:
+            if "database not found" not in str(exc) or not self.config.create_database:
+                raise
+            # dropped or never created (influxd was down at start): create it and retry once
+            await self._create_database()
+            await self._post("/write", self._write_params, data=body)
 
     # -- reads ---------------------------------------------------------------------------
 

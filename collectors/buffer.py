@@ -1,0 +1,522 @@
+"""DurableBuffer: an append-only, CRC-checked, fsync'd and bounded on-disk log of samples.
+
+Layout of `directory`: segment files `seg-<16-digit sequence>.log` and the ack cursor `ack`.
+A segment is a 16-byte header (magic, sequence) followed by frames, one per append:
+
+    frame   = payload length u32 | crc32(payload) u32 | payload
+    payload = new key count u32 | row count u32 | new keys | index u32[n] | time_ns i64[n]
+              | value f64[n] | quality u8[n]
+    key     = three u16 byte lengths | measurement, device, point (UTF-8)
+
+All little-endian. A segment's key table grows as frames introduce keys, so a row costs
+21 bytes whatever the key. See docs/collectors.md, "Durable buffer".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import sys
+import time
+import zlib
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dcim.storage.base import Quality, Sample, SeriesKey
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+GiB = 1 << 30
+MAGIC = b"DCIMBUF1"
+SEGMENT_HEADER = struct.Struct("<8sQ")  # magic, sequence
+FRAME_HEADER = struct.Struct("<II")  # payload length, crc32 of the payload
+PAYLOAD_HEADER = struct.Struct("<II")  # keys new to the segment, rows
+KEY_HEADER = struct.Struct("<HHH")  # byte lengths of measurement, device, point
+ACK_RECORD = struct.Struct("<QQQI")  # segment, offset, row index in that frame, crc32
+ROW_BYTES = 4 + 8 + 8 + 1
+# Rows per frame at most: bounds the memory one read or one torn write can involve.
+MAX_FRAME_ROWS = 65_536
+SEGMENT_GLOB = "seg-*.log"
+
+_QUALITIES = {int(q): q for q in Quality}
+_SWAP = sys.byteorder != "little"  # array() is native-endian; the format is little-endian
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A position in the log: frame at `offset` of `segment`, row `index` of that frame."""
+
+    segment: int
+    offset: int
+    index: int
+    number: int  # ordinal of the sample at this position (in memory only, not persisted)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What opening the buffer found: unacked samples kept and torn or corrupt bytes cut."""
+
+    recovered_samples: int
+    discarded_bytes: int
+    torn_frames: int
+    discarded_samples: int  # rows declared by cut frames whose header was readable
+    oldest_time_ns: int | None
+    newest_time_ns: int | None
+    segments: int
+
+
+@dataclass(slots=True)
+class _Segment:
+    seq: int
+    path: Path
+    first_number: int
+    samples: int = 0
+    size: int = SEGMENT_HEADER.size
+    keys: list[SeriesKey] = field(default_factory=list)
+    key_index: dict[SeriesKey, int] = field(default_factory=dict)
+
+
+class BufferFormatError(ValueError):
+    """A frame that does not parse although its CRC matched (treated like a torn frame)."""
+
+
+def segment_name(seq: int) -> str:
+    """File name of segment number seq."""
+    return f"seg-{seq:016d}.log"
+
+
+def _frame_keys(payload: memoryview, keys: list[SeriesKey]) -> tuple[int, int]:
+    """Append the frame's new keys to keys; return (row count, offset of the row columns)."""
+    n_keys, n_rows = PAYLOAD_HEADER.unpack_from(payload, 0)
+    pos = PAYLOAD_HEADER.size
+    try:
+        for _ in range(n_keys):
+            lm, ld, lp = KEY_HEADER.unpack_from(payload, pos)
+            pos += KEY_HEADER.size
+            raw = bytes(payload[pos : pos + lm + ld + lp])
+            keys.append(SeriesKey(raw[:lm].decode(), raw[lm : lm + ld].decode(), raw[lm + ld :].decode()))
+            pos += lm + ld + lp
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise BufferFormatError(f"bad key table: {exc}") from exc
+    if pos + n_rows * ROW_BYTES != len(payload):
+        raise BufferFormatError(f"{n_rows} rows do not fill a {len(payload)}-byte payload")
+    return n_rows, pos
+
+
+def _columns(payload: memoryview, n: int, pos: int) -> tuple[array[int], array[int], array[float], array[int]]:
+    """The four row columns of a frame."""
+    cols: list[array] = []  # type: ignore[type-arg]
+    for code, width in (("I", 4), ("q", 8), ("d", 8), ("B", 1)):
+        col = array(code)
+        col.frombytes(payload[pos : pos + n * width])
+        if _SWAP and width > 1:
+            col.byteswap()
+        cols.append(col)
+        pos += n * width
+    return cols[0], cols[1], cols[2], cols[3]
+
+
+class DurableBuffer:
+    """Write-ahead log of samples: append, read unacked in order, ack; survives crashes."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        max_bytes: int = 2 * GiB,
+        segment_bytes: int = 16 * MiB,
+        fsync_interval_s: float = 1.0,
+        fsync_samples: int = 5000,
+        fsync: Callable[[int], None] = os.fsync,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if segment_bytes < 4096 or max_bytes < 2 * segment_bytes:
+            raise ValueError(f"need segment_bytes >= 4096 and max_bytes >= 2 * segment_bytes, "
+                             f"got segment_bytes={segment_bytes}, max_bytes={max_bytes}")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.fsync_interval_s = fsync_interval_s
+        self.fsync_samples = fsync_samples
+        self._fsync = fsync
+        self._clock = clock
+        self._frame_rows = max(1, min(MAX_FRAME_ROWS, (segment_bytes // 2) // ROW_BYTES))
+        self._segments: list[_Segment] = []
+        self._fd = -1  # the last segment's, open for appending
+        self._read: tuple[int, int] | None = None  # (segment seq, fd) of the last segment read
+        self._next_number = 0
+        self._unsynced = 0
+        self._dirty_since = 0.0
+        self.synced_number = 0  # every sample numbered below this has been fsync'd
+        self.dropped_samples = 0
+        self.fsyncs = 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.directory / "lock", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:  # released by the kernel when the process dies, SIGKILL included
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise RuntimeError(f"durable buffer {self.directory} is in use by another process") from None
+        self.recovery = self._recover()
+        self._ack = self._load_ack()
+        self.recovery = self._with_unacked_stats(self.recovery)
+        self._open_last()
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Samples appended and not yet acked."""
+        return self._next_number - self._ack.number
+
+    @property
+    def bytes_on_disk(self) -> int:
+        """Bytes of every segment file (the bounded quantity)."""
+        return sum(s.size for s in self._segments)
+
+    @property
+    def appended_number(self) -> int:
+        """Ordinal the next appended sample will get (samples since open, recovered included)."""
+        return self._next_number
+
+    @property
+    def ack_cursor(self) -> Cursor:
+        """Position of the oldest unacked sample."""
+        return self._ack
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def _recover(self) -> RecoveryReport:
+        discarded = torn = lost_rows = 0
+        for path in sorted(self.directory.glob(SEGMENT_GLOB)):
+            try:
+                seq = int(path.name[4:-4])
+            except ValueError:
+                continue
+            seg, cut_bytes, cut_rows = self._scan(path, seq)
+            if cut_bytes:
+                torn += 1
+                discarded += cut_bytes
+                lost_rows += cut_rows
+                log.warning("durable buffer: cut a torn or corrupt tail",
+                            extra={"segment": path.name, "discarded_bytes": cut_bytes,
+                                   "discarded_samples": cut_rows, "kept_bytes": seg.size if seg else 0})
+            if seg is None:
+                path.unlink()
+                continue
+            self._segments.append(seg)
+            self._next_number += seg.samples
+        if not self._segments:
+            self._segments.append(self._create_segment(1))
+        return RecoveryReport(self._next_number, discarded, torn, lost_rows, None, None,
+                              len(self._segments))
+
+    def _scan(self, path: Path, seq: int) -> tuple[_Segment | None, int, int]:
+        """Parse a segment; truncate it at the first bad frame. (segment, cut bytes, cut rows)."""
+        data = memoryview(path.read_bytes())
+        if len(data) < SEGMENT_HEADER.size or SEGMENT_HEADER.unpack_from(data, 0) != (MAGIC, seq):
+            return None, len(data), 0
+        seg = _Segment(seq, path, self._next_number)
+        pos = SEGMENT_HEADER.size
+        cut_rows = 0
+        while pos < len(data):
+            if pos + FRAME_HEADER.size > len(data):
+                break
+            length, crc = FRAME_HEADER.unpack_from(data, pos)
+            payload = data[pos + FRAME_HEADER.size : pos + FRAME_HEADER.size + length]
+            if len(payload) >= PAYLOAD_HEADER.size:
+                cut_rows = PAYLOAD_HEADER.unpack_from(payload, 0)[1]
+            if length < PAYLOAD_HEADER.size or len(payload) < length or zlib.crc32(payload) != crc:
+                break
+            keys_before = len(seg.keys)
+            try:
+                n_rows, _ = _frame_keys(payload, seg.keys)
+            except BufferFormatError:
+                del seg.keys[keys_before:]
+                break
+            cut_rows = 0
+            seg.samples += n_rows
+            pos += FRAME_HEADER.size + length
+        seg.key_index = {k: i for i, k in enumerate(seg.keys)}
+        seg.size = pos
+        cut = len(data) - pos
+        if cut:
+            with open(path, "r+b") as f:
+                f.truncate(pos)
+                self._fsync(f.fileno())
+        else:
+            cut_rows = 0
+        return seg, cut, cut_rows
+
+    def _load_ack(self) -> Cursor:
+        first = self._segments[0]
+        start = Cursor(first.seq, SEGMENT_HEADER.size, 0, first.first_number)
+        try:
+            raw = (self.directory / "ack").read_bytes()
+        except FileNotFoundError:
+            return start
+        if len(raw) != ACK_RECORD.size or zlib.crc32(raw[:-4]) != ACK_RECORD.unpack(raw)[3]:
+            log.warning("durable buffer: ack file unreadable; replaying from the oldest segment")
+            return start
+        seq, offset, index, _ = ACK_RECORD.unpack(raw)
+        for seg in list(self._segments):
+            if seg.seq < seq and seg is not self._segments[-1]:
+                self._delete(seg)  # fully acked; a crash came between ack and delete
+        seg = self._segments[0]
+        if seg.seq != seq:
+            return Cursor(seg.seq, SEGMENT_HEADER.size, 0, seg.first_number)
+        number = seg.first_number
+        for frame_offset, n_rows, _ in self._frames(seg):
+            if frame_offset == offset:
+                return Cursor(seq, offset, min(index, n_rows), number + min(index, n_rows))
+            number += n_rows
+        if offset == seg.size:
+            return Cursor(seq, offset, 0, number)
+        log.warning("durable buffer: ack cursor is not at a frame; replaying its segment",
+                    extra={"segment": seq, "offset": offset})
+        return Cursor(seg.seq, SEGMENT_HEADER.size, 0, seg.first_number)
+
+    def _with_unacked_stats(self, report: RecoveryReport) -> RecoveryReport:
+        oldest: int | None = None
+        newest: int | None = None
+        for seg in self._segments:
+            for offset, n_rows, payload in self._frames(seg):
+                skip = 0
+                if seg.seq == self._ack.segment:
+                    if offset < self._ack.offset:
+                        continue
+                    if offset == self._ack.offset:
+                        skip = self._ack.index
+                if skip >= n_rows:
+                    continue
+                _, times, _, _ = _columns(payload, n_rows, _frame_keys(payload, [])[1])
+                lo, hi = min(times[skip:]), max(times[skip:])
+                oldest = lo if oldest is None else min(oldest, lo)
+                newest = hi if newest is None else max(newest, hi)
+        return RecoveryReport(self.depth, report.discarded_bytes, report.torn_frames,
+                              report.discarded_samples, oldest, newest, len(self._segments))
+
+    def _frames(self, seg: _Segment) -> list[tuple[int, int, memoryview]]:
+        """(offset, rows, payload) of every frame of a (recovered, valid) segment."""
+        data = memoryview(seg.path.read_bytes())[: seg.size]
+        out = []
+        pos = SEGMENT_HEADER.size
+        while pos < len(data):
+            length, _ = FRAME_HEADER.unpack_from(data, pos)
+            payload = data[pos + FRAME_HEADER.size : pos + FRAME_HEADER.size + length]
+            out.append((pos, PAYLOAD_HEADER.unpack_from(payload, 0)[1], payload))
+            pos += FRAME_HEADER.size + length
+        return out
+
+    # -- segments ------------------------------------------------------------------------
+
+    def _create_segment(self, seq: int) -> _Segment:
+        path = self.directory / segment_name(seq)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, SEGMENT_HEADER.pack(MAGIC, seq))
+            self._fsync(fd)
+        finally:
+            os.close(fd)
+        self._sync_dir()
+        return _Segment(seq, path, self._next_number)
+
+    def _open_last(self) -> None:
+        self._fd = os.open(self._segments[-1].path, os.O_WRONLY | os.O_APPEND)
+
+    def _rotate(self) -> None:
+        self.sync()
+        os.close(self._fd)
+        self._segments.append(self._create_segment(self._segments[-1].seq + 1))
+        self._open_last()
+
+    def _delete(self, seg: _Segment) -> None:
+        if self._read is not None and self._read[0] == seg.seq:
+            os.close(self._read[1])
+            self._read = None
+        self._segments.remove(seg)
+        seg.path.unlink(missing_ok=True)
+
+    def _drop_oldest(self) -> None:
+        """Bound policy: drop the oldest segment whole, counting its unacked samples."""
+        seg = self._segments[0]
+        unacked = seg.first_number + seg.samples - max(self._ack.number, seg.first_number)
+        self._delete(seg)
+        nxt = self._segments[0]
+        if self._ack.segment <= seg.seq:
+            self._ack = Cursor(nxt.seq, SEGMENT_HEADER.size, 0, nxt.first_number)
+        self.dropped_samples += unacked
+        log.error("durable buffer full: dropped the oldest segment",
+                  extra={"segment": seg.path.name, "dropped_samples": unacked,
+                         "dropped_total": self.dropped_samples, "max_bytes": self.max_bytes})
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            self._fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- append --------------------------------------------------------------------------
+
+    def append(self, samples: Sequence[Sample]) -> None:
+        """Append samples in order (one frame per chunk); fsync when a batch is due."""
+        if self._fd < 0:
+            raise RuntimeError(f"durable buffer {self.directory} is closed")
+        step = self._frame_rows
+        for i in range(0, len(samples), step):
+            self._append_frame(samples[i : i + step])
+        self.sync_if_due()
+
+    def _append_frame(self, samples: Sequence[Sample]) -> None:
+        n = len(samples)
+        seg = self._segments[-1]
+        if seg.samples and seg.size + FRAME_HEADER.size + PAYLOAD_HEADER.size + n * ROW_BYTES > self.segment_bytes:
+            self._rotate()
+            seg = self._segments[-1]
+        n_keys_before = len(seg.keys)
+        try:
+            frame = self._encode(seg, samples)
+            while self.bytes_on_disk + len(frame) > self.max_bytes and len(self._segments) > 1:
+                self._drop_oldest()
+            written = os.write(self._fd, frame)
+            if written != len(frame):
+                raise OSError(f"short write to {seg.path}: {written} of {len(frame)} bytes")
+        except BaseException:
+            for key in seg.keys[n_keys_before:]:
+                del seg.key_index[key]
+            del seg.keys[n_keys_before:]
+            os.ftruncate(self._fd, seg.size)  # no half frame stays behind a failed write
+            raise
+        seg.size += len(frame)
+        seg.samples += n
+        self._next_number += n
+        if not self._unsynced:
+            self._dirty_since = self._clock()
+        self._unsynced += n
+
+    def _encode(self, seg: _Segment, samples: Sequence[Sample]) -> bytes:
+        keys, key_index = seg.keys, seg.key_index
+        first_new = len(keys)
+        idx = array("I")
+        for s in samples:
+            i = key_index.get(s.series)
+            if i is None:
+                i = key_index[s.series] = len(keys)
+                keys.append(s.series)
+            idx.append(i)
+        times = array("q", [s.time_ns for s in samples])
+        values = array("d", [s.value for s in samples])
+        qualities = array("B", [s.quality for s in samples])
+        if _SWAP:
+            for col in (idx, times, values):
+                col.byteswap()
+        parts = [PAYLOAD_HEADER.pack(len(keys) - first_new, len(samples))]
+        for key in keys[first_new:]:
+            raw = [key.measurement.encode(), key.device.encode(), key.point.encode()]
+            parts.append(KEY_HEADER.pack(*map(len, raw)))
+            parts.extend(raw)
+        parts += [idx.tobytes(), times.tobytes(), values.tobytes(), qualities.tobytes()]
+        payload = b"".join(parts)
+        return FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+    # -- fsync ---------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """fsync the segment being appended to, if anything was appended since the last."""
+        if self._unsynced:
+            self._fsync(self._fd)
+            self.fsyncs += 1
+            self._unsynced = 0
+        self.synced_number = self._next_number
+
+    def sync_if_due(self) -> None:
+        """fsync when fsync_samples are pending or the oldest pending is fsync_interval_s old."""
+        if self._unsynced and (self._unsynced >= self.fsync_samples
+                               or self._clock() - self._dirty_since >= self.fsync_interval_s):
+            self.sync()
+
+    # -- read and ack --------------------------------------------------------------------
+
+    def _normalize(self, cur: Cursor) -> Cursor:
+        """Step past the end of a finished segment to the start of the next one."""
+        for i, seg in enumerate(self._segments[:-1]):
+            if seg.seq == cur.segment and cur.offset >= seg.size:
+                nxt = self._segments[i + 1]
+                return Cursor(nxt.seq, SEGMENT_HEADER.size, 0, nxt.first_number)
+        return cur
+
+    def _read_fd(self, seg: _Segment) -> int:
+        if self._read is None or self._read[0] != seg.seq:
+            if self._read is not None:
+                os.close(self._read[1])
+            self._read = (seg.seq, os.open(seg.path, os.O_RDONLY))
+        return self._read[1]
+
+    def read_unacked(self, max_samples: int) -> tuple[list[Sample], Cursor]:
+        """Up to max_samples oldest unacked samples, in order, and the cursor just after them."""
+        out: list[Sample] = []
+        cur = self._normalize(self._ack)
+        by_seq = {s.seq: s for s in self._segments}
+        while len(out) < max_samples:
+            seg = by_seq[cur.segment]
+            if cur.offset >= seg.size:
+                break
+            fd = self._read_fd(seg)
+            length, _ = FRAME_HEADER.unpack(os.pread(fd, FRAME_HEADER.size, cur.offset))
+            payload = memoryview(os.pread(fd, length, cur.offset + FRAME_HEADER.size))
+            n_rows = PAYLOAD_HEADER.unpack_from(payload, 0)[1]
+            pos = len(payload) - n_rows * ROW_BYTES  # the key table comes first
+            take = min(n_rows - cur.index, max_samples - len(out))
+            idx, times, values, quals = _columns(payload, n_rows, pos)
+            keys, q = seg.keys, _QUALITIES
+            lo, hi = cur.index, cur.index + take
+            out.extend(Sample(keys[i], t, v, q[k]) for i, t, v, k in
+                       zip(idx[lo:hi], times[lo:hi], values[lo:hi], quals[lo:hi], strict=True))
+            if hi < n_rows:
+                cur = Cursor(cur.segment, cur.offset, hi, cur.number + take)
+            else:
+                cur = self._normalize(Cursor(cur.segment, cur.offset + FRAME_HEADER.size + length, 0,
+                                             cur.number + take))
+        return out, cur
+
+    def ack(self, cursor: Cursor) -> None:
+        """Mark everything before cursor as stored; persist it and delete finished segments."""
+        if cursor.number <= self._ack.number:
+            return  # stale: a drop or an earlier ack moved past it
+        self._ack = self._normalize(cursor)
+        for seg in [s for s in self._segments[:-1] if s.seq < self._ack.segment]:
+            self._delete(seg)
+        self._write_ack()
+
+    def _write_ack(self) -> None:
+        head = ACK_RECORD.pack(self._ack.segment, self._ack.offset, self._ack.index, 0)[:-4]
+        tmp = self.directory / "ack.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, head + struct.pack("<I", zlib.crc32(head)))
+            self._fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.directory / "ack")
+        self._sync_dir()
+
+    # -- close ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """fsync, persist the ack cursor and close the files."""
+        if self._fd < 0:
+            return
+        self.sync()
+        self._write_ack()
+        os.close(self._fd)
+        self._fd = -1
+        if self._read is not None:
+            os.close(self._read[1])
+            self._read = None
+        os.close(self._lock_fd)
