@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,3 +27,17 @@ def require_program(name: str, install_hint: str) -> str:
 
 
 pytest_plugins = ["tests.influxd"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """CLI tests call dcim's setup_logging; put the root logger back for the next test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    named = {name: logging.getLogger(name).level for name in
+             ("asyncua", "pymodbus", "aiohttp.access", "asyncua.client.ua_session")}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, lvl in named.items():
+        logging.getLogger(name).setLevel(lvl)
