@@ -117,24 +117,33 @@ class PointTable:
 
     def __init__(self, series: dict[str, SeriesKey], stale_after_ns: int):
         self.states = {name: PointState(key) for name, key in series.items()}
+        self._items = list(self.states.items())  # iterated every poll
         self.stale_after_ns = stale_after_ns
 
     def good(self, values: dict[str, float | str | None], t_ns: int) -> list[Sample]:
         """Samples of a successful poll: a value is good, a missing one (not implemented) bad."""
         out = []
-        for name, state in self.states.items():
-            value = values.get(name)
-            if isinstance(value, str):
-                continue
-            if value is None:
-                state.quality = Quality.BAD
+        append = out.append
+        get = values.get
+        good, bad, nan = Quality.GOOD, Quality.BAD, float("nan")
+        for name, state in self._items:
+            value = get(name)
+            if value.__class__ is float or value.__class__ is int:
+                state.value = value  # type: ignore[assignment]
+                state.quality = good
+                state.good_time_ns = state.time_ns = t_ns
+                append(Sample(state.series, t_ns, value, good))  # type: ignore[arg-type]
+            elif value is None:
+                state.quality = bad
                 state.time_ns = t_ns
-                out.append(Sample(state.series, t_ns, float("nan"), Quality.BAD))
+                append(Sample(state.series, t_ns, nan, bad))
+            elif isinstance(value, str):
                 continue
-            state.value = value
-            state.quality = Quality.GOOD
-            state.good_time_ns = state.time_ns = t_ns
-            out.append(Sample(state.series, t_ns, value, Quality.GOOD))
+            else:
+                state.value = value
+                state.quality = good
+                state.good_time_ns = state.time_ns = t_ns
+                append(Sample(state.series, t_ns, value, good))
         return out
 
     def failed(self, t_ns: int, quality: Quality = Quality.BAD) -> list[Sample]:

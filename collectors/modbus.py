@@ -27,7 +27,7 @@ from dcim.collectors.modbus_codec import (
 from dcim.collectors.scheduler import Cadence
 from dcim.site.model import SiteDevice
 from dcim.site.schema import ModbusGateway, ModbusPoint, ModbusRtuGateway
-from dcim.storage.base import Quality
+from dcim.storage.base import Quality, Sample
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class _Device:
     points: PointTable
     health: DeviceHealth
     backoff: Backoff
+    unit: int = 1
+    # per read: client method name, address, count, True for bit tables (fixed at start-up)
+    ops: tuple[tuple[str, int, int, bool], ...] = ()
 
 
 def make_client(gateway: ModbusGateway | ModbusRtuGateway) -> Any:
@@ -111,7 +114,9 @@ class ModbusCollector:
                 device, reads, DeviceDecoder(reads),
                 PointTable(series, int(stale_after_intervals * device.interval_s * 1e9)),
                 DeviceHealth(device.id, gateway.id),
-                Backoff(backoff_base_s, backoff_cap_s))
+                Backoff(backoff_base_s, backoff_cap_s), device.unit_id or 1,
+                tuple((_READ_METHODS[r.table], r.address, r.count, r.table in _BIT_TABLES)
+                      for r in reads))
         self._pool: asyncio.Queue[_Connection] = asyncio.Queue()
         self._connections = [_Connection(gateway) for _ in range(gateway.max_in_flight)]
         for conn in self._connections:
@@ -150,37 +155,43 @@ class ModbusCollector:
 
     def _cycle_for(self, members: list[_Device]) -> Callable[[float], asyncio.Future[None]]:
         async def cycle(boundary_s: float) -> None:
-            await asyncio.gather(*(self.poll(dev, boundary_s) for dev in members))
+            # One sink.add per cycle: the durable buffer then writes one frame, not one per device.
+            results = await asyncio.gather(*(self._poll(dev, boundary_s) for dev in members))
+            batch = [sample for samples in results for sample in samples]
+            if batch:
+                self.sink.add(batch)
         return cycle  # type: ignore[return-value]
 
     async def poll(self, dev: _Device, boundary_s: float) -> None:
         """Poll one device for the cycle at boundary_s (skipped while in backoff)."""
+        self.sink.add(await self._poll(dev, boundary_s))
+
+    async def _poll(self, dev: _Device, boundary_s: float) -> list[Sample]:
+        """The samples of one poll of dev (or of its failure, or of its backoff)."""
         t_ns = int(round(boundary_s * 1e9))
         health = dev.health
-        if self._clock() < health.next_attempt_s:
+        if health.next_attempt_s and self._clock() < health.next_attempt_s:
             health.skipped_backoff += 1
-            self.sink.add(dev.points.failed(t_ns, Quality.STALE))
             if health.status is DeviceStatus.UP:
                 health.status = DeviceStatus.STALE
-            return
+            return dev.points.failed(t_ns, Quality.STALE)
         started = time.perf_counter()
         try:
             answers = await self._read_all(dev)
             values = dev.decoder.decode(answers)
         except (DeviceError, GatewayDown, ModbusException, asyncio.TimeoutError, OSError,
                 ValueError, IndexError, AttributeError) as exc:
-            self._failed(dev, t_ns, exc)
-            return
+            return self._failed(dev, t_ns, exc)
         latency = time.perf_counter() - started
         if health.consecutive_errors:
             log.info("device recovered", extra={"device": dev.device.id, "gateway": self.gateway.id,
                                                 "after_errors": health.consecutive_errors})
+            dev.backoff.reset()
+            health.next_attempt_s = 0.0
         health.ok(t_ns, latency)
-        dev.backoff.reset()
-        health.next_attempt_s = 0.0
-        self.sink.add(dev.points.good(values, t_ns))
+        return dev.points.good(values, t_ns)
 
-    def _failed(self, dev: _Device, t_ns: int, exc: BaseException) -> None:
+    def _failed(self, dev: _Device, t_ns: int, exc: BaseException) -> list[Sample]:
         message = f"{type(exc).__name__}: {exc}"
         delay = dev.backoff.next_delay()
         dev.health.next_attempt_s = self._clock() + delay
@@ -188,33 +199,34 @@ class ModbusCollector:
             log.warning("device not answering, marked bad; retrying with backoff", extra={
                 "device": dev.device.id, "gateway": self.gateway.id, "unit_id": dev.device.unit_id,
                 "error": message, "retry_in_s": round(delay, 2)})
-        self.sink.add(dev.points.failed(t_ns, Quality.BAD))
+        return dev.points.failed(t_ns, Quality.BAD)
 
     async def _read_all(self, dev: _Device) -> list[list[int] | list[bool]]:
         conn = await self._pool.get()
         try:
             client = await conn.get()
-            unit = dev.device.unit_id or 1
+            unit = dev.unit
             answers: list[list[int] | list[bool]] = []
-            for read in dev.reads:
+            for method, address, count, bits in dev.ops:
                 self.requests += 1
                 try:
-                    result = await _READERS[read.table](client, read.address, count=read.count,
-                                                        device_id=unit)
+                    result = await getattr(client, method)(address, count=count, device_id=unit)
                 except (ModbusException, asyncio.TimeoutError, OSError):
                     conn.drop()  # a timed-out or broken connection may hold a late answer
                     raise
                 if result.isError():
                     code = getattr(result, "exception_code", "?")
-                    raise DeviceError(f"exception code {code} reading {read.table} "
-                                      f"{read.address}+{read.count}")
-                if read.table in ("coil", "discrete_input"):
-                    answers.append(list(result.bits[: read.count]))
+                    table = next(t for t, m in _READ_METHODS.items() if m == method)
+                    raise DeviceError(f"exception code {code} reading {table} "
+                                      f"{address}+{count}")
+                if bits:
+                    answers.append(list(result.bits[:count]))
                 else:
-                    if len(result.registers) != read.count:
+                    registers = result.registers
+                    if len(registers) != count:
                         conn.drop()
-                        raise DeviceError(f"{len(result.registers)} registers for {read.count}")
-                    answers.append(result.registers)
+                        raise DeviceError(f"{len(registers)} registers for {count}")
+                    answers.append(registers)
             return answers
         finally:
             self._pool.put_nowait(conn)
@@ -245,22 +257,6 @@ class ModbusCollector:
             self._pool.put_nowait(conn)
 
 
-async def _read_holding(client: AsyncModbusTcpClient, address: int, **kw: int):  # type: ignore[no-untyped-def]
-    return await client.read_holding_registers(address, **kw)
-
-
-async def _read_input(client: AsyncModbusTcpClient, address: int, **kw: int):  # type: ignore[no-untyped-def]
-    return await client.read_input_registers(address, **kw)
-
-
-async def _read_coils(client: AsyncModbusTcpClient, address: int, **kw: int):  # type: ignore[no-untyped-def]
-    return await client.read_coils(address, **kw)
-
-
-async def _read_discrete(client: AsyncModbusTcpClient, address: int, **kw: int):  # type: ignore[no-untyped-def]
-    return await client.read_discrete_inputs(address, **kw)
-
-
-_READERS = {"holding": _read_holding, "input": _read_input, "coil": _read_coils,
-            "discrete_input": _read_discrete}
-
+_READ_METHODS = {"holding": "read_holding_registers", "input": "read_input_registers",
+                 "coil": "read_coils", "discrete_input": "read_discrete_inputs"}
+_BIT_TABLES = ("coil", "discrete_input")

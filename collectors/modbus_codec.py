@@ -107,11 +107,29 @@ def registers_to_string(regs: Sequence[int], order: str) -> str:
     return data.split(b"\0", 1)[0].decode("ascii", "replace")
 
 
+# Per point, compiled once: how to get its raw number out of its read's answer.
+_BIT, _REG_BIT, _BOOL, _STRING, _NUMBER = range(5)
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    kind: int
+    offset: int  # registers or bits from the read's start
+    size: int
+    unpack: struct.Struct | None  # _NUMBER: the value's struct, in its byte order
+    reverse: bool  # CDAB/BADC of more than one register: reverse the registers first
+    nan_value: float | None
+    not_implemented: int | None  # SunSpec marker (when the device has scale factors)
+    point: ModbusPoint
+
+
 class DeviceDecoder:
     """Decodes the answers to a device's planned reads into engineering values by point name.
 
     Built once per device; decode() runs every poll. A value is None when the device reports
-    it not implemented (SunSpec markers, NaN) or its scale factor is missing.
+    it not implemented (SunSpec markers, NaN) or its scale factor is missing. Structs and the
+    per-point steps are chosen here, so decode() never switches on types or byte orders.
     """
 
     def __init__(self, reads: Sequence[ReadRequest]):
@@ -119,56 +137,88 @@ class DeviceDecoder:
         self._sf_points = {pp.point.scale_factor_point for r in reads for pp in r.points
                            if pp.point.scale_factor_point}
         self._sunspec = bool(self._sf_points)
+        self._plan: list[tuple[bool, struct.Struct | None, list[_Field]]] = []
+        for read in self.reads:
+            bits = read.table in BIT_TABLES
+            block = None if bits else struct.Struct(f">{read.count}H")
+            self._plan.append((bits, block, [self._field(pp, bits) for pp in read.points]))
+        # (name, kind, scale, offset, scale factor point) in reads order, for the scaling pass
+        self._scaling: list[tuple[str, bool, float, float, str | None]] = []
+        for read in self.reads:
+            for pp in read.points:
+                p = pp.point
+                plain = p.type == "sunssf" or p.table in BIT_TABLES or p.bit is not None
+                self._scaling.append((p.name, plain, p.scale, p.offset, p.scale_factor_point))
+
+    def _field(self, pp: PlannedPoint, bits: bool) -> _Field:
+        p = pp.point
+        size = point_size(p)
+        if bits:
+            return _Field(p.name, _BIT, pp.offset, 1, None, False, None, None, p)
+        if p.type == "string":
+            return _Field(p.name, _STRING, pp.offset, size, None, False, None, None, p)
+        if p.bit is not None:
+            return _Field(p.name, _REG_BIT, pp.offset, size, None, False, None, None, p)
+        if p.type == "bool":
+            return _Field(p.name, _BOOL, pp.offset, size, None, False, None, None, p)
+        endian = ">" if p.order in ("ABCD", "CDAB") else "<"
+        marker = _NOT_IMPLEMENTED.get(p.type) if self._sunspec else None
+        return _Field(p.name, _NUMBER, pp.offset, size, struct.Struct(endian + _CODES[p.type]),
+                      p.order in ("CDAB", "BADC") and size > 1, p.nan_value, marker, p)
 
     def decode(self, answers: Sequence[Sequence[int] | Sequence[bool]]) -> dict[str, float | str | None]:
         """answers[i] = registers (or bits) returned for reads[i]; returns value per point."""
         raw: dict[str, int | float | str | None] = {}
-        for read, words in zip(self.reads, answers):
-            if read.table in BIT_TABLES:
-                for pp in read.points:
-                    raw[pp.point.name] = 1 if words[pp.offset] else 0
+        for (bits, block, fields), words in zip(self._plan, answers):
+            if bits:
+                for f in fields:
+                    raw[f.name] = 1 if words[f.offset] else 0
                 continue
-            for pp in read.points:
-                p = pp.point
-                size = point_size(p)
-                chunk = words[pp.offset: pp.offset + size]
-                if p.type == "string":
-                    raw[p.name] = registers_to_string(chunk, p.order)
-                elif p.bit is not None:
-                    raw[p.name] = (chunk[0] >> p.bit) & 1
-                elif p.type == "bool":
-                    raw[p.name] = 1 if chunk[0] else 0
-                else:
-                    value = registers_to_raw(chunk, p.type, p.order)
-                    if value == p.nan_value or (
-                            self._sunspec and _NOT_IMPLEMENTED.get(p.type) == value):
+            data = block.pack(*words) if block is not None else b""
+            for f in fields:
+                kind = f.kind
+                if kind == _NUMBER:
+                    if f.reverse:
+                        off = f.offset
+                        chunk = words[off: off + f.size][::-1]
+                        value = f.unpack.unpack(struct.pack(f">{f.size}H", *chunk))[0]  # type: ignore[union-attr]
+                    else:
+                        value = f.unpack.unpack_from(data, 2 * f.offset)[0]  # type: ignore[union-attr]
+                    if value == f.nan_value or (f.not_implemented is not None
+                                                and f.not_implemented == value):
                         value = None
-                    raw[p.name] = value
+                    raw[f.name] = value
+                elif kind == _REG_BIT:
+                    raw[f.name] = (words[f.offset] >> f.point.bit) & 1  # type: ignore[operator]
+                elif kind == _BOOL:
+                    raw[f.name] = 1 if words[f.offset] else 0
+                else:
+                    raw[f.name] = registers_to_string(words[f.offset: f.offset + f.size],
+                                                      f.point.order)
         return self._scale(raw)
 
     def _scale(self, raw: dict[str, int | float | str | None]) -> dict[str, float | str | None]:
         out: dict[str, float | str | None] = {}
-        for read in self.reads:
-            for pp in read.points:
-                p = pp.point
-                value = raw[p.name]
-                if value is None or isinstance(value, str):
-                    out[p.name] = value
+        isfinite = math.isfinite
+        for name, plain, scale, offset, sf_point in self._scaling:
+            value = raw[name]
+            if value is None or value.__class__ is str:
+                out[name] = value
+                continue
+            if plain:
+                out[name] = float(value)  # type: ignore[arg-type]
+                continue
+            number = float(value)  # type: ignore[arg-type]
+            if not isfinite(number):
+                out[name] = None
+                continue
+            if sf_point:
+                sf = raw.get(sf_point)
+                if not isinstance(sf, (int, float)) or isinstance(sf, bool):
+                    out[name] = None
                     continue
-                if p.type == "sunssf" or p.table in BIT_TABLES or p.bit is not None:
-                    out[p.name] = float(value)
-                    continue
-                number = float(value)
-                if not math.isfinite(number):
-                    out[p.name] = None
-                    continue
-                if p.scale_factor_point:
-                    sf = raw.get(p.scale_factor_point)
-                    if not isinstance(sf, (int, float)) or isinstance(sf, bool):
-                        out[p.name] = None
-                        continue
-                    number *= 10.0 ** sf
-                out[p.name] = number * p.scale + p.offset
+                number *= 10.0 ** sf
+            out[name] = number * scale + offset
         return out
 
 
