@@ -68,7 +68,7 @@ def generate_site(spec: SiteSpec = SiteSpec()) -> dict[str, Any]:
         return gid
 
     gw_power = modbus_gateway("gw-power")
-    gw_pdu = modbus_gateway("gw-pdu")
+    pdu_gateways = [modbus_gateway("gw-pdu")]
     gateways.append({"id": "bms", "protocol": "opcua",
                      "endpoint": f"opc.tcp://{spec.host}:{spec.opcua_port}/dcim/bms"})
 
@@ -84,6 +84,15 @@ def generate_site(spec: SiteSpec = SiteSpec()) -> dict[str, Any]:
             entry["unit_id"] = unit[gateway]
         devices.append(entry)
 
+    def pdu_gateway() -> str:
+        """The PDU gateway with room for one more unit (a new one every 100 PDUs)."""
+        current = pdu_gateways[-1]
+        if unit[current] >= MAX_UNITS_PER_GATEWAY:
+            current = modbus_gateway(f"gw-pdu-{len(pdu_gateways) + 1}")
+            pdu_gateways.append(current)
+            unit[current] = 0
+        return current
+
     def comp(cid: str, ctype: str, capacity: float, inputs: list[str] | None = None,
              **extra: Any) -> None:
         entry: dict[str, Any] = {"id": cid, "type": ctype, "capacity_kw": round(capacity, 1)}
@@ -95,14 +104,18 @@ def generate_site(spec: SiteSpec = SiteSpec()) -> dict[str, Any]:
     for i in range(1, generators + 1):
         comp(f"GEN-{i}", "generator", spec.generator_kw, group="generators")
         device(f"GEN-{i}-CTRL", "genset", gw_power, f"GEN-{i}")
-    comp("GEN-BUS", "switchboard", spec.generator_kw * generators,
-         [f"GEN-{i}" for i in range(1, generators + 1)], name="generator paralleling bus")
+    # Two bus sections of the paralleling switchgear, every set able to close onto either:
+    # losing one section leaves the other side on generator power (no single point).
+    for side in "AB":
+        comp(f"GEN-BUS-{side}", "switchboard", spec.generator_kw * generators,
+             [f"GEN-{i}" for i in range(1, generators + 1)],
+             name=f"generator paralleling bus, section {side}")
     for side in "AB":
         comp(f"UTIL-{side}", "utility_feed", facility_kw * 1.1, group="utility",
              name=f"HK Electric 11 kV feed {side}")
         device(f"M-UTIL-{side}", "pm5560", gw_power, f"UTIL-{side}")
         comp(f"TX-{side}", "transformer", facility_kw * 1.1, [f"UTIL-{side}"], efficiency=0.985)
-        comp(f"ATS-{side}", "ats", facility_kw * 1.1, [f"TX-{side}", "GEN-BUS"])
+        comp(f"ATS-{side}", "ats", facility_kw * 1.1, [f"TX-{side}", f"GEN-BUS-{side}"])
         device(f"ATS-{side}-CTRL", "ats", gw_power, f"ATS-{side}")
         comp(f"MSB-{side}", "switchboard", facility_kw * 1.1, [f"ATS-{side}"],
              name=f"main switchboard {side}")
@@ -134,7 +147,7 @@ def generate_site(spec: SiteSpec = SiteSpec()) -> dict[str, Any]:
             for p in range(1, pdus + 1):
                 pid = f"PDU-{side}-{hid}-{p}"
                 comp(pid, "pdu", pdu_kw, [f"UPS-{side}"])
-                device(pid, "sunspec_203", gw_pdu, pid)
+                device(pid, "sunspec_203", pdu_gateway(), pid)
         gw: str | None = None
         used = MAX_UNITS_PER_GATEWAY
         for r, letter in enumerate(_row_names(rows_per_hall)):

@@ -39,6 +39,8 @@ PM5560 = {
 _S = 40070 + 2  # first data register of model 203
 SUNSPEC_203 = {
     "protocol": "modbus", "device_type": "pdu", "vendor_model": "SunSpec 203 branch meter",
+    # a SunSpec device maps its whole model block, so one read may span the unused registers
+    "max_gap": 16,
     "points": [
         _mb("a_sf", "holding", _S + 4, "sunssf"),
         _mb("current_a", "holding", _S + 0, "int16", role="current_a", unit="A",
