@@ -20,6 +20,9 @@ from dcim.storage.base import Quality
 Array = NDArray[np.float64]
 
 DEFAULT_MAX_GAP_S = 600.0
+# Decreases up to this (absolute kWh, or relative to the reading) are rounding jitter.
+JITTER_KWH = 1.0
+JITTER_RELATIVE = 1e-5
 # Without a rated maximum, an increment is plausible up to this multiple of the meter's own
 # median rate over the window (a rack or a feed rarely draws 10x its typical power).
 PLAUSIBLE_RATE_FACTOR = 10.0
@@ -84,6 +87,23 @@ def _typical_kw(inc: Array, dt_h: Array) -> float:
     return float(np.median(inc[rising] / dt_h[rising])) if rising.any() else 0.0
 
 
+def _hold_through_jitter(v: np.ndarray) -> np.ndarray:
+    """Hold a counter at its running maximum through small step-backs (rounding jitter).
+
+    A counter read back at a coarser resolution, or through two paths, may step back by a
+    rounding unit: that is not a reset. Between real falls the counter is replaced by its
+    running maximum, so the next rise is measured from the held reading.
+    """
+    if len(v) < 2:
+        return v
+    step = np.diff(v)
+    tolerance = np.maximum(np.abs(v[:-1]) * JITTER_RELATIVE, JITTER_KWH)
+    big_fall = step < -tolerance
+    segment = np.concatenate([[0], np.cumsum(big_fall)])
+    lift = (float(np.max(v) - np.min(v)) + 1.0) * segment
+    return np.maximum.accumulate(v + lift) - lift
+
+
 def energy_delta(
     times_ns: ArrayLike,
     kwh: ArrayLike,
@@ -120,6 +140,7 @@ def energy_delta(
     rejected += int((~keep).sum())
     t, v = t[keep], v[keep]
     dt_h = np.diff(t) / (3600.0 * NS_PER_S)
+    v = _hold_through_jitter(v)
     inc = np.diff(v)
     bound = rate_bound * dt_h
     falls = inc < 0

@@ -14,7 +14,9 @@ def run_demo(path: str | Path, *, seconds: float | None = None, simulate: bool =
     """Validate the site, start simulators, collectors and storage, show a live summary."""
     site = load_site(path)
     print(summarize(site))
-    system = System(site, SystemOptions(simulate=simulate))
+    # an hour of simulated history first, so PUE and trends have data from the first screen
+    system = System(site, SystemOptions(simulate=simulate, backfill_s=3600.0 if simulate else 0,
+                                        analytics_interval_s=15.0))
     print("\nstarting simulators, collectors and the store (Ctrl-C to stop) ...")
     try:
         asyncio.run(run_until_interrupted(system, seconds=seconds))

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from dcim.collectors.buffer import DurableBuffer
 from dcim.collectors.forward import StoreAndForward
@@ -32,6 +32,8 @@ class SystemOptions:
     buffer_dir: str | None = None  # default var/buffer-<site>
     seed: int = 0
     protocols: tuple[str, ...] = ("modbus", "opcua")
+    backfill_s: float = 0.0  # simulated history written before the live run (demo only)
+    analytics_interval_s: float = 60.0
 
 
 class System:
@@ -44,16 +46,20 @@ class System:
         self.storage: Storage | None = None
         self.forward: StoreAndForward | None = None
         self.collectors: CollectorService | None = None
+        self.analytics: Any = None
         self.started_s = 0.0
 
     async def start(self) -> None:
         """Start simulators (if any), storage, the buffer and forwarder, then the collectors."""
         self.started_s = time.time()
         site = self.site
+        plant = None
+        if self.options.simulate and self.options.backfill_s > 0:
+            plant = await self._backfill()
         if self.options.simulate:
             from dcim.simulators.runner import Simulator
 
-            self.simulator = Simulator(site, seed=self.options.seed, free_ports=True)
+            self.simulator = Simulator(site, seed=self.options.seed, free_ports=True, plant=plant)
             await self.simulator.start()
             site = self.simulator.client_site()
         # The forwarder retries forever with backoff and keeps everything on disk meanwhile,
@@ -68,9 +74,32 @@ class System:
         await self.forward.start()
         self.collectors = CollectorService(site, self.forward, protocols=self.options.protocols)
         await self.collectors.start()
+        from dcim.analysis import AnalyticsService
+
+        self.analytics = AnalyticsService(self.site, self.storage,
+                                          interval_s=self.options.analytics_interval_s)
+        await self.analytics.start()
+
+    async def _backfill(self) -> object:
+        """Write recent simulated history, so PUE and trends show at once; returns the plant."""
+        from dcim.simulators.backfill import backfill
+        from dcim.simulators.plant import PlantModel
+
+        plant = PlantModel(self.site, seed=self.options.seed)
+        storage = open_storage(self.site.config.storage, site_id=self.site.id)
+        await storage.start()
+        try:
+            now = time.time()
+            await backfill(self.site, storage, start_s=now - self.options.backfill_s, end_s=now,
+                           step_s=60.0, plant=plant)
+        finally:
+            await storage.close()
+        return plant
 
     async def stop(self) -> None:
         """Stop in reverse order; what storage did not take stays in the buffer."""
+        if self.analytics is not None:
+            await self.analytics.close()
         if self.collectors is not None:
             await self.collectors.close()
         if self.forward is not None:
@@ -86,7 +115,14 @@ class System:
         s = self.collectors.summary()
         elapsed = max(1e-9, time.time() - self.started_s)
         f = self.forward.stats()
-        return (f"devices {s.up}/{s.devices} up, {s.stale} stale, {s.down} down | "
+        pue = "PUE live: -"
+        last = getattr(self.analytics, "last", None)
+        if last is not None:
+            fig = last.live.pue
+            pue = (f"PUE live {fig.value:.3f} ({fig.category})" if fig.value is not None
+                   else f"PUE live: withheld, coverage {fig.coverage:.0%}")
+            pue += " | CM yes" if last.redundancy.concurrently_maintainable else " | CM NO"
+        return (f"{pue} | devices {s.up}/{s.devices} up, {s.stale} stale, {s.down} down | "
                 f"polls {s.polls:,} ({s.polls / elapsed:,.0f}/s) errors {s.errors:,} "
                 f"missed cycles {s.missed_cycles} | stored {f.written:,} "
                 f"({f.written / elapsed:,.0f} points/s) buffered {f.buffered:,}")

@@ -34,9 +34,10 @@ def snapshot_samples(site: Site, snapshot: Snapshot,
 
 
 async def backfill(site: Site, storage: Storage, *, start_s: float, end_s: float, step_s: float,
-                   seed: int = 0, progress: bool = True) -> dict[str, float]:
+                   seed: int = 0, progress: bool = True,
+                   plant: PlantModel | None = None) -> dict[str, float]:
     """Step the plant from start to end and write every point; returns counts and timings."""
-    plant = PlantModel(site, seed=seed)
+    plant = plant if plant is not None else PlantModel(site, seed=seed)
     writer = BatchWriter(storage, site.config.storage.write)
     keys: dict[tuple[str, str], SeriesKey] = {}
     steps = int((end_s - start_s) // step_s) + 1

@@ -41,7 +41,8 @@ class Simulator:
                  free_ports: bool = False, truth_path: str | Path | None = None,
                  clock: Callable[[], float] = time.monotonic, autotick: bool = True,
                  gateways: set[str] | None = None,
-                 opcua_security: dict[str, Any] | None = None) -> None:
+                 opcua_security: dict[str, Any] | None = None,
+                 plant: PlantModel | None = None) -> None:
         self.site = site
         self.speed = speed
         self.tick_s = tick_s
@@ -53,7 +54,8 @@ class Simulator:
         self._clock = clock
         self._start_s = start_s if start_s is not None else time.time()
         self._t0 = clock()
-        self.plant = PlantModel(site, seed=seed)
+        # a plant already stepped (by a backfill) continues its counters without a seam
+        self.plant = plant if plant is not None else PlantModel(site, seed=seed)
         self.sensor_faults = SensorFaults(seed)
         self.truth = TruthLog(truth_path)
         self.faults: dict[int, Fault] = {}

@@ -21,6 +21,11 @@ def test_demo_runs_simulators_collectors_and_store(tmp_path: Path, monkeypatch: 
     out = capsys.readouterr().out
     assert "racks: 200" in out
     assert "devices 270/270 up, 0 stale, 0 down" in out  # Modbus and OPC UA all polled
+    # an hour of backfilled history gives a live PUE from the first analytics run
+    pue = [float(line.split("PUE live ")[1].split(" ")[0]) for line in out.splitlines()
+           if line.startswith("PUE live ") and "withheld" not in line]
+    assert pue and all(1.2 < p < 1.7 for p in pue)
+    assert "(PUE3) | CM yes" in out
     assert "stopped:" in out and "0 left in the durable buffer" in out
     site = load_site(ROOT / "config" / "cyberport5.yaml")
 

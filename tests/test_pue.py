@@ -440,3 +440,15 @@ def test_reference_site_rollover_and_gap_leave_the_figure_and_cost_coverage(run:
     assert after.value == pytest.approx(before.value, rel=1e-12)
     assert after.coverage == pytest.approx(expected) and after.weakest == util
     assert isinstance(spoilt.deltas[util], EnergyDelta)
+
+
+def test_rounding_jitter_is_not_a_reset() -> None:
+    """A flat counter read once as a float and then at 1 kWh resolution steps back by 0.4:
+    no energy, not a reset (which would count the whole reading as energy)."""
+    from dcim.analytics.energy import energy_delta
+
+    t = np.array([0, 60, 120, 180, 240], dtype=np.int64) * 1_000_000_000
+    kwh = np.array([99220.4, 99220.4, 99220.0, 99220.0, 99221.0])
+    delta = energy_delta(t, kwh, start_ns=0, end_ns=int(t[-1]))
+    assert delta.resets == 0
+    assert delta.kwh == pytest.approx(0.6)
