@@ -1,0 +1,298 @@
+"""Anomaly detection benchmark: simulator fault scenarios with ground truth, NAB, throughput.
+
+.venv/bin/python bench/anomaly.py [--quick] [--seed N]
+Definitions (also in docs/anomaly.md): an alert is a TP when its series belongs to a fault's
+affected set and it starts within [fault start - 10 min, fault end + grace] and is raised after
+the fault start; recall = faults with at least one such alert / faults injected; delay = first
+such alert's raise time - fault start; FA/day = alerts on a separate fault-free run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import machine  # noqa: E402
+
+from analytics.anomaly import Detector  # noqa: E402
+from analytics.anomaly_base import NS, Anomaly, Batch, SeriesData  # noqa: E402
+from analytics.anomaly_robust import RobustConfig, fit_robust, robust_anomalies  # noqa: E402
+from dcim.simulators.faults import Fault, SensorFaults  # noqa: E402
+from dcim.simulators.plant import PlantModel  # noqa: E402
+from dcim.simulators.snapshot import DeviceHealth  # noqa: E402
+from dcim.site import load_site  # noqa: E402
+from dcim.storage.base import SeriesKey  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+NAB = Path("/work/shared/data/nab/machine_temperature_system_failure")
+T0 = 1_783_000_000.0  # 2026-07-02, a Hong Kong summer
+STEP = 60.0
+ROWS = ("H1-A", "H1-B")
+SENSOR_DUR = {"stuck": 3600, "drift": 5400, "spike": 180, "dropout": 1200, "noise_burst": 1200}
+EQUIP_DUR = 1800
+DESIGNED = {  # fault kind -> (layer, alert kind) pairs built to catch it
+    "stuck": {("sensor", "stuck")}, "drift": {("sensor", "drift")},
+    "spike": {("robust", "spike"), ("robust", "level_shift")},
+    "dropout": {("sensor", "dropout")}, "noise_burst": {("sensor", "noise")},
+    "crah_trip": {("model", "crah_model"), ("model", "rack_inlet_model")},
+    "chiller_trip": {("model", "chiller_model")},
+    "pdu_breaker_open": {("model", "rack_power_model")},
+    "ups_module_trip": {("model", "ups_module_model")}, "pump_failure": set(),
+}
+
+
+def wanted(site, dev_id: str) -> list[str] | None:  # type: ignore[no-untyped-def]
+    """Points of a device the benchmark keeps (None = skip the device)."""
+    dev = site.devices[dev_id]
+    if dev.device_type == "rack_monitor":
+        rack = site.racks[dev.monitors]
+        if rack.hall != "H1":
+            return None
+        pts = ["feed_a_power_kw", "feed_b_power_kw"]
+        if rack.row in ROWS:
+            pts += ["inlet_temp_bottom_c", "inlet_temp_middle_c", "inlet_temp_top_c", "inlet_rh_pct"]
+        return pts
+    if dev.device_type in ("crah", "chiller", "ups_module", "pdu", "pump"):
+        return [p.name for p in dev.profile.points if p.role is not None]
+    return None
+
+
+def run(model: PlantModel, start: float, end: float, faults: list[Fault],
+        sensor: SensorFaults) -> Batch:
+    """Simulate [start, end) with scheduled faults; arrays per kept series (inlets at 0.1 K)."""
+    site = model.site
+    keep = {d: p for d in site.devices if (p := wanted(site, d))}
+    cols: dict[SeriesKey, list[float]] = {SeriesKey(site.devices[d].device_type, d, p): []
+                                          for d, pts in keep.items() for p in pts}
+    times: list[float] = []
+    edges = sorted({start, end} | {f.start_s for f in faults if f.category == "equipment"}
+                   | {f.end_s for f in faults if f.category == "equipment" and f.end_s})
+    edges = [e for e in edges if start <= e <= end]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        for f in faults:
+            if f.category == "equipment":
+                on = f.start_s <= lo < (f.end_s or np.inf)
+                if on != f.active:
+                    model.set_fault(f.kind, f.target, on)
+                    f.active = on
+        for snap in model.simulate_range(lo, hi, STEP):
+            for f in faults:
+                if f.category == "sensor":
+                    f.active = f.start_s <= snap.time_s < (f.end_s or np.inf)
+            sensor.apply(snap, faults)
+            times.append(snap.time_s)
+            for key, col in cols.items():
+                r = snap.devices[key.device]
+                v = r.values.get(key.point, np.nan)
+                if r.point_health.get(key.point) == DeviceHealth.NO_DATA:
+                    v = np.nan
+                elif key.point.startswith("inlet_temp"):
+                    v = round(v, 1)
+                col.append(v)
+    t = (np.array(times) * NS).astype(np.int64)
+    return {k: SeriesData(t, np.array(v, dtype=float)) for k, v in cols.items()}
+
+
+def schedule(model: PlantModel, start: float, n_sensor: int, n_equip: int,
+             rng: np.random.Generator) -> tuple[list[Fault], float]:
+    """Faults in 2-hour slots (random order, random offset and target); returns the end time."""
+    site, topo = model.site, model.topo
+    points = [SeriesKey("rack_monitor", f"RM-{r.id}", p) for r in site.racks.values()
+              if r.row in ROWS for p in ("inlet_temp_bottom_c", "inlet_temp_middle_c",
+                                         "inlet_temp_top_c")]
+    h1_pdus = [p for p in topo.pdu_ids if "-H1-" in p]
+    targets = {"crah_trip": [c for c in topo.crah_ids if "-H1-" in c],
+               "chiller_trip": None, "pump_failure": topo.chw_pump_ids + topo.cw_pump_ids,
+               "pdu_breaker_open": h1_pdus, "ups_module_trip": topo.module_ids}
+    kinds = [k for k in SENSOR_DUR for _ in range(n_sensor)] + [
+        k for k in targets for _ in range(n_equip)]
+    rng.shuffle(kinds)
+    faults = []
+    for i, kind in enumerate(kinds):
+        t0 = start + 7200.0 * (i + 1) + 60.0 * int(rng.integers(0, 30))
+        if kind in SENSOR_DUR:
+            key = points[int(rng.integers(len(points)))]
+            params = {"rate_per_h": 2.0} if kind == "drift" else {}
+            faults.append(Fault(i, kind, key.device, key.point, t0, t0 + SENSOR_DUR[kind], params))
+        else:
+            if kind == "chiller_trip":  # trip a running chiller so the fault has an effect
+                cands = [c for j, c in enumerate(topo.chiller_ids)
+                         if model._chillers.running[j]] or topo.chiller_ids
+            else:
+                cands = targets[kind]  # type: ignore[assignment]
+            faults.append(Fault(i, kind, cands[int(rng.integers(len(cands)))], None, t0,
+                                t0 + EQUIP_DUR, {}))
+    return faults, start + 7200.0 * (len(kinds) + 1)
+
+
+def affected(site, f: Fault) -> set[tuple[str, str | None]]:  # type: ignore[no-untyped-def]
+    """(device, point or None = any point) an alert may name to count for fault f."""
+    if f.category == "sensor":
+        return {(f.target, f.point)}
+    if f.kind == "crah_trip":
+        hall = site.mechanical[f.target].serves[0]
+        return ({(d.id, None) for d in site.devices_of_type("crah") if d.id != f.target
+                 and site.mechanical[d.monitors].serves[0] == hall}
+                | {(f"RM-{r.id}", p) for r in site.racks_in_hall(hall)
+                   for p in ("inlet_temp_bottom_c", "inlet_temp_middle_c", "inlet_temp_top_c")})
+    if f.kind == "chiller_trip":
+        return {(d.id, None) for d in site.devices_of_type("chiller")}
+    if f.kind == "pdu_breaker_open":
+        return {(f.target, None)} | {(f"RM-{r.id}", None) for r in site.racks.values()
+                                     if f.target in r.feeds}
+    if f.kind == "ups_module_trip":
+        group = site.electrical[f.target].group
+        return {(c.id, None) for c in site.config.electrical
+                if c.type == "ups_module" and c.group == group}
+    return {(f.target, None)}
+
+
+def matches(a: Anomaly, f: Fault, aff: set[tuple[str, str | None]], grace_s: float) -> bool:
+    """Alert a names an affected series of f within its window, raised after it started."""
+    s = a.series
+    if (s.device, s.point) not in aff and (s.device, None) not in aff:
+        return False
+    end = (f.end_s or f.start_s) + grace_s
+    return (f.start_s - 600) * NS <= a.since_ns <= end * NS and a.raised_ns >= f.start_s * NS
+
+
+def status_detect(batch: Batch, f: Fault) -> float | None:
+    """Delay (s) until the target's unit_status reads 3, the trivial status-word detector."""
+    s = None
+    for key, ser in batch.items():
+        if key.device == f.target and key.point == "unit_status":
+            s = ser
+    if s is None:
+        return None
+    hit = np.flatnonzero((s.values >= 3) & (s.times_ns >= f.start_s * NS))
+    return None if not hit.size else (s.times_ns[hit[0]] / NS - f.start_s)
+
+
+def score(site, alerts: list[Anomaly], faults: list[Fault],  # type: ignore[no-untyped-def]
+          batch: Batch) -> list[dict[str, object]]:
+    """Per fault kind: n, recall, delay median/p90, designed-alert precision, status recall."""
+    aff = {f.id: affected(site, f) for f in faults}
+    rows = []
+    for kind in DESIGNED:
+        fs = [f for f in faults if f.kind == kind]
+        if not fs:
+            continue
+        delays, layers = [], []
+        for f in fs:
+            hits = [a for a in alerts if matches(a, f, aff[f.id], 1800.0)]
+            if hits:
+                first = min(hits, key=lambda a: a.raised_ns)
+                delays.append(first.raised_ns / NS - f.start_s)
+                layers.append(f"{first.layer}/{first.kind}")
+        mine = [a for a in alerts if (a.layer, a.kind) in DESIGNED[kind]]
+        tp = sum(any(matches(a, f, aff[f.id], 1800.0) for f in faults) for a in mine)
+        st = [status_detect(batch, f) for f in fs] if fs[0].category == "equipment" else []
+        rows.append({"kind": kind, "n": len(fs), "recall": len(delays) / len(fs),
+                     "delay_med_s": float(np.median(delays)) if delays else None,
+                     "delay_p90_s": float(np.percentile(delays, 90)) if delays else None,
+                     "alerts": len(mine), "precision": tp / len(mine) if mine else None,
+                     "first_layer": max(set(layers), key=layers.count) if layers else "-",
+                     "status_recall": (sum(d is not None for d in st) / len(st)) if st else None})
+    return rows
+
+
+def nab(cfg: RobustConfig) -> dict[str, object]:
+    """Robust layer on NAB machine_temperature: window recall and FPs after the probation."""
+    raw = np.genfromtxt(f"{NAB}.csv", delimiter=",", skip_header=1, dtype=str)
+    t = np.array([np.datetime64(x) for x in raw[:, 0]]).astype("datetime64[ns]").astype(np.int64)
+    v = raw[:, 1].astype(float)
+    wins = [(np.datetime64(a).astype("datetime64[ns]").astype(np.int64),
+             np.datetime64(b).astype("datetime64[ns]").astype(np.int64))
+            for a, b in json.loads(Path(f"{NAB}.labels.json").read_text())["windows"]]
+    probation = min(750, int(0.15 * len(t)))
+    base = fit_robust(t[:probation], v[:probation], cfg)
+    alerts = [a for a in robust_anomalies(SeriesKey("machine", "nab", "temperature"), t, v,
+                                          base, cfg) if a.raised_ns >= t[probation]]
+    hit = [any(lo <= a.raised_ns <= hi for a in alerts) for lo, hi in wins]
+    fp = sum(not any(lo <= a.raised_ns <= hi for lo, hi in wins) for a in alerts)
+    return {"windows": len(wins), "detected": sum(hit), "per_window": hit, "fp": fp,
+            "alerts": len(alerts)}
+
+
+def throughput(det: Detector, batch: Batch) -> list[tuple[str, float, int]]:
+    """(layer, samples/s, samples) scoring the batch with one layer at a time, then all."""
+    out = []
+    n = sum(len(s.values) for s in batch.values())
+    for layers in (("envelope",), ("rate",), ("robust",), ("sensor",), ("model",),
+                   det.cfg.layers):
+        t0 = time.perf_counter()
+        det.detect(batch, layers)
+        dt = time.perf_counter() - t0
+        out.append(("all" if len(layers) > 1 else layers[0], n / dt, n))
+    return out
+
+
+def main() -> None:
+    """Train, run the fault-free and fault scenarios, score, print the tables."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer days and faults")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--method", default="residual", choices=("residual", "iforest"))
+    args = ap.parse_args()
+    wall = time.perf_counter()
+    site = load_site(REPO / "config/cyberport5.yaml")
+    rng = np.random.default_rng(args.seed)
+    model = PlantModel(site, seed=args.seed)
+    sensor = SensorFaults(seed=args.seed)
+    train_days, clean_days = (2, 1) if args.quick else (3, 2)
+    n_sensor, n_equip = (2, 1) if args.quick else (5, 3)
+    t = T0
+    train = run(model, t, t + train_days * 86400, [], sensor)
+    t += train_days * 86400
+    from analytics.anomaly import DetectorConfig
+    det = Detector(site, DetectorConfig(model_method=args.method))
+    t_fit = time.perf_counter()
+    det.fit(train, now_ns=int(t * NS))
+    t_fit = time.perf_counter() - t_fit
+    clean = run(model, t, t + clean_days * 86400, [], sensor)
+    t += clean_days * 86400
+    fa = det.detect(clean)
+    faults, t_end = schedule(model, t, n_sensor, n_equip, rng)
+    scen = run(model, t, t_end, faults, sensor)
+    alerts = det.detect(scen)
+    rows = score(site, alerts, faults, scen)
+    print(f"# bench/anomaly.py seed={args.seed} quick={args.quick} method={args.method}")
+    print(f"# {machine()}")
+    print(f"# train {train_days} d, fault-free eval {clean_days} d, scenario "
+          f"{(t_end - t) / 3600:.0f} h at {STEP:.0f} s; {len(scen)} series; fit {t_fit:.1f} s")
+    print("\nkind              n  recall  delay_med  delay_p90  alerts  precision  "
+          "first_layer              status_recall")
+    for r in rows:
+        def s(x: object, f: str = "{:.0f}") -> str:
+            return "-" if x is None else f.format(x)
+        print(f"{r['kind']:<17}{r['n']:>2}  {r['recall']:>6.2f}  {s(r['delay_med_s']):>8}s"
+              f"  {s(r['delay_p90_s']):>8}s  {r['alerts']:>6}  {s(r['precision'], '{:.2f}'):>9}"
+              f"  {r['first_layer']:<24} {s(r['status_recall'], '{:.2f}')}")
+    print(f"\nfalse alarms per day on fault-free data ({clean_days} d):")
+    by: dict[str, int] = {}
+    for a in fa:
+        by[f"{a.layer}/{a.kind}"] = by.get(f"{a.layer}/{a.kind}", 0) + 1
+    for k, c in sorted(by.items()):
+        print(f"  {k:<28}{c / clean_days:>7.1f}")
+    print(f"  {'total':<28}{len(fa) / clean_days:>7.1f}")
+    nb = nab(RobustConfig())
+    print(f"\nNAB machine_temperature, robust layer (window recall and FP count, not NAB score): "
+          f"{nb['detected']}/{nb['windows']} windows {nb['per_window']}, {nb['fp']} FP "
+          f"of {nb['alerts']} alerts after probation")
+    print("\nthroughput (scenario batch):")
+    for name, rate, n in throughput(det, scen):
+        print(f"  {name:<10}{rate:>14,.0f} samples/s  ({n:,} samples)")
+    print("\nexamples:")
+    for a in alerts[:: max(1, len(alerts) // 6)][:6]:
+        print(f"  [{a.layer}/{a.kind}/{a.severity}] {a.message}")
+    print(f"\nwall {time.perf_counter() - wall:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
