@@ -12,20 +12,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analytics.anomaly_base import Anomaly, Batch, FloatArray, SeriesData
-from analytics.anomaly_envelope import (
+from dcim.analytics.anomaly_base import Anomaly, Batch, FloatArray, SeriesData
+from dcim.analytics.anomaly_envelope import (
     EnvelopeConfig, humidity_envelope, rate_of_change, temperature_envelope,
 )
-from analytics.anomaly_model import FEATURES, ClassModel, fit_class_model, model_anomalies, stack_rows
-from analytics.anomaly_robust import RobustBaseline, RobustConfig, fit_robust, robust_anomalies
-from analytics.anomaly_sensor import (
+from dcim.analytics.anomaly_model import FEATURES, ClassModel, fit_class_model, model_anomalies, stack_rows
+from dcim.analytics.anomaly_robust import RobustBaseline, RobustConfig, fit_robust, robust_anomalies
+from dcim.analytics.anomaly_sensor import (
     SensorBaseline, SensorConfig, dropouts, drift, fit_sensor, noise_bursts, stuck,
 )
 from dcim.site import Site
 from dcim.storage.base import SeriesKey
 
 INLET_POINTS = ("inlet_temp_bottom_c", "inlet_temp_middle_c", "inlet_temp_top_c")
-LAYER_NAMES = ("envelope", "rate", "robust", "model", "sensor")
+LAYER_NAMES = ("envelope", "rate", "robust", "model", "sensor", "status")
 
 
 def inlet_neighbours(site: Site) -> dict[SeriesKey, list[SeriesKey]]:
@@ -42,6 +42,21 @@ def inlet_neighbours(site: Site) -> dict[SeriesKey, list[SeriesKey]]:
             own = [SeriesKey("rack_monitor", f"RM-{rack.id}", q) for q in INLET_POINTS if q != p]
             near = [SeriesKey("rack_monitor", f"RM-{a}", p) for a in adjacent]
             out[SeriesKey("rack_monitor", f"RM-{rack.id}", p)] = own + near
+    return out
+
+
+def status_word(key: SeriesKey, t: np.ndarray, v: np.ndarray, role: str) -> list[Anomaly]:
+    """The device's own word: unit_status 3 (tripped) or a fault bit set, as one episode each."""
+    from dcim.analytics.anomaly_base import episodes, label
+
+    tripped = (v >= 3.0) if role == "unit_status" else (v >= 1.0)
+    tripped = np.where(np.isnan(v), False, tripped)
+    out = []
+    for a, b, r in episodes(t, tripped, 0.0):
+        what = "tripped (unit_status 3)" if role == "unit_status" else "fault bit set"
+        out.append(Anomaly(key, "status", "tripped", int(t[a]), int(t[b]), int(t[r]),
+                           float(v[b]), 1.0 if role == "unit_status" else 0.0, 1.0, "high",
+                           f"{label(key)}: {what}, reported by the device"))
     return out
 
 
@@ -124,6 +139,8 @@ class Detector:
                 out += humidity_envelope(key, t, temp.good_values(), v, self.cfg.envelope)
         if "robust" in layers and role in self.cfg.robust_roles:
             out += robust_anomalies(key, t, v, self.robust_base.get(key), self.cfg.robust)
+        if "status" in layers and role in ("unit_status", "fault"):
+            out += status_word(key, t, v, role)
         if "sensor" in layers and role in ("inlet_temp_c", "inlet_rh_pct", "supply_temp_c",
                                            "return_temp_c", "chw_supply_temp_c"):
             out += dropouts(key, t, v, self.cfg.sensor)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
-from analytics.anomaly_base import (
+from dcim.analytics.anomaly_base import (
     NS, Anomaly, FloatArray, IntArray, clock, episodes, hysteresis, label, window_samples,
 )
 from dcim.storage.base import SeriesKey

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from analytics.anomaly_base import (
+from dcim.analytics.anomaly_base import (
     NS, Anomaly, Batch, FloatArray, IntArray, clock, episodes, label, severity_for,
 )
 from dcim.site import Site

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import median_filter
 
-from analytics.anomaly_base import (
+from dcim.analytics.anomaly_base import (
     NS, Anomaly, FloatArray, IntArray, clock, episodes, ffill, hysteresis, label,
     severity_for, window_samples,
 )

@@ -20,9 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import machine  # noqa: E402
 
-from analytics.anomaly import Detector  # noqa: E402
-from analytics.anomaly_base import NS, Anomaly, Batch, SeriesData  # noqa: E402
-from analytics.anomaly_robust import RobustConfig, fit_robust, robust_anomalies  # noqa: E402
+from dcim.analytics.anomaly import Detector  # noqa: E402
+from dcim.analytics.anomaly_base import NS, Anomaly, Batch, SeriesData  # noqa: E402
+from dcim.analytics.anomaly_robust import RobustConfig, fit_robust, robust_anomalies  # noqa: E402
 from dcim.simulators.faults import Fault, SensorFaults  # noqa: E402
 from dcim.simulators.plant import PlantModel  # noqa: E402
 from dcim.simulators.snapshot import DeviceHealth  # noqa: E402
@@ -43,7 +43,10 @@ DESIGNED = {  # fault kind -> (layer, alert kind) pairs built to catch it
     "crah_trip": {("model", "crah_model"), ("model", "rack_inlet_model")},
     "chiller_trip": {("model", "chiller_model")},
     "pdu_breaker_open": {("model", "rack_power_model")},
-    "ups_module_trip": {("model", "ups_module_model")}, "pump_failure": set(),
+    "ups_module_trip": {("model", "ups_module_model")},
+    # a pump failure has no physical symptom in the plant (the standby takes over at once):
+    # only the unit's own status word shows it
+    "pump_failure": {("status", "tripped")},
 }
 
 
@@ -250,7 +253,7 @@ def main() -> None:
     t = T0
     train = run(model, t, t + train_days * 86400, [], sensor)
     t += train_days * 86400
-    from analytics.anomaly import DetectorConfig
+    from dcim.analytics.anomaly import DetectorConfig
     det = Detector(site, DetectorConfig(model_method=args.method))
     t_fit = time.perf_counter()
     det.fit(train, now_ns=int(t * NS))

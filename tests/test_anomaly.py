@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analytics.anomaly import Detector
-from analytics.anomaly_base import NS, SeriesData
-from analytics.anomaly_envelope import EnvelopeConfig, rate_of_change, temperature_envelope
-from analytics.anomaly_model import (
+from dcim.analytics.anomaly import Detector
+from dcim.analytics.anomaly_base import NS, SeriesData
+from dcim.analytics.anomaly_envelope import EnvelopeConfig, rate_of_change, temperature_envelope
+from dcim.analytics.anomaly_model import (
     ModelMismatch, fit_class_model, load_model, retrain_due, save_model, score_rows,
 )
-from analytics.anomaly_robust import fit_robust, robust_anomalies
-from analytics.anomaly_sensor import drift, dropouts, fit_sensor, noise_bursts, stuck
+from dcim.analytics.anomaly_robust import fit_robust, robust_anomalies
+from dcim.analytics.anomaly_sensor import drift, dropouts, fit_sensor, noise_bursts, stuck
 from dcim.storage.base import SeriesKey
 
 KEY = SeriesKey("rack_monitor", "RM-H1-A02", "inlet_temp_middle_c")
@@ -179,3 +179,16 @@ def test_simulator_scenario_each_sensor_fault_on_its_series() -> None:
     wrong = [a for a in alerts if a.series.device not in kinds.values()
              and a.layer in ("sensor", "robust") and a.series.measurement == "rack_monitor"]
     assert len(wrong) <= 2, [a.message for a in wrong]
+
+
+def test_status_word_layer_reports_a_tripped_unit_once() -> None:
+    from dcim.analytics.anomaly import status_word
+
+    key = SeriesKey("pump", "CHWP-1", "unit_status")
+    t = (np.arange(10) * 60 * 1_000_000_000).astype(np.int64)
+    v = np.array([1, 1, 1, 3, 3, 3, 3, 1, 1, 1], dtype=float)
+    found = status_word(key, t, v, "unit_status")
+    assert len(found) == 1
+    assert found[0].since_ns == t[3] and found[0].last_ns == t[6] and found[0].layer == "status"
+    assert "tripped" in found[0].message
+    assert status_word(key, t, np.ones(10), "unit_status") == []
