@@ -8,6 +8,8 @@ together, e.g. after a CRAH trip) leaves the residual flat and is not drift.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,7 +61,11 @@ def neighbour_residual(values: FloatArray, neighbours: FloatArray | None) -> Flo
     """values - median of the neighbours (rows: neighbours, cols: time), or None."""
     if neighbours is None or neighbours.size == 0:
         return None
-    med = np.nanmedian(neighbours, axis=0) if neighbours.shape[0] > 1 else neighbours[0]
+    if neighbours.shape[0] == 1:
+        return values - neighbours[0]
+    with warnings.catch_warnings():  # minutes where every neighbour is missing give NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(neighbours, axis=0)
     return values - med
 
 

@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +43,7 @@ class AnalysisResult:
     today: SiteFigures
     redundancy: RedundancyReport
     samples: list[Sample]
+    anomalies: list = field(default_factory=list)  # active Anomaly records, newest data
 
 
 def unit_states_from_latest(site: Site, latest: dict[SeriesKey, Sample]) -> dict[str, bool]:
@@ -92,7 +93,8 @@ class AnalyticsService:
     """Runs PUE and redundancy analytics every interval and stores the results."""
 
     def __init__(self, site: Site, storage: Storage, *, interval_s: float = 60.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, anomalies: bool = True,
+                 model_dir: str | None = None):
         self.site = site
         self.storage = storage
         self.interval_s = interval_s
@@ -103,6 +105,11 @@ class AnalyticsService:
                              for p in d.profile.points
                              if p.role in ("unit_status", "it_power_kw", "power_kw")]
         self.last: AnalysisResult | None = None
+        self.anomaly_stage = None
+        if anomalies:
+            from dcim.anomaly_service import AnomalyStage
+
+            self.anomaly_stage = AnomalyStage(site, storage, model_dir=model_dir)
         self._task: asyncio.Task[None] | None = None
 
     def _key(self, point: str) -> SeriesKey:
@@ -132,8 +139,16 @@ class AnalyticsService:
         loads = rack_loads(self.site, latest)
         report = analyse(self.topology, states, Loads(rack_kw=loads or None))
         samples = self._samples(now_ns, live, today, report)
+        current = []
+        if self.anomaly_stage is not None:
+            from dcim.anomaly_service import active
+
+            current = active(await self.anomaly_stage.run(now_ns), now_ns)
+            samples.append(Sample(self._key("anomalies_active"), now_ns, float(len(current))))
+            samples.append(Sample(self._key("anomaly_models_trained"), now_ns,
+                                  1.0 if self.anomaly_stage.trained else 0.0))
         await self.storage.write(samples)
-        self.last = AnalysisResult(now_ns, live, today, report, samples)
+        self.last = AnalysisResult(now_ns, live, today, report, samples, current)
         return self.last
 
     def _samples(self, t: int, live: SiteFigures, today: SiteFigures,

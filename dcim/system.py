@@ -122,6 +122,7 @@ class System:
             pue = (f"PUE live {fig.value:.3f} ({fig.category})" if fig.value is not None
                    else f"PUE live: withheld, coverage {fig.coverage:.0%}")
             pue += " | CM yes" if last.redundancy.concurrently_maintainable else " | CM NO"
+            pue += f" | anomalies {len(last.anomalies)}"
         return (f"{pue} | devices {s.up}/{s.devices} up, {s.stale} stale, {s.down} down | "
                 f"polls {s.polls:,} ({s.polls / elapsed:,.0f}/s) errors {s.errors:,} "
                 f"missed cycles {s.missed_cycles} | stored {f.written:,} "

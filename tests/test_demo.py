@@ -25,7 +25,7 @@ def test_demo_runs_simulators_collectors_and_store(tmp_path: Path, monkeypatch: 
     pue = [float(line.split("PUE live ")[1].split(" ")[0]) for line in out.splitlines()
            if line.startswith("PUE live ") and "withheld" not in line]
     assert pue and all(1.2 < p < 1.7 for p in pue)
-    assert "(PUE3) | CM yes" in out
+    assert "(PUE3) | CM yes | anomalies 0" in out
     assert "stopped:" in out and "0 left in the durable buffer" in out
     site = load_site(ROOT / "config" / "cyberport5.yaml")
 

@@ -1,0 +1,124 @@
+"""Anomaly detection on a schedule: one-minute aggregates from storage into the Detector.
+
+Training reads `training_s` of history (one-minute means; status words as maxima), fits the
+baselines and one model per device class, saves each model with its version next to the
+store, and is repeated when `retrain_due` says so (weekly by default). Detection reads the
+last `window_s` the same way; layers that need training wait until enough history exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from dcim.analytics.anomaly import Anomaly, Batch, Detector, DetectorConfig, SeriesData
+from dcim.analytics.anomaly_model import retrain_due, save_model
+from dcim.site import Site
+from dcim.storage.base import Aggregate, SeriesKey, Storage
+
+log = logging.getLogger(__name__)
+
+NS = 1_000_000_000
+ROLES = ("inlet_temp_c", "inlet_rh_pct", "supply_temp_c", "return_temp_c", "chw_supply_temp_c",
+         "chw_return_temp_c", "fan_power_kw", "valve_pct", "power_kw", "cooling_kw",
+         "it_power_kw", "output_power_kw", "input_power_kw", "load_pct", "unit_status", "fault")
+MAX_ROLES = ("unit_status", "fault")  # a trip inside a minute must not average away
+UNTRAINED_LAYERS = ("envelope", "rate", "sensor", "status")
+
+
+class AnomalyStage:
+    """Trains and runs the Detector over a site's stored series."""
+
+    def __init__(self, site: Site, storage: Storage, *, model_dir: str | Path | None = None,
+                 window_s: float = 7200.0, training_s: float = 3 * 86400.0,
+                 min_training_s: float = 6 * 3600.0, step_s: float = 60.0,
+                 retrain_every_s: float = 7 * 86400.0):
+        self.site = site
+        self.storage = storage
+        self.model_dir = Path(model_dir) if model_dir else Path("var") / "models" / site.id
+        self.window_s, self.training_s, self.step_s = window_s, training_s, step_s
+        self.min_training_s = min_training_s
+        self.retrain_every_s = retrain_every_s
+        self.keys = [d.series(p.name) for d in site.devices.values() for p in d.profile.points
+                     if p.role in ROLES and (d.device_type != "meter")]
+        self._max = {k for k in self.keys if k.point in ("unit_status", "fault")}
+        self.detector: Detector | None = None
+        self.trained = False
+        self._last_attempt_ns: int | None = None
+
+    async def _first_data_ns(self, start_ns: int, end_ns: int) -> int | None:
+        """Start of the stored history in [start, end), found with hourly counts of one series."""
+        probe = next((k for k in self.keys if k.point.startswith("inlet_temp")), self.keys[0])
+        hours = await self.storage.read_aggregate(probe, start_ns, end_ns, 3600 * NS,
+                                                  Aggregate.COUNT)
+        first = next((b.start_ns for b in hours if b.count), None)
+        return None if first is None else max(first, start_ns)
+
+    async def _batch(self, start_ns: int, end_ns: int) -> Batch:
+        every = int(self.step_s * NS)
+        batch: Batch = {}
+        first = await self._first_data_ns(start_ns, end_ns)
+        if first is None:
+            return batch
+        start_ns = first
+        for key in self.keys:
+            fn = Aggregate.MAX if key in self._max else Aggregate.MEAN
+            buckets = await self.storage.read_aggregate(key, start_ns, end_ns, every, fn)
+            if not buckets:
+                continue
+            batch[key] = SeriesData(
+                np.array([b.start_ns for b in buckets], dtype=np.int64),
+                np.array([np.nan if b.value is None else b.value for b in buckets], dtype=float))
+        return batch
+
+    def _due(self, now_ns: int) -> bool:
+        if self.detector is None:
+            return True
+        if not self.trained:  # try again hourly: history may now be long enough
+            return self._last_attempt_ns is None or now_ns - self._last_attempt_ns >= 3600 * NS
+        return any(retrain_due(m, now_ns, self.retrain_every_s)
+                   for m in self.detector.models.values())
+
+    async def train(self, now_ns: int) -> None:
+        """Fit on the stored history; save the models; fall back to untrained layers."""
+        self._last_attempt_ns = now_ns
+        history = await self._batch(now_ns - int(self.training_s * NS), now_ns)
+        span_s = 0.0
+        for series in history.values():
+            seen = series.times_ns[np.isfinite(series.values)]
+            if len(seen) > 1:
+                span_s = max(span_s, float(seen[-1] - seen[0]) / NS)
+        if span_s < self.min_training_s:
+            self.detector = Detector(self.site, DetectorConfig(layers=UNTRAINED_LAYERS))
+            self.trained = False
+            log.info("anomaly models not trained yet: not enough history",
+                     extra={"history_h": round(span_s / 3600, 2),
+                            "needed_h": self.min_training_s / 3600})
+            return
+        detector = Detector(self.site).fit(history, now_ns=now_ns)
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        for cls, model in detector.models.items():
+            save_model(model, self.model_dir / f"{cls}.pkl")
+        self.detector, self.trained = detector, True
+        log.info("anomaly models trained", extra={"classes": sorted(detector.models),
+                                                  "history_h": round(span_s / 3600, 1)})
+
+    async def run(self, now_ns: int) -> list[Anomaly]:
+        """Anomalies in the last window (retraining first when due)."""
+        if self._due(now_ns):
+            await self.train(now_ns)
+        assert self.detector is not None
+        batch = await self._batch(now_ns - int(self.window_s * NS), now_ns)
+        return self.detector.detect(batch)
+
+
+def active(anomalies: list[Anomaly], now_ns: int, step_s: float = 60.0) -> list[Anomaly]:
+    """Anomalies still going on at now (their last sample within two steps)."""
+    return [a for a in anomalies if a.last_ns >= now_ns - int(2 * step_s * NS)]
+
+
+def as_series(site: Site, point: str) -> SeriesKey:
+    """Where the service stores an anomaly count."""
+    return SeriesKey("analytics", site.id, point)
