@@ -24,7 +24,7 @@ from dcim.collectors.base import Backoff, DeviceHealth, DeviceStatus, PointTable
 from dcim.collectors.modbus_codec import (
     DeviceDecoder, ReadRequest, engineering_to_registers, plan_reads,
 )
-from dcim.collectors.scheduler import Cadence
+from dcim.collectors.scheduler import Cadence, cadences_by_interval
 from dcim.site.model import SiteDevice
 from dcim.site.schema import ModbusGateway, ModbusPoint, ModbusRtuGateway
 from dcim.storage.base import Quality, Sample
@@ -136,13 +136,10 @@ class ModbusCollector:
 
     async def start(self) -> None:
         """Start one aligned cadence per distinct poll interval."""
-        intervals = sorted({d.device.interval_s for d in self._devices.values()})
-        for interval in intervals:
-            members = [d for d in self._devices.values() if d.device.interval_s == interval]
-            cadence = Cadence(interval, self._cycle_for(members),
-                              name=f"{self.gateway.id}/{interval:g}s", clock=self._clock)
-            self.cadences.append(cadence)
-            self._tasks.append(asyncio.create_task(cadence.run(), name=cadence.name))
+        self.cadences = cadences_by_interval(
+            list(self._devices.values()), lambda d: d.device.interval_s, self._cycle_for,
+            name=self.gateway.id, clock=self._clock)
+        self._tasks += [asyncio.create_task(c.run(), name=c.name) for c in self.cadences]
 
     async def close(self) -> None:
         """Stop polling and close every connection."""

@@ -38,7 +38,7 @@ from dcim.collectors.opcua_nodes import (
     resolve,
     status_name,
 )
-from dcim.collectors.scheduler import Cadence
+from dcim.collectors.scheduler import Cadence, cadences_by_interval
 
 from dcim.site.model import SiteDevice
 from dcim.site.schema import OpcuaGateway, OpcuaPoint
@@ -179,12 +179,10 @@ class OpcuaCollector:
         """Start the connection task and one aligned cadence per distinct device interval."""
         self._started_mono = time.monotonic()
         self._tasks.append(asyncio.create_task(self._run(), name=f"{self.gateway.id}/connection"))
-        for interval in sorted({d.device.interval_s for d in self._devices.values()}):
-            members = [d for d in self._devices.values() if d.device.interval_s == interval]
-            cadence = Cadence(interval, self._cycle_for(members),
-                              name=f"{self.gateway.id}/{interval:g}s", clock=self._clock)
-            self.cadences.append(cadence)
-            self._tasks.append(asyncio.create_task(cadence.run(), name=cadence.name))
+        self.cadences = cadences_by_interval(
+            list(self._devices.values()), lambda d: d.device.interval_s, self._cycle_for,
+            name=self.gateway.id, clock=self._clock)
+        self._tasks += [asyncio.create_task(c.run(), name=c.name) for c in self.cadences]
 
     async def close(self) -> None:
         """Stop sampling, delete the subscription and close the session."""

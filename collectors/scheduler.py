@@ -13,8 +13,10 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def next_boundary(now_s: float, interval_s: float) -> float:
@@ -71,3 +73,14 @@ class Cadence:
                         "duration_s": round(duration, 3), "missed_total": self.stats.missed})
                 upcoming += skipped * self.interval_s
             boundary = upcoming
+
+
+def cadences_by_interval(members: list[T], interval_of: Callable[[T], float],
+                         make_cycle: Callable[[list[T]], Callable[[float], Awaitable[None]]], *,
+                         name: str, clock: Callable[[], float] = time.time) -> list[Cadence]:
+    """One Cadence per distinct interval, each cycling over the members with that interval."""
+    out = []
+    for interval in sorted({interval_of(m) for m in members}):
+        group = [m for m in members if interval_of(m) == interval]
+        out.append(Cadence(interval, make_cycle(group), name=f"{name}/{interval:g}s", clock=clock))
+    return out
