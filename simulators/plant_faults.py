@@ -59,16 +59,7 @@ def expand_target(topo: Topology, kind: str, target: str) -> list[str]:
 def active_mask(records: list[FaultRecord], topo: Topology, kind: str, ids: list[str],
                 t: Array) -> BoolArray:
     """(T, n) True where a fault of this kind is active on ids[j] at t[i]."""
-    mask = np.zeros((len(t), len(ids)), dtype=bool)
-    for rec in records:
-        if rec.kind != kind:
-            continue
-        end = np.inf if rec.cleared_s is None else rec.cleared_s
-        on = (t >= rec.since_s) & (t < end)
-        for target in expand_target(topo, kind, rec.target):
-            if target in ids:
-                mask[:, ids.index(target)] |= on
-    return mask
+    return ~np.isnan(since_for(records, topo, kind, ids, t))
 
 
 def since_for(records: list[FaultRecord], topo: Topology, kind: str, ids: list[str],
