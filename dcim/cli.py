@@ -60,6 +60,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 1
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from dcim.demo import run_demo
+    from dcim.site import ConfigError
+
+    try:
+        return run_demo(args.site, seconds=args.seconds, simulate=False)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every dcim verb."""
     parser = argparse.ArgumentParser(
@@ -92,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     from dcim.cli_sim import add_parsers as add_sim_parsers
 
     add_sim_parsers(sub)
+
+    r = sub.add_parser("run", help="collect from the site's real devices into its store",
+                       description="Production mode: the collectors of every gateway in the site "
+                                   "file, the durable buffer, the store and the analytics, with a "
+                                   "live status line, until Ctrl-C. Nothing is written to a "
+                                   "device unless its profile marks the point writable.")
+    r.add_argument("site", help="site YAML file")
+    r.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    r.set_defaults(func=_cmd_run)
 
     site = sub.add_parser("site", help="site tools (generate)")
     site_sub = site.add_subparsers(dest="site_command", required=True, metavar="SUBCOMMAND")

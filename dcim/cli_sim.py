@@ -153,7 +153,12 @@ def add_parsers(sub: Any) -> None:
                    help="control API base URL")
     fsub = f.add_subparsers(dest="fault_command", required=True, metavar="ACTION")
     inj = fsub.add_parser("inject", help="start a fault now (or after --at)")
-    inj.add_argument("kind", help="e.g. crah_trip, ups_module_trip, stuck, drift, timeout")
+    from dcim.simulators.faults import COMM_FAULTS, EQUIPMENT_FAULTS, SENSOR_FAULTS
+
+    inj.add_argument("kind", choices=[*EQUIPMENT_FAULTS, *SENSOR_FAULTS, *COMM_FAULTS],
+                     metavar="KIND",
+                     help="equipment: " + ", ".join(EQUIPMENT_FAULTS) + "; sensor (needs --point): "
+                          + ", ".join(SENSOR_FAULTS) + "; comms: " + ", ".join(COMM_FAULTS))
     inj.add_argument("target", help="component id, device id or gateway id")
     inj.add_argument("--point", default=None, help="point name (sensor faults)")
     inj.add_argument("--duration", default=None, help="e.g. 10m (default: until cleared)")

@@ -17,7 +17,8 @@ def run_demo(path: str | Path, *, seconds: float | None = None, simulate: bool =
     # an hour of simulated history first, so PUE and trends have data from the first screen
     system = System(site, SystemOptions(simulate=simulate, backfill_s=3600.0 if simulate else 0,
                                         analytics_interval_s=15.0))
-    print("\nstarting simulators, collectors and the store (Ctrl-C to stop) ...")
+    what = "simulators, collectors" if simulate else "collectors"
+    print(f"\nstarting {what}, the durable buffer, the store and analytics (Ctrl-C to stop) ...")
     try:
         asyncio.run(run_until_interrupted(system, seconds=seconds))
     except KeyboardInterrupt:

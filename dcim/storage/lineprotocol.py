@@ -13,6 +13,12 @@ _TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
 
 # Quality is written as an integer field; the lookup also rejects unknown codes.
 _QUALITY_FIELD: dict[int, str] = {int(q): f"{int(q)}i" for q in Quality}
+# The same after a value (",quality=0i ") and alone ("0i "), each followed by the timestamp.
+_AFTER_VALUE: dict[int, str] = {q: f",quality={f} " for q, f in _QUALITY_FIELD.items()}
+_QUALITY_ONLY: dict[int, str] = {q: f"{f} " for q, f in _QUALITY_FIELD.items()}
+# Identity caches are cleared when they reach this many keys (callers that build a new
+# SeriesKey per sample would otherwise grow them without bound).
+IDENTITY_CACHE_MAX = 1 << 18
 
 
 class InvalidSeriesKey(ValueError):
@@ -61,6 +67,10 @@ class LineBuilder:
             raise InvalidSeriesKey(f"site id {site_id!r} cannot be a tag value")
         self.site_id = site_id
         self._prefixes: dict[SeriesKey, str] = {}
+        # id(series) -> (series, prefix + " value=", prefix + " quality="). Looked up by
+        # identity (collectors reuse their key objects), which skips SeriesKey's Python-level
+        # __hash__; the entry holds the key, so its id cannot be reused while cached.
+        self._heads: dict[int, tuple[SeriesKey, str, str]] = {}
 
     def prefix(self, series: SeriesKey) -> str:
         """The cached line prefix of one series."""
@@ -69,25 +79,33 @@ class LineBuilder:
             prefix = self._prefixes[series] = line_prefix(series, self.site_id)
         return prefix
 
+    def _head(self, series: SeriesKey) -> tuple[SeriesKey, str, str]:
+        prefix = self.prefix(series)
+        if len(self._heads) >= IDENTITY_CACHE_MAX:
+            self._heads.clear()
+        head = self._heads[id(series)] = (series, f"{prefix} value=", f"{prefix} quality=")
+        return head
+
     def build(self, samples: Sequence[Sample]) -> str:
         """Line protocol for a batch: value as float, quality as integer, time in ns."""
-        prefixes = self._prefixes
-        quality_field = _QUALITY_FIELD
+        heads = self._heads
+        after_value, quality_only = _AFTER_VALUE, _QUALITY_ONLY
         lines: list[str] = []
         append = lines.append
         for s in samples:
-            prefix = prefixes.get(s.series)
-            if prefix is None:
-                prefix = self.prefix(s.series)
+            series = s.series
+            head = heads.get(id(series))
+            if head is None or head[0] is not series:
+                head = self._head(series)
             value = s.value
             if value.__class__ is not float:  # bool, int, numpy scalars: repr would not do
                 value = float(value)
             # value - value is 0.0 only for finite numbers; NaN and infinities cannot be
             # written, so such samples carry their quality alone and read back as NaN.
             if value - value == 0.0:
-                append(f"{prefix} value={value!r},quality={quality_field[s.quality]} {s.time_ns}")
+                append(f"{head[1]}{value!r}{after_value[s.quality]}{s.time_ns}")
             else:
-                append(f"{prefix} quality={quality_field[s.quality]} {s.time_ns}")
+                append(f"{head[2]}{quality_only[s.quality]}{s.time_ns}")
         return "\n".join(lines)
 
 
