@@ -42,6 +42,9 @@ ROW_BYTES = 4 + 8 + 8 + 1
 # Rows per frame at most: bounds the memory one read or one torn write can involve.
 MAX_FRAME_ROWS = 65_536
 SEGMENT_GLOB = "seg-*.log"
+# Samples of the newest appended frames kept in memory, so read_unacked can hand them back
+# without decoding the frame and rebuilding every Sample (the disk stays the source of truth).
+RECENT_SAMPLES_MAX = 65_536  # about 9 MB of Samples; older unacked frames are decoded
 
 _QUALITIES = {int(q): q for q in Quality}
 _SWAP = sys.byteorder != "little"  # array() is native-endian; the format is little-endian
@@ -79,6 +82,9 @@ class _Segment:
     size: int = SEGMENT_HEADER.size
     keys: list[SeriesKey] = field(default_factory=list)
     key_index: dict[SeriesKey, int] = field(default_factory=dict)
+    # id(key) -> index for key objects in `keys` (they stay alive there): an identity hit
+    # skips SeriesKey's Python-level __hash__ for the key objects collectors reuse.
+    key_ids: dict[int, int] = field(default_factory=dict)
 
 
 class BufferFormatError(ValueError):
@@ -149,6 +155,10 @@ class DurableBuffer:
         self._segments: list[_Segment] = []
         self._fd = -1  # the last segment's, open for appending
         self._read: tuple[int, int] | None = None  # (segment seq, fd) of the last segment read
+        # (segment seq, frame offset) -> samples of unacked frames appended since open, oldest
+        # first; only frames whose samples read back identical (float values, Quality members).
+        self._recent: dict[tuple[int, int], Sequence[Sample]] = {}
+        self._recent_samples = 0
         self._next_number = 0
         self._unsynced = 0
         self._dirty_since = 0.0
@@ -341,6 +351,7 @@ class DurableBuffer:
             self._read = None
         self._segments.remove(seg)
         seg.path.unlink(missing_ok=True)
+        self._forget(lambda pos: pos[0] <= seg.seq)  # segments go oldest first
 
     def _drop_oldest(self) -> None:
         """Bound policy: drop the oldest segment whole, counting its unacked samples."""
@@ -390,9 +401,11 @@ class DurableBuffer:
         except BaseException:
             for key in seg.keys[n_keys_before:]:
                 del seg.key_index[key]
+                seg.key_ids.pop(id(key), None)
             del seg.keys[n_keys_before:]
             os.ftruncate(self._fd, seg.size)  # no half frame stays behind a failed write
             raise
+        self._remember(seg.seq, seg.size, samples)
         seg.size += len(frame)
         seg.samples += n
         self._next_number += n
@@ -400,16 +413,41 @@ class DurableBuffer:
             self._dirty_since = self._clock()
         self._unsynced += n
 
+    def _remember(self, seq: int, offset: int, samples: Sequence[Sample]) -> None:
+        """Keep a frame's samples for read_unacked when decoding would give equal objects."""
+        quality = Quality
+        if not all(s.value.__class__ is float and s.quality.__class__ is quality for s in samples):
+            return  # ints, bools, numpy scalars, plain-int qualities: read them back from disk
+        self._recent[(seq, offset)] = samples
+        self._recent_samples += len(samples)
+        if self._recent_samples > RECENT_SAMPLES_MAX:
+            self._forget(lambda pos: self._recent_samples > RECENT_SAMPLES_MAX)
+
+    def _forget(self, while_: Callable[[tuple[int, int]], bool]) -> None:
+        """Drop remembered frames, oldest first, while while_(their position) holds."""
+        recent = self._recent
+        while recent:
+            pos = next(iter(recent))
+            if not while_(pos):
+                break
+            self._recent_samples -= len(recent.pop(pos))
+
     def _encode(self, seg: _Segment, samples: Sequence[Sample]) -> bytes:
-        keys, key_index = seg.keys, seg.key_index
+        keys, key_index, key_ids = seg.keys, seg.key_index, seg.key_ids
         first_new = len(keys)
         idx = array("I")
+        append = idx.append
         for s in samples:
-            i = key_index.get(s.series)
-            if i is None:
-                i = key_index[s.series] = len(keys)
-                keys.append(s.series)
-            idx.append(i)
+            key = s.series
+            i = key_ids.get(id(key))
+            if i is None or keys[i] is not key:
+                i = key_index.get(key)
+                if i is None:
+                    i = key_index[key] = len(keys)
+                    keys.append(key)
+                if keys[i] is key:
+                    key_ids[id(key)] = i
+            append(i)
         times = array("q", [s.time_ns for s in samples])
         values = array("d", [s.value for s in samples])
         qualities = array("B", [s.quality for s in samples])
@@ -469,15 +507,22 @@ class DurableBuffer:
                 break
             fd = self._read_fd(seg)
             length, _ = FRAME_HEADER.unpack(os.pread(fd, FRAME_HEADER.size, cur.offset))
-            payload = memoryview(os.pread(fd, length, cur.offset + FRAME_HEADER.size))
-            n_rows = PAYLOAD_HEADER.unpack_from(payload, 0)[1]
-            pos = len(payload) - n_rows * ROW_BYTES  # the key table comes first
-            take = min(n_rows - cur.index, max_samples - len(out))
-            idx, times, values, quals = _columns(payload, n_rows, pos)
-            keys, q = seg.keys, _QUALITIES
-            lo, hi = cur.index, cur.index + take
-            out.extend(Sample(keys[i], t, v, q[k]) for i, t, v, k in
-                       zip(idx[lo:hi], times[lo:hi], values[lo:hi], quals[lo:hi], strict=True))
+            remembered = self._recent.get((cur.segment, cur.offset))
+            if remembered is not None:
+                n_rows = len(remembered)
+                take = min(n_rows - cur.index, max_samples - len(out))
+                lo, hi = cur.index, cur.index + take
+                out.extend(remembered[lo:hi])
+            else:
+                payload = memoryview(os.pread(fd, length, cur.offset + FRAME_HEADER.size))
+                n_rows = PAYLOAD_HEADER.unpack_from(payload, 0)[1]
+                pos = len(payload) - n_rows * ROW_BYTES  # the key table comes first
+                take = min(n_rows - cur.index, max_samples - len(out))
+                idx, times, values, quals = _columns(payload, n_rows, pos)
+                keys, q = seg.keys, _QUALITIES
+                lo, hi = cur.index, cur.index + take
+                out.extend(Sample(keys[i], t, v, q[k]) for i, t, v, k in
+                           zip(idx[lo:hi], times[lo:hi], values[lo:hi], quals[lo:hi], strict=True))
             if hi < n_rows:
                 cur = Cursor(cur.segment, cur.offset, hi, cur.number + take)
             else:
@@ -490,6 +535,8 @@ class DurableBuffer:
         if cursor.number <= self._ack.number:
             return  # stale: a drop or an earlier ack moved past it
         self._ack = self._normalize(cursor)
+        acked = (self._ack.segment, self._ack.offset)
+        self._forget(lambda pos: pos < acked)
         for seg in [s for s in self._segments[:-1] if s.seq < self._ack.segment]:
             self._delete(seg)
         self._write_ack()

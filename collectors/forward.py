@@ -23,7 +23,7 @@ import aiohttp
 from dcim.collectors.base import Backoff
 from dcim.collectors.buffer import Cursor, DurableBuffer, RecoveryReport
 from dcim.storage.base import Sample, SeriesKey, Storage, StorageError
-from dcim.storage.lineprotocol import validate_series_key
+from dcim.storage.lineprotocol import IDENTITY_CACHE_MAX, validate_series_key
 from dcim.storage.retry import StorageRejected
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,10 @@ class StoreAndForward:
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
-        self._known: set[SeriesKey] = set()
+        self._known: set[SeriesKey] = set()  # validated keys
+        # id(key) -> key of validated key objects: collectors reuse their keys, so most
+        # checks are an identity hit that skips SeriesKey's Python-level __hash__.
+        self._known_ids: dict[int, SeriesKey] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._replay_until = buffer.appended_number  # samples recovered from a previous run
@@ -141,13 +144,22 @@ class StoreAndForward:
     def add(self, samples: Sample | Iterable[Sample]) -> None:
         """Append samples to the durable buffer (never waits for the network)."""
         batch = [samples] if isinstance(samples, Sample) else list(samples)
+        known_ids = self._known_ids
         for s in batch:
-            if s.series not in self._known:
-                validate_series_key(s.series)  # raises at the caller, not later in the loop
-                self._known.add(s.series)
+            key = s.series
+            if known_ids.get(id(key)) is not key:
+                self._learn(key)
         self.buffer.append(batch)
         if self.buffer.depth >= self.batch_size:
             self._wake.set()
+
+    def _learn(self, key: SeriesKey) -> None:
+        if key not in self._known:
+            validate_series_key(key)  # raises at the caller, not later in the loop
+            self._known.add(key)
+        if len(self._known_ids) >= IDENTITY_CACHE_MAX:
+            self._known_ids.clear()
+        self._known_ids[id(key)] = key
 
     # -- background ----------------------------------------------------------------------
 
