@@ -10,7 +10,6 @@ at most one timeout per backoff period. Nothing is written to a device unless th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable

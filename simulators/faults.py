@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dcim.site import Site
-from dcim.site.errors import ConfigError, ConfigIssue
+from dcim.site.errors import ConfigError
 from dcim.site.yamlsrc import read_yaml
 from dcim.simulators.snapshot import DeviceHealth, Snapshot
 

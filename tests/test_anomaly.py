@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dcim.analytics.anomaly import Detector
-from dcim.analytics.anomaly_base import NS, SeriesData
+from dcim.analytics.anomaly_base import NS
 from dcim.analytics.anomaly_envelope import EnvelopeConfig, rate_of_change, temperature_envelope
 from dcim.analytics.anomaly_model import (
     ModelMismatch, fit_class_model, load_model, retrain_due, save_model, score_rows,

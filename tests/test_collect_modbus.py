@@ -15,7 +15,7 @@ import pytest_asyncio
 from dcim.collectors.base import DeviceStatus
 from dcim.collectors.modbus import ModbusCollector
 from dcim.collectors.scheduler import Cadence, next_boundary
-from dcim.site import Site, load_site, site_from_dict
+from dcim.site import Site, site_from_dict
 from dcim.site.generate import SiteSpec, generate_site
 from dcim.site.model import SiteDevice
 from dcim.site.schema import ModbusGateway
