@@ -399,6 +399,12 @@ def child_main(case: str, site_path: str, endpoints: str, url: str, db: str, sec
         coro = run_interval(site, url, db, seconds, interval)
     else:
         raise SystemExit(f"unknown case {case}")
+    if os.environ.get("DCIM_BENCH_GC"):  # experiment: "off", or gen0 threshold
+        import gc
+        if os.environ["DCIM_BENCH_GC"] == "off":
+            gc.disable()
+        else:
+            gc.set_threshold(int(os.environ["DCIM_BENCH_GC"]), 50, 100)
     profile_to = os.environ.get("DCIM_BENCH_PROFILE")  # cProfile the child into this file
     if profile_to:
         import cProfile

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,15 @@ class _Device:
     unit: int = 1
     # per read: client method name, address, count, True for bit tables (fixed at start-up)
     ops: tuple[tuple[str, int, int, bool], ...] = ()
+    # picks the stored values out of the decoder's (None: all of them)
+    pick: Callable[[list[float | None]], Sequence[float | None]] | None = None
+
+
+def _picker(indexes: list[int]) -> Callable[[list[float | None]], Sequence[float | None]]:
+    if len(indexes) == 1:
+        index = indexes[0]
+        return lambda values: (values[index],)
+    return operator.itemgetter(*indexes)  # type: ignore[return-value]
 
 
 def make_client(gateway: ModbusGateway | ModbusRtuGateway) -> Any:
@@ -107,15 +118,19 @@ class ModbusCollector:
             assert profile.protocol == "modbus"
             points = [p for p in profile.points if isinstance(p, ModbusPoint)]
             reads = plan_reads(points, max_gap=profile.max_gap)
-            series = {p.name: device.series(p.name) for p in points
-                      if p.type not in ("string", "sunssf")}
+            decoder = DeviceDecoder(reads)
+            types = {p.name: p.type for p in points}
+            # series in the decoder's value order; scale factors are read, not stored
+            keep = [i for i, name in enumerate(decoder.names) if types[name] != "sunssf"]
+            series = {decoder.names[i]: device.series(decoder.names[i]) for i in keep}
             self._devices[device.id] = _Device(
-                device, reads, DeviceDecoder(reads),
+                device, reads, decoder,
                 PointTable(series, int(stale_after_intervals * device.interval_s * 1e9)),
                 DeviceHealth(device.id, gateway.id),
                 Backoff(backoff_base_s, backoff_cap_s), device.unit_id or 1,
                 tuple((_READ_METHODS[r.table], r.address, r.count, r.table in _BIT_TABLES)
-                      for r in reads))
+                      for r in reads),
+                None if len(keep) == len(decoder.names) else _picker(keep))
         self._pool: asyncio.Queue[_Connection] = asyncio.Queue()
         self._connections = [_Connection(gateway) for _ in range(gateway.max_in_flight)]
         for conn in self._connections:
@@ -151,9 +166,21 @@ class ModbusCollector:
 
     def _cycle_for(self, members: list[_Device]) -> Callable[[float], asyncio.Future[None]]:
         async def cycle(boundary_s: float) -> None:
-            # One sink.add per cycle: the durable buffer then writes one frame, not one per device.
-            results = await asyncio.gather(*(self._poll(dev, boundary_s) for dev in members))
-            batch = [sample for samples in results for sample in samples]
+            # max_in_flight workers take the members in turn (no task per device); the cycle
+            # hands all its samples to the sink in one add, so the durable buffer writes one
+            # frame per cycle, not one per device.
+            batch: list[Sample] = []
+            todo = iter(members)
+
+            async def worker() -> None:
+                for dev in todo:
+                    batch.extend(await self._poll(dev, boundary_s))
+
+            n = min(len(self._connections), len(members))
+            if n == 1:
+                await worker()
+            else:
+                await asyncio.gather(*(worker() for _ in range(n)))
             if batch:
                 self.sink.add(batch)
         return cycle  # type: ignore[return-value]
@@ -174,9 +201,9 @@ class ModbusCollector:
         started = time.perf_counter()
         try:
             answers = await self._read_all(dev)
-            values = dev.decoder.decode(answers)
+            values = dev.decoder.values(answers)
         except (DeviceError, GatewayDown, ModbusException, asyncio.TimeoutError, OSError,
-                ValueError, IndexError, AttributeError) as exc:
+                ValueError, IndexError, AttributeError, struct.error, OverflowError) as exc:
             return self._failed(dev, t_ns, exc)
         latency = time.perf_counter() - started
         if health.consecutive_errors:
@@ -185,7 +212,8 @@ class ModbusCollector:
             dev.backoff.reset()
             health.next_attempt_s = 0.0
         health.ok(t_ns, latency)
-        return dev.points.good(values, t_ns)
+        pick = dev.pick
+        return dev.points.good_values(values if pick is None else pick(values), t_ns)
 
     def _failed(self, dev: _Device, t_ns: int, exc: BaseException) -> list[Sample]:
         message = f"{type(exc).__name__}: {exc}"
@@ -198,7 +226,8 @@ class ModbusCollector:
         return dev.points.failed(t_ns, Quality.BAD)
 
     async def _read_all(self, dev: _Device) -> list[list[int] | list[bool]]:
-        conn = await self._pool.get()
+        pool = self._pool
+        conn = pool.get_nowait() if pool.qsize() else await pool.get()
         try:
             client = await conn.get()
             unit = dev.unit
@@ -225,7 +254,7 @@ class ModbusCollector:
                     answers.append(registers)
             return answers
         finally:
-            self._pool.put_nowait(conn)
+            pool.put_nowait(conn)
 
     async def write_point(self, device_id: str, point_name: str, value: float) -> None:
         """Write one point; refused unless the config marks it writable."""

@@ -9,9 +9,11 @@ DCBA fully reversed. Decoding: reverse the registers for CDAB/BADC, then read bi
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dcim.site.schema import MODBUS_TYPE_REGISTERS, ModbusPoint
 
@@ -124,31 +126,80 @@ class _Field:
     point: ModbusPoint
 
 
-class DeviceDecoder:
-    """Decodes the answers to a device's planned reads into engineering values by point name.
+# How a raw number becomes an engineering value (one per non-string point):
+# (slot, plain, scale, offset, nan_value, not_implemented marker, float type)
+_Scaling = tuple[int, bool, float, float, "float | None", "int | None", bool]
 
-    Built once per device; decode() runs every poll. A value is None when the device reports
-    it not implemented (SunSpec markers, NaN) or its scale factor is missing. Structs and the
-    per-point steps are chosen here, so decode() never switches on types or byte orders.
+
+class DeviceDecoder:
+    """Decodes the answers to a device's planned reads into engineering values.
+
+    Built once per device; `values()` runs every poll and returns one number (or None) per
+    non-string point, in the order of `names`. A value is None when the device reports it
+    not implemented (SunSpec markers, NaN, not finite) or its scale factor is missing.
+
+    Everything that depends on types and byte orders is decided here: per register read, the
+    numbers that share no register with another point are read by at most two pre-compiled
+    Structs (one big-endian, one little-endian, pad bytes over the gaps) from one packing of
+    the answer, with the registers of CDAB/BADC values reversed by a fixed permutation first;
+    bits, bit fields, booleans and overlapping points go one by one. `decode()` adds strings
+    and returns a dict by point name (tests, tools); the collector uses `values()`.
     """
 
     def __init__(self, reads: Sequence[ReadRequest]):
         self.reads = list(reads)
-        self._sf_points = {pp.point.scale_factor_point for r in reads for pp in r.points
-                           if pp.point.scale_factor_point}
-        self._sunspec = bool(self._sf_points)
-        self._plan: list[tuple[bool, struct.Struct | None, list[_Field]]] = []
-        for read in self.reads:
+        sf_points = {pp.point.scale_factor_point for r in reads for pp in r.points
+                     if pp.point.scale_factor_point}
+        self._sunspec = bool(sf_points)
+        self.names: list[str] = [pp.point.name for r in self.reads for pp in r.points
+                                 if pp.point.type != "string"]
+        slot_of = {name: i for i, name in enumerate(self.names)}
+        # per read: (bits, block Struct, register permutation or None,
+        #            [(Struct, [scaling])] for the grouped numbers, [(field, scaling)] one by one)
+        self._plan: list[tuple[bool, struct.Struct | None, Any, list[Any], list[Any]]] = []
+        self._strings: list[tuple[int, _Field]] = []  # (read index, field)
+        self._sf: list[tuple[int, int, float, float]] = []  # (slot, sf slot, scale, offset)
+        for index, read in enumerate(self.reads):
             bits = read.table in BIT_TABLES
+            fields = [self._field(pp, bits) for pp in read.points]
+            singles: list[tuple[_Field, _Scaling]] = []
+            groups: list[Any] = []
+            perm: Any = None
             block = None if bits else struct.Struct(f">{read.count}H")
-            self._plan.append((bits, block, [self._field(pp, bits) for pp in read.points]))
-        # (name, kind, scale, offset, scale factor point) in reads order, for the scaling pass
-        self._scaling: list[tuple[str, bool, float, float, str | None]] = []
-        for read in self.reads:
-            for pp in read.points:
-                p = pp.point
-                plain = p.type == "sunssf" or p.table in BIT_TABLES or p.bit is not None
-                self._scaling.append((p.name, plain, p.scale, p.offset, p.scale_factor_point))
+            if not bits:
+                users = [0] * read.count
+                for f in fields:
+                    for r in range(f.offset, f.offset + f.size):
+                        users[r] += 1
+                grouped = [f for f in fields if f.kind == _NUMBER
+                           and all(users[r] == 1 for r in range(f.offset, f.offset + f.size))]
+                order = list(range(read.count))
+                for f in grouped:
+                    if f.reverse:
+                        order[f.offset: f.offset + f.size] = order[f.offset: f.offset + f.size][::-1]
+                if order != list(range(read.count)):
+                    perm = operator.itemgetter(*order)
+                for endian in (">", "<"):
+                    members = sorted((f for f in grouped if f.unpack.format[0] == endian),  # type: ignore[union-attr]
+                                     key=lambda f: f.offset)
+                    if not members:
+                        continue
+                    fmt, at = endian, 0
+                    for f in members:
+                        fmt += "x" * (2 * (f.offset - at)) + f.unpack.format[1:]  # type: ignore[union-attr]
+                        at = f.offset + f.size
+                    groups.append((struct.Struct(fmt), [self._scaling(f, slot_of) for f in members]))
+                singles = [(f, self._scaling(f, slot_of)) for f in fields
+                           if f not in grouped and f.kind != _STRING]
+                self._strings += [(index, f) for f in fields if f.kind == _STRING]
+            else:
+                singles = [(f, self._scaling(f, slot_of)) for f in fields]
+            self._plan.append((bits, block, perm, groups, singles))
+            for f in fields:
+                p = f.point
+                if p.scale_factor_point and f.kind == _NUMBER:
+                    self._sf.append((slot_of[p.name], slot_of[p.scale_factor_point], p.scale,
+                                     p.offset))
 
     def _field(self, pp: PlannedPoint, bits: bool) -> _Field:
         p = pp.point
@@ -166,59 +217,60 @@ class DeviceDecoder:
         return _Field(p.name, _NUMBER, pp.offset, size, struct.Struct(endian + _CODES[p.type]),
                       p.order in ("CDAB", "BADC") and size > 1, p.nan_value, marker, p)
 
-    def decode(self, answers: Sequence[Sequence[int] | Sequence[bool]]) -> dict[str, float | str | None]:
-        """answers[i] = registers (or bits) returned for reads[i]; returns value per point."""
-        raw: dict[str, int | float | str | None] = {}
-        for (bits, block, fields), words in zip(self._plan, answers):
-            if bits:
-                for f in fields:
-                    raw[f.name] = 1 if words[f.offset] else 0
-                continue
-            data = block.pack(*words) if block is not None else b""
-            for f in fields:
-                kind = f.kind
-                if kind == _NUMBER:
-                    if f.reverse:
-                        off = f.offset
-                        chunk = words[off: off + f.size][::-1]
-                        value = f.unpack.unpack(struct.pack(f">{f.size}H", *chunk))[0]  # type: ignore[union-attr]
-                    else:
-                        value = f.unpack.unpack_from(data, 2 * f.offset)[0]  # type: ignore[union-attr]
-                    if value == f.nan_value or (f.not_implemented is not None
-                                                and f.not_implemented == value):
-                        value = None
-                    raw[f.name] = value
-                elif kind == _REG_BIT:
-                    raw[f.name] = (words[f.offset] >> f.point.bit) & 1  # type: ignore[operator]
-                elif kind == _BOOL:
-                    raw[f.name] = 1 if words[f.offset] else 0
-                else:
-                    raw[f.name] = registers_to_string(words[f.offset: f.offset + f.size],
-                                                      f.point.order)
-        return self._scale(raw)
+    @staticmethod
+    def _scaling(f: _Field, slot_of: dict[str, int]) -> _Scaling:
+        p = f.point
+        slot = slot_of[f.name]
+        if f.kind != _NUMBER or p.type == "sunssf":  # bits, bit fields, booleans: 0.0 or 1.0
+            return (slot, True, 1.0, 0.0, None, f.not_implemented, False)
+        if p.scale_factor_point:  # raw number here; scaled once every scale factor is known
+            return (slot, True, 1.0, 0.0, f.nan_value, f.not_implemented, p.type.startswith("float"))
+        return (slot, False, p.scale, p.offset, f.nan_value, f.not_implemented,
+                p.type.startswith("float"))
 
-    def _scale(self, raw: dict[str, int | float | str | None]) -> dict[str, float | str | None]:
-        out: dict[str, float | str | None] = {}
+    def values(self, answers: Sequence[Sequence[int] | Sequence[bool]]) -> list[float | None]:
+        """answers[i] = registers (or bits) returned for reads[i]; one value per name."""
+        out: list[float | None] = [None] * len(self.names)
         isfinite = math.isfinite
-        for name, plain, scale, offset, sf_point in self._scaling:
-            value = raw[name]
-            if value is None or value.__class__ is str:
-                out[name] = value
-                continue
-            if plain:
-                out[name] = float(value)  # type: ignore[arg-type]
-                continue
-            number = float(value)  # type: ignore[arg-type]
-            if not isfinite(number):
-                out[name] = None
-                continue
-            if sf_point:
-                sf = raw.get(sf_point)
-                if not isinstance(sf, (int, float)) or isinstance(sf, bool):
-                    out[name] = None
-                    continue
-                number *= 10.0 ** sf
-            out[name] = number * scale + offset
+        for (bits, block, perm, groups, singles), words in zip(self._plan, answers):
+            if groups:
+                data = block.pack(*(perm(words) if perm is not None else words))  # type: ignore[union-attr]
+                for unpacker, scalings in groups:
+                    for (slot, plain, scale, offset, nan_value, marker, is_float), value in zip(
+                            scalings, unpacker.unpack_from(data)):
+                        if value == nan_value or value == marker or (is_float and not isfinite(value)):
+                            continue  # stays None
+                        out[slot] = float(value) if plain else value * scale + offset
+            for f, (slot, plain, scale, offset, nan_value, marker, is_float) in singles:
+                kind = f.kind
+                if bits:
+                    value = 1 if words[f.offset] else 0
+                elif kind == _NUMBER:
+                    off = f.offset
+                    chunk = words[off: off + f.size]
+                    if f.reverse:
+                        chunk = chunk[::-1]
+                    value = f.unpack.unpack(struct.pack(f">{f.size}H", *chunk))[0]  # type: ignore[union-attr]
+                    if value == nan_value or value == marker or (is_float and not isfinite(value)):
+                        continue
+                elif kind == _REG_BIT:
+                    value = (words[f.offset] >> f.point.bit) & 1  # type: ignore[operator]
+                else:  # _BOOL
+                    value = 1 if words[f.offset] else 0
+                out[slot] = float(value) if plain else value * scale + offset
+        for slot, sf_slot, scale, offset in self._sf:
+            value, sf = out[slot], out[sf_slot]
+            # SunSpec scale factors lie in -10..10; anything else is garbage, not a value
+            out[slot] = None if value is None or sf is None or not -10.0 <= sf <= 10.0 else (
+                value * 10.0 ** sf * scale + offset)
+        return out
+
+    def decode(self, answers: Sequence[Sequence[int] | Sequence[bool]]) -> dict[str, float | str | None]:
+        """Every point's value by name, strings included (not the collector's hot path)."""
+        out: dict[str, float | str | None] = dict(zip(self.names, self.values(answers)))
+        for index, f in self._strings:
+            words = answers[index]
+            out[f.name] = registers_to_string(words[f.offset: f.offset + f.size], f.point.order)  # type: ignore[arg-type]
         return out
 
 

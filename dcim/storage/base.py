@@ -37,9 +37,14 @@ class SeriesKey:
     point: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Sample:
-    """One value of one series at one instant (ns since the Unix epoch, UTC)."""
+    """One value of one series at one instant (ns since the Unix epoch, UTC).
+
+    A value object: never changed once made (collectors, the buffer and the forwarder share
+    the same instances). Not `frozen` only because a frozen dataclass takes about 1.3 us to
+    build against 0.2 us, and collectors build one per point per poll.
+    """
 
     series: SeriesKey
     time_ns: int
