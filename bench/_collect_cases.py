@@ -23,13 +23,14 @@ import dataclasses
 import json
 import os
 import struct
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from _common import cpu_seconds
+from _common import cpu_seconds, cpu_split
 from pymodbus.client import AsyncModbusTcpClient
 
 from dcim.collectors.buffer import DurableBuffer
@@ -285,9 +286,28 @@ async def run_limit(site: Site, seconds: float) -> dict[str, Any]:
 
 async def _storage_sink(site: Site, url: str, db: str, tmp: str) -> StoreAndForward:
     config = InfluxDB1StorageConfig(backend="influxdb1", url=url, database=db)  # type: ignore[arg-type]
-    storage = open_storage(config, site_id=site.config.site.id)
+    storage: Any = open_storage(config, site_id=site.config.site.id)
+    if os.environ.get("DCIM_BENCH_NULL_STORAGE"):  # experiment: buffer and forwarder, no influxd
+        class _NullStorage:
+            async def start(self) -> None: ...
+            async def close(self) -> None: ...
+            async def write(self, samples: Any) -> None:
+                self.lines = len(samples)
+        storage = _NullStorage()
     await storage.start()
-    forward = StoreAndForward(storage, DurableBuffer(tmp))
+    if os.environ.get("DCIM_BENCH_FSYNC_TIME"):  # experiment: time spent blocked in fsync
+        spent = [0.0, 0]
+
+        def timed_fsync(fd: int) -> None:
+            t = time.perf_counter()
+            os.fsync(fd)
+            spent[0] += time.perf_counter() - t
+            spent[1] += 1
+        import atexit
+        atexit.register(lambda: print(f"fsync: {spent[1]} calls, {spent[0]:.3f} s", file=sys.stderr, flush=True))
+        forward = StoreAndForward(storage, DurableBuffer(tmp, fsync=timed_fsync))
+    else:
+        forward = StoreAndForward(storage, DurableBuffer(tmp))
     await forward.start()
     return forward
 
@@ -364,6 +384,7 @@ async def _measure(work: Callable[[], Any], seconds: float, counts: Callable[[],
                    connections: int) -> dict[str, Any]:
     """Run work once (it loops for its window); CPU includes flushing what it produced."""
     polls0, req0 = counts()
+    split0 = cpu_split()
     cpu0, t0 = cpu_seconds(), time.monotonic()
     await work()
     t1 = time.monotonic()
@@ -371,6 +392,7 @@ async def _measure(work: Callable[[], Any], seconds: float, counts: Callable[[],
     if close is not None:
         await close()
     cpu1 = cpu_seconds()
+    split1 = cpu_split()
     polls -= polls0
     requests -= req0
     elapsed = t1 - t0
@@ -379,7 +401,8 @@ async def _measure(work: Callable[[], Any], seconds: float, counts: Callable[[],
             "cpu_s": cpu1 - cpu0, "core": (cpu1 - cpu0) / elapsed,
             "cpu_per_10k_polls": (cpu1 - cpu0) / polls * 10_000 if polls else None,
             "cpu_per_10k_requests": (cpu1 - cpu0) / requests * 10_000 if requests else None,
-            "written": written(), "connections": connections}
+            "written": written(), "connections": connections,
+            "user_s": split1[0] - split0[0], "system_s": split1[1] - split0[1]}
 
 
 def child_main(case: str, site_path: str, endpoints: str, url: str, db: str, seconds: float,

@@ -20,6 +20,14 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_split(pid: int | None = None) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used so far."""
+    stat = Path(f"/proc/{pid or 'self'}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def cpu_model() -> str:
     """The CPU model as /proc/cpuinfo names it."""
     for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,19 @@ def describe(path: Path) -> dict[str, int]:
             "in_flight": conns}
 
 
+# With --pin: CPUs of the case process ("case") and of the servers ("servers").
+PIN: dict[str, set[int]] = {}
+
+
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of a process (influxd is a Go program with many) to cpus."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except (ProcessLookupError, FileNotFoundError):
+            pass  # a thread that just ended
+
+
 def run_child(case: str, site: Path, endpoints: dict[str, Any], url: str, db: str,
               seconds: float, watch: list[int], interval: float = 0.0) -> dict[str, Any]:
     """Run one case in its own process; also the CPU the simulators and influxd used meanwhile."""
@@ -84,9 +98,15 @@ def run_child(case: str, site: Path, endpoints: dict[str, Any], url: str, db: st
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", case, "--site", str(site),
            "--endpoints", json.dumps(endpoints), "--url", url, "--db", db,
            "--seconds", str(seconds), "--interval", str(interval)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 6 + 120)
+    cpus = os.sched_getaffinity(0)
+    pin = PIN["case"] if PIN else None
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 6 + 120,
+                         preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None)
+    assert os.sched_getaffinity(0) == cpus
     if out.returncode != 0:
         raise RuntimeError(f"{case} failed:\n{out.stderr[-3000:]}")
+    if out.stderr.strip() and os.environ.get("DCIM_BENCH_FSYNC_TIME"):
+        print("  ", out.stderr.strip().splitlines()[-1], flush=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     wall = time.monotonic() - t0
     others = [cpu_seconds(pid) - b for pid, b in zip(watch, before)]
@@ -132,6 +152,9 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--max-in-flight", type=int, default=0,
                         help="override every Modbus gateway's max_in_flight (0: as in the site)")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=False,
+                        help="experiment: run each case on CPUs of its own and the simulators "
+                             "and influxd on the first CPU (needs 2+ CPUs; default off)")
     parser.add_argument("--quick", action="store_true", help="sizes 100,2000; 3 s; one run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--site", help=argparse.SUPPRESS)
@@ -145,12 +168,18 @@ def main() -> None:
         child_main(args.child, args.site, args.endpoints, args.url, args.db, args.seconds,
                    args.interval)
         return
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pin and len(cpus) >= 2:
+        PIN.update(servers={cpus[0]}, case=set(cpus[1:]))
     if args.quick:
         args.sizes, args.seconds, args.runs, args.intervals = "100,2000", 3.0, 1, "1"
     binary = influxd_binary()
     if binary is None:
         raise SystemExit("influxd is not installed: apt-get install -y influxdb")
     print(f"machine: {machine()}")
+    if PIN:
+        print(f"pinned: each case on CPU {sorted(PIN['case'])}, simulators and influxd on CPU "
+              f"{sorted(PIN['servers'])}")
     print(f"command: {' '.join(sys.argv)}")
     cases = [c for c in args.cases.split(",") if c]
     intervals = [float(x) for x in args.intervals.split(",") if x]
@@ -177,6 +206,9 @@ def run_size(size: str, tmp: Path, influxd: InfluxdProcess, cases: list[str],
         endpoints = {k: v for w in served for k, v in w.endpoints.items()}
         assert influxd._proc is not None
         watch = [w.process.pid for w in served] + [influxd._proc.pid]
+        if PIN:
+            for pid in watch:
+                pin_process(pid, PIN["servers"])
         override = f" (max_in_flight {args.max_in_flight})" if args.max_in_flight else ""
         print(f"\n### size {size}{override}: {info['devices']} Modbus devices, {info['points']} points, "
               f"{info['reads']} requests per poll of every device, {info['gateways']} gateways, "

@@ -10,12 +10,11 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from itertools import repeat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dcim.storage.base import Quality, Sample, SeriesKey
+from dcim.storage.base import Quality, Sample, SampleColumns, SeriesKey
 
 log = logging.getLogger(__name__)
 
@@ -139,43 +138,46 @@ class PointTable:
                 for name, key, value, q, good in zip(self.names, self.keys, self.last_good,
                                                      self.quality, self.good_ns)}
 
-    def good_values(self, values: Sequence[float | None], t_ns: int) -> list[Sample]:
+    def good_values(self, values: Sequence[float | None], t_ns: int) -> SampleColumns:
         """Samples of a successful poll from values in series order (None: not implemented).
 
         The collector's hot path: `values[i]` belongs to the i-th series; a None value gives
         a bad sample with NaN and keeps the point's last good value.
         """
         self.time_ns = t_ns
-        good = Quality.GOOD
+        n = len(self.keys)
         if None not in values:
             self.last_good = list(values)  # type: ignore[arg-type]
-            self.good_ns = [t_ns] * len(values)
+            self.good_ns = [t_ns] * n
             self.quality = self._all_good.copy()
-            return list(map(Sample, self.keys, repeat(t_ns), values, repeat(good)))  # type: ignore[arg-type]
-        bad, nan = Quality.BAD, float("nan")
-        out = []
+            return SampleColumns(self.keys, [t_ns] * n,
+                                 values if values.__class__ is list else list(values),  # type: ignore[arg-type]
+                                 self._all_good)
+        good, bad, nan = Quality.GOOD, Quality.BAD, float("nan")
+        out_values: list[float] = []
         last_good, good_ns, quality = self.last_good, self.good_ns, self.quality
-        for i, (key, value) in enumerate(zip(self.keys, values)):
+        for i, value in enumerate(values):
             if value is None:
                 quality[i] = bad
-                out.append(Sample(key, t_ns, nan, bad))
+                out_values.append(nan)
             else:
                 last_good[i] = value
                 good_ns[i] = t_ns
                 quality[i] = good
-                out.append(Sample(key, t_ns, value, good))
-        return out
+                out_values.append(value)
+        return SampleColumns(self.keys, [t_ns] * n, out_values, quality.copy())
 
-    def failed(self, t_ns: int, quality: Quality = Quality.BAD) -> list[Sample]:
+    def failed(self, t_ns: int, quality: Quality = Quality.BAD) -> SampleColumns:
         """Samples when no fresh value came: last good value kept, quality bad or stale."""
-        out = []
+        keys: list[SeriesKey] = []
+        values: list[float] = []
         stale = quality is Quality.STALE
         for i, (key, value, good_ns) in enumerate(zip(self.keys, self.last_good, self.good_ns)):
             if stale and good_ns is not None and t_ns - good_ns < self.stale_after_ns:
                 continue  # not yet stale: nothing to write this cycle
             self.quality[i] = quality
-            out.append(Sample(key, t_ns, value, quality))
-        if out:
+            keys.append(key)
+            values.append(value)
+        if keys:
             self.time_ns = t_ns
-        return out
-
+        return SampleColumns(keys, [t_ns] * len(keys), values, [quality] * len(keys))

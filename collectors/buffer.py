@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcim.storage.base import Quality, Sample, SeriesKey
+from dcim.storage.base import Quality, Sample, SampleColumns, SeriesKey
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +156,16 @@ class DurableBuffer:
         self._fd = -1  # the last segment's, open for appending
         self._read: tuple[int, int] | None = None  # (segment seq, fd) of the last segment read
         # (segment seq, frame offset) -> samples of unacked frames appended since open, oldest
-        # first; only frames whose samples read back identical (float values, Quality members).
-        self._recent: dict[tuple[int, int], Sequence[Sample]] = {}
+        # first, as they read back from disk (float values, Quality members).
+        self._recent: dict[tuple[int, int], SampleColumns] = {}
         self._recent_samples = 0
         self._next_number = 0
         self._unsynced = 0
         self._dirty_since = 0.0
+        self._ack_synced_at = float("-inf")  # when the ack file was last fsync'd
+        # Called with each key new to a segment before it is written (StoreAndForward sets
+        # it to the line-protocol check, so a bad key fails at the caller's add()).
+        self.key_check: Callable[[SeriesKey], None] | None = None
         self.synced_number = 0  # every sample numbered below this has been fsync'd
         self.dropped_samples = 0
         self.fsyncs = 0
@@ -379,12 +383,13 @@ class DurableBuffer:
         """Append samples in order (one frame per chunk); fsync when a batch is due."""
         if self._fd < 0:
             raise RuntimeError(f"durable buffer {self.directory} is closed")
+        columns = SampleColumns.of(samples)
         step = self._frame_rows
-        for i in range(0, len(samples), step):
-            self._append_frame(samples[i : i + step])
+        for i in range(0, len(columns), step):
+            self._append_frame(columns[i : i + step] if len(columns) > step else columns)
         self.sync_if_due()
 
-    def _append_frame(self, samples: Sequence[Sample]) -> None:
+    def _append_frame(self, samples: SampleColumns) -> None:
         n = len(samples)
         seg = self._segments[-1]
         if seg.samples and seg.size + FRAME_HEADER.size + PAYLOAD_HEADER.size + n * ROW_BYTES > self.segment_bytes:
@@ -392,7 +397,7 @@ class DurableBuffer:
             seg = self._segments[-1]
         n_keys_before = len(seg.keys)
         try:
-            frame = self._encode(seg, samples)
+            frame, stored = self._encode(seg, samples)
             while self.bytes_on_disk + len(frame) > self.max_bytes and len(self._segments) > 1:
                 self._drop_oldest()
             written = os.write(self._fd, frame)
@@ -405,7 +410,7 @@ class DurableBuffer:
             del seg.keys[n_keys_before:]
             os.ftruncate(self._fd, seg.size)  # no half frame stays behind a failed write
             raise
-        self._remember(seg.seq, seg.size, samples)
+        self._remember(seg.seq, seg.size, stored)
         seg.size += len(frame)
         seg.samples += n
         self._next_number += n
@@ -413,11 +418,8 @@ class DurableBuffer:
             self._dirty_since = self._clock()
         self._unsynced += n
 
-    def _remember(self, seq: int, offset: int, samples: Sequence[Sample]) -> None:
-        """Keep a frame's samples for read_unacked when decoding would give equal objects."""
-        quality = Quality
-        if not all(s.value.__class__ is float and s.quality.__class__ is quality for s in samples):
-            return  # ints, bools, numpy scalars, plain-int qualities: read them back from disk
+    def _remember(self, seq: int, offset: int, samples: SampleColumns) -> None:
+        """Keep a frame's samples for read_unacked (as they would read back from disk)."""
         self._recent[(seq, offset)] = samples
         self._recent_samples += len(samples)
         if self._recent_samples > RECENT_SAMPLES_MAX:
@@ -432,25 +434,32 @@ class DurableBuffer:
                 break
             self._recent_samples -= len(recent.pop(pos))
 
-    def _encode(self, seg: _Segment, samples: Sequence[Sample]) -> bytes:
+    def _encode(self, seg: _Segment, samples: SampleColumns) -> tuple[bytes, SampleColumns]:
+        """The frame for samples, and the samples as they read back from it."""
         keys, key_index, key_ids = seg.keys, seg.key_index, seg.key_ids
         first_new = len(keys)
-        idx = array("I")
-        append = idx.append
-        for s in samples:
-            key = s.series
-            i = key_ids.get(id(key))
-            if i is None or keys[i] is not key:
-                i = key_index.get(key)
+        ids = list(map(id, samples.keys))
+        try:  # key objects seen in this segment: C-level lookups by identity
+            idx = array("I", map(key_ids.__getitem__, ids))
+        except KeyError:
+            idx = array("I")
+            for key, key_id in zip(samples.keys, ids):
+                i = key_ids.get(key_id)
                 if i is None:
-                    i = key_index[key] = len(keys)
-                    keys.append(key)
-                if keys[i] is key:
-                    key_ids[id(key)] = i
-            append(i)
-        times = array("q", [s.time_ns for s in samples])
-        values = array("d", [s.value for s in samples])
-        qualities = array("B", [s.quality for s in samples])
+                    i = key_index.get(key)
+                    if i is None:
+                        if self.key_check is not None:
+                            self.key_check(key)  # raises before anything is written
+                        i = key_index[key] = len(keys)
+                        keys.append(key)
+                    if keys[i] is key:  # the object stays alive in keys: its id is safe
+                        key_ids[key_id] = i
+                idx.append(i)
+        times = array("q", samples.times)
+        values = array("d", samples.values)  # ints, bools, numpy scalars become floats
+        qualities = array("B", samples.qualities)
+        stored = SampleColumns(samples.keys, samples.times, values.tolist(),
+                               list(map(_QUALITIES.__getitem__, qualities)))
         if _SWAP:
             for col in (idx, times, values):
                 col.byteswap()
@@ -461,7 +470,7 @@ class DurableBuffer:
             parts.extend(raw)
         parts += [idx.tobytes(), times.tobytes(), values.tobytes(), qualities.tobytes()]
         payload = b"".join(parts)
-        return FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        return FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload, stored
 
     # -- fsync ---------------------------------------------------------------------------
 
@@ -496,39 +505,37 @@ class DurableBuffer:
             self._read = (seg.seq, os.open(seg.path, os.O_RDONLY))
         return self._read[1]
 
-    def read_unacked(self, max_samples: int) -> tuple[list[Sample], Cursor]:
+    def read_unacked(self, max_samples: int) -> tuple[SampleColumns, Cursor]:
         """Up to max_samples oldest unacked samples, in order, and the cursor just after them."""
-        out: list[Sample] = []
+        parts: list[SampleColumns] = []
+        got = 0
         cur = self._normalize(self._ack)
         by_seq = {s.seq: s for s in self._segments}
-        while len(out) < max_samples:
+        while got < max_samples:
             seg = by_seq[cur.segment]
             if cur.offset >= seg.size:
                 break
             fd = self._read_fd(seg)
             length, _ = FRAME_HEADER.unpack(os.pread(fd, FRAME_HEADER.size, cur.offset))
-            remembered = self._recent.get((cur.segment, cur.offset))
-            if remembered is not None:
-                n_rows = len(remembered)
-                take = min(n_rows - cur.index, max_samples - len(out))
-                lo, hi = cur.index, cur.index + take
-                out.extend(remembered[lo:hi])
-            else:
+            frame = self._recent.get((cur.segment, cur.offset))
+            if frame is None:  # not in memory: decode it from disk
                 payload = memoryview(os.pread(fd, length, cur.offset + FRAME_HEADER.size))
                 n_rows = PAYLOAD_HEADER.unpack_from(payload, 0)[1]
                 pos = len(payload) - n_rows * ROW_BYTES  # the key table comes first
-                take = min(n_rows - cur.index, max_samples - len(out))
                 idx, times, values, quals = _columns(payload, n_rows, pos)
-                keys, q = seg.keys, _QUALITIES
-                lo, hi = cur.index, cur.index + take
-                out.extend(Sample(keys[i], t, v, q[k]) for i, t, v, k in
-                           zip(idx[lo:hi], times[lo:hi], values[lo:hi], quals[lo:hi], strict=True))
+                frame = SampleColumns(list(map(seg.keys.__getitem__, idx)), times.tolist(),
+                                      values.tolist(), list(map(_QUALITIES.__getitem__, quals)))
+            n_rows = len(frame)
+            take = min(n_rows - cur.index, max_samples - got)
+            lo, hi = cur.index, cur.index + take
+            parts.append(frame if lo == 0 and hi == n_rows else frame[lo:hi])
+            got += take
             if hi < n_rows:
                 cur = Cursor(cur.segment, cur.offset, hi, cur.number + take)
             else:
                 cur = self._normalize(Cursor(cur.segment, cur.offset + FRAME_HEADER.size + length, 0,
                                              cur.number + take))
-        return out, cur
+        return SampleColumns.join(parts), cur
 
     def ack(self, cursor: Cursor) -> None:
         """Mark everything before cursor as stored; persist it and delete finished segments."""
@@ -541,17 +548,29 @@ class DurableBuffer:
             self._delete(seg)
         self._write_ack()
 
-    def _write_ack(self) -> None:
+    def _write_ack(self, durable: bool = False) -> None:
+        """Persist the ack cursor (tmp file + atomic rename).
+
+        The rename is done on every ack; the fsyncs that make it survive a machine crash at
+        most once per fsync_interval_s (and on close). A machine crash can therefore bring
+        back an ack up to that old, and its samples are sent again: harmless, every backend
+        overwrites the same series and time. A process crash loses nothing (the kernel has it).
+        """
+        now = self._clock()
+        durable = durable or now - self._ack_synced_at >= self.fsync_interval_s
         head = ACK_RECORD.pack(self._ack.segment, self._ack.offset, self._ack.index, 0)[:-4]
         tmp = self.directory / "ack.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, head + struct.pack("<I", zlib.crc32(head)))
-            self._fsync(fd)
+            if durable:
+                self._fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.directory / "ack")
-        self._sync_dir()
+        if durable:
+            self._sync_dir()
+            self._ack_synced_at = now
 
     # -- close ---------------------------------------------------------------------------
 
@@ -560,7 +579,7 @@ class DurableBuffer:
         if self._fd < 0:
             return
         self.sync()
-        self._write_ack()
+        self._write_ack(durable=True)
         os.close(self._fd)
         self._fd = -1
         if self._read is not None:

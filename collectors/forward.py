@@ -22,8 +22,8 @@ import aiohttp
 
 from dcim.collectors.base import Backoff
 from dcim.collectors.buffer import Cursor, DurableBuffer, RecoveryReport
-from dcim.storage.base import Sample, SeriesKey, Storage, StorageError
-from dcim.storage.lineprotocol import IDENTITY_CACHE_MAX, validate_series_key
+from dcim.storage.base import Sample, SampleColumns, Storage, StorageError
+from dcim.storage.lineprotocol import validate_series_key
 from dcim.storage.retry import StorageRejected
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class StoreAndForward:
     ) -> None:
         self.storage = storage
         self.buffer = buffer
+        buffer.key_check = validate_series_key  # a key line protocol cannot carry fails add()
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.rejected_dir = Path(rejected_dir) if rejected_dir else buffer.directory / "rejected"
@@ -76,10 +77,6 @@ class StoreAndForward:
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
-        self._known: set[SeriesKey] = set()  # validated keys
-        # id(key) -> key of validated key objects: collectors reuse their keys, so most
-        # checks are an identity hit that skips SeriesKey's Python-level __hash__.
-        self._known_ids: dict[int, SeriesKey] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._replay_until = buffer.appended_number  # samples recovered from a previous run
@@ -143,23 +140,10 @@ class StoreAndForward:
 
     def add(self, samples: Sample | Iterable[Sample]) -> None:
         """Append samples to the durable buffer (never waits for the network)."""
-        batch = [samples] if isinstance(samples, Sample) else list(samples)
-        known_ids = self._known_ids
-        for s in batch:
-            key = s.series
-            if known_ids.get(id(key)) is not key:
-                self._learn(key)
-        self.buffer.append(batch)
+        # Keys are checked by the buffer the first time a segment sees them (key_check).
+        self.buffer.append(SampleColumns.of([samples] if isinstance(samples, Sample) else samples))
         if self.buffer.depth >= self.batch_size:
             self._wake.set()
-
-    def _learn(self, key: SeriesKey) -> None:
-        if key not in self._known:
-            validate_series_key(key)  # raises at the caller, not later in the loop
-            self._known.add(key)
-        if len(self._known_ids) >= IDENTITY_CACHE_MAX:
-            self._known_ids.clear()
-        self._known_ids[id(key)] = key
 
     # -- background ----------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from dcim.collectors.modbus_codec import (
 from dcim.collectors.scheduler import Cadence, cadences_by_interval
 from dcim.site.model import SiteDevice
 from dcim.site.schema import ModbusGateway, ModbusPoint, ModbusRtuGateway
-from dcim.storage.base import Quality, Sample
+from dcim.storage.base import Quality, SampleColumns
 
 log = logging.getLogger(__name__)
 
@@ -169,18 +169,19 @@ class ModbusCollector:
             # max_in_flight workers take the members in turn (no task per device); the cycle
             # hands all its samples to the sink in one add, so the durable buffer writes one
             # frame per cycle, not one per device.
-            batch: list[Sample] = []
+            parts: list[SampleColumns] = []
             todo = iter(members)
 
             async def worker() -> None:
                 for dev in todo:
-                    batch.extend(await self._poll(dev, boundary_s))
+                    parts.append(await self._poll(dev, boundary_s))
 
             n = min(len(self._connections), len(members))
             if n == 1:
                 await worker()
             else:
                 await asyncio.gather(*(worker() for _ in range(n)))
+            batch = SampleColumns.join(parts)
             if batch:
                 self.sink.add(batch)
         return cycle  # type: ignore[return-value]
@@ -189,7 +190,7 @@ class ModbusCollector:
         """Poll one device for the cycle at boundary_s (skipped while in backoff)."""
         self.sink.add(await self._poll(dev, boundary_s))
 
-    async def _poll(self, dev: _Device, boundary_s: float) -> list[Sample]:
+    async def _poll(self, dev: _Device, boundary_s: float) -> SampleColumns:
         """The samples of one poll of dev (or of its failure, or of its backoff)."""
         t_ns = int(round(boundary_s * 1e9))
         health = dev.health
@@ -215,7 +216,7 @@ class ModbusCollector:
         pick = dev.pick
         return dev.points.good_values(values if pick is None else pick(values), t_ns)
 
-    def _failed(self, dev: _Device, t_ns: int, exc: BaseException) -> list[Sample]:
+    def _failed(self, dev: _Device, t_ns: int, exc: BaseException) -> SampleColumns:
         message = f"{type(exc).__name__}: {exc}"
         delay = dev.backoff.next_delay()
         dev.health.next_attempt_s = self._clock() + delay

@@ -127,8 +127,20 @@ class _Field:
 
 
 # How a raw number becomes an engineering value (one per non-string point):
-# (slot, plain, scale, offset, nan_value, not_implemented marker, float type)
-_Scaling = tuple[int, bool, float, float, "float | None", "int | None", bool]
+# (slot, plain, scale, offset, nan_value, not_implemented marker, float type, divisor)
+_Scaling = tuple[int, bool, float, float, "float | None", "int | None", bool, float]
+
+
+def decimal_divisor(scale: float) -> float:
+    """10**k when scale is 10**-k (k = 1..9), else 0.0.
+
+    Such scales are applied by dividing: 2305 / 10 is the double nearest 230.5 and prints
+    as 230.5, where 2305 * 0.1 gives 230.50000000000003 (0.1 has no exact binary form).
+    """
+    for k in range(1, 10):
+        if scale == 10.0 ** -k:
+            return 10.0 ** k
+    return 0.0
 
 
 class DeviceDecoder:
@@ -222,11 +234,12 @@ class DeviceDecoder:
         p = f.point
         slot = slot_of[f.name]
         if f.kind != _NUMBER or p.type == "sunssf":  # bits, bit fields, booleans: 0.0 or 1.0
-            return (slot, True, 1.0, 0.0, None, f.not_implemented, False)
+            return (slot, True, 1.0, 0.0, None, f.not_implemented, False, 0.0)
         if p.scale_factor_point:  # raw number here; scaled once every scale factor is known
-            return (slot, True, 1.0, 0.0, f.nan_value, f.not_implemented, p.type.startswith("float"))
+            return (slot, True, 1.0, 0.0, f.nan_value, f.not_implemented,
+                    p.type.startswith("float"), 0.0)
         return (slot, False, p.scale, p.offset, f.nan_value, f.not_implemented,
-                p.type.startswith("float"))
+                p.type.startswith("float"), decimal_divisor(p.scale))
 
     def values(self, answers: Sequence[Sequence[int] | Sequence[bool]]) -> list[float | None]:
         """answers[i] = registers (or bits) returned for reads[i]; one value per name."""
@@ -236,12 +249,13 @@ class DeviceDecoder:
             if groups:
                 data = block.pack(*(perm(words) if perm is not None else words))  # type: ignore[union-attr]
                 for unpacker, scalings in groups:
-                    for (slot, plain, scale, offset, nan_value, marker, is_float), value in zip(
-                            scalings, unpacker.unpack_from(data)):
+                    for (slot, plain, scale, offset, nan_value, marker, is_float, divisor), value \
+                            in zip(scalings, unpacker.unpack_from(data)):
                         if value == nan_value or value == marker or (is_float and not isfinite(value)):
                             continue  # stays None
-                        out[slot] = float(value) if plain else value * scale + offset
-            for f, (slot, plain, scale, offset, nan_value, marker, is_float) in singles:
+                        out[slot] = (float(value) if plain else value / divisor + offset if divisor
+                                     else value * scale + offset)
+            for f, (slot, plain, scale, offset, nan_value, marker, is_float, divisor) in singles:
                 kind = f.kind
                 if bits:
                     value = 1 if words[f.offset] else 0
@@ -257,12 +271,16 @@ class DeviceDecoder:
                     value = (words[f.offset] >> f.point.bit) & 1  # type: ignore[operator]
                 else:  # _BOOL
                     value = 1 if words[f.offset] else 0
-                out[slot] = float(value) if plain else value * scale + offset
+                out[slot] = (float(value) if plain else value / divisor + offset if divisor
+                             else value * scale + offset)
         for slot, sf_slot, scale, offset in self._sf:
             value, sf = out[slot], out[sf_slot]
             # SunSpec scale factors lie in -10..10; anything else is garbage, not a value
-            out[slot] = None if value is None or sf is None or not -10.0 <= sf <= 10.0 else (
-                value * 10.0 ** sf * scale + offset)
+            if value is None or sf is None or not -10.0 <= sf <= 10.0:
+                out[slot] = None
+            else:  # divide for negative factors (see decimal_divisor)
+                number = value / 10.0 ** -sf if sf < 0 else value * 10.0 ** sf
+                out[slot] = number * scale + offset
         return out
 
     def decode(self, answers: Sequence[Sequence[int] | Sequence[bool]]) -> dict[str, float | str | None]:

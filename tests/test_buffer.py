@@ -284,6 +284,54 @@ def test_fsync_in_batches_by_count_by_age_and_on_close(tmp_path: Path) -> None:
     assert segment_syncs() == 3 and buf.fsyncs == 3
 
 
+def test_ack_is_renamed_every_time_and_fsynced_once_per_interval(tmp_path: Path) -> None:
+    synced: list[str] = []
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+
+    clock = FakeClock()
+    buf = DurableBuffer(tmp_path, fsync_interval_s=1.0, fsync=fsync, clock=clock)
+    buf.append(make(30))
+    synced.clear()
+    ack_syncs = lambda: synced.count("ack.tmp")
+    cursors = []
+    for _ in range(3):
+        _, cursor = buf.read_unacked(10)
+        buf.ack(cursor)
+        cursors.append(cursor)
+    assert ack_syncs() == 1  # the first ack; the next two within the interval are not
+    assert (tmp_path / "ack").read_bytes()  # but the file holds the newest cursor already
+    clock.now += 1.0
+    buf.append(make(10))
+    _, cursor = buf.read_unacked(5)
+    buf.ack(cursor)
+    assert ack_syncs() == 2
+    buf.close()
+    assert ack_syncs() == 3  # close always makes the ack durable
+    again = DurableBuffer(tmp_path)
+    assert again.ack_cursor.number == cursor.number  # nothing acked is sent twice
+    assert [s.value for s in drain(again)] == [float(i) for i in range(5, 10)]
+    again.close()
+
+
+def test_a_key_that_fails_the_check_writes_nothing(tmp_path: Path) -> None:
+    buf = DurableBuffer(tmp_path)
+
+    def check(key: SeriesKey) -> None:
+        if key.device == "bad":
+            raise ValueError(f"bad key {key}")
+    buf.key_check = check
+    buf.append(make(5))
+    size = buf.bytes_on_disk
+    with pytest.raises(ValueError, match="bad key"):
+        buf.append(make(3) + [Sample(SeriesKey("pdu", "bad", "p"), T0, 1.0)])
+    assert buf.bytes_on_disk == size and buf.depth == 5
+    buf.append(make(2))  # the keys of the refused frame were forgotten with it
+    assert [s.value for s in drain(buf)] == [0.0, 1.0, 2.0, 3.0, 4.0, 0.0, 1.0]
+    buf.close()
+
+
 def benchmark(directory: str | Path, *, seconds: float = 2.0, batch: int = 2300) -> dict[str, float]:
     """Append reference-site-shaped batches for `seconds`, then read and ack them all."""
     keys = [SeriesKey("rack_monitor", f"RACK-{i:04d}", "inlet_temp_c") for i in range(batch)]

@@ -210,3 +210,18 @@ def test_device_values_equal_the_per_point_reference(specs: list[tuple[int, str,
         assert (got[p.name] is None) == (want is None), (p, got[p.name], want)
         if want is not None:
             assert got[p.name] == pytest.approx(want, rel=1e-12, abs=1e-300), p
+
+
+def test_decimal_scales_divide_so_values_print_as_the_device_meant() -> None:
+    points = [_point("v", "holding", 0, "uint16", scale=0.1),
+              _point("i", "holding", 1, "int16", scale=0.01),
+              _point("w_sf", "holding", 3, "sunssf"),
+              _point("w", "holding", 2, "int16", scale_factor_point="w_sf"),
+              _point("k", "holding", 4, "uint16", scale=0.5)]
+    decoder = DeviceDecoder(plan_reads(points))
+    values = decoder.decode([[2306, 6012, 2306, 0xFFFF, 3]])
+    assert repr(2306 * 0.1) == "230.60000000000002"  # what multiplying would store
+    assert repr(values["v"]) == "230.6"
+    assert repr(values["i"]) == "60.12"  # 6012 * 0.01 would be 60.120000000000005
+    assert repr(values["w"]) == "230.6"  # SunSpec 2306 x 10^-1
+    assert values["k"] == 1.5  # other scales multiply

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, overload, runtime_checkable
 
 
 class Quality(enum.IntEnum):
@@ -50,6 +50,82 @@ class Sample:
     time_ns: int
     value: float
     quality: Quality = Quality.GOOD
+
+
+class SampleColumns(Sequence[Sample]):
+    """Samples held as four parallel lists: series keys, times, values, qualities.
+
+    The same samples as a list of Sample objects (indexing, iteration, slicing and equality
+    behave as for a sequence of Samples), without building an object per sample: the
+    collectors produce their polls this way and the durable buffer and line protocol read
+    the columns directly. Treat the lists as read-only once handed over.
+    """
+
+    __slots__ = ("keys", "times", "values", "qualities")
+
+    def __init__(self, keys: list[SeriesKey], times: list[int], values: list[float],
+                 qualities: list[Quality]) -> None:
+        self.keys = keys
+        self.times = times
+        self.values = values
+        self.qualities = qualities
+
+    @classmethod
+    def of(cls, samples: Iterable[Sample]) -> SampleColumns:
+        """Columns of any iterable of samples (the same object when already columns)."""
+        if isinstance(samples, SampleColumns):
+            return samples
+        rows = samples if isinstance(samples, (list, tuple)) else list(samples)
+        return cls([s.series for s in rows], [s.time_ns for s in rows],
+                   [s.value for s in rows], [s.quality for s in rows])
+
+    @classmethod
+    def join(cls, parts: Sequence[SampleColumns]) -> SampleColumns:
+        """One SampleColumns holding the parts in order."""
+        if len(parts) == 1:
+            return parts[0]
+        keys: list[SeriesKey] = []
+        times: list[int] = []
+        values: list[float] = []
+        qualities: list[Quality] = []
+        for part in parts:
+            keys += part.keys
+            times += part.times
+            values += part.values
+            qualities += part.qualities
+        return cls(keys, times, values, qualities)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> SampleColumns: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | SampleColumns:
+        if isinstance(index, slice):
+            return SampleColumns(self.keys[index], self.times[index], self.values[index],
+                                 self.qualities[index])
+        return Sample(self.keys[index], self.times[index], self.values[index],
+                      self.qualities[index])
+
+    def __iter__(self) -> Iterator[Sample]:
+        return map(Sample, self.keys, self.times, self.values, self.qualities)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SampleColumns):
+            return (self.keys == other.keys and self.times == other.times
+                    and self.values == other.values and self.qualities == other.qualities)
+        if isinstance(other, (list, tuple)):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SampleColumns({list(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)

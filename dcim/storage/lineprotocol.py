@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dcim.storage.base import Quality, Sample, SeriesKey
+from dcim.storage.base import Quality, Sample, SampleColumns, SeriesKey
 
 # Line protocol escaping (InfluxDB 1.x and 2.x): measurements escape comma and space;
 # tag keys, tag values and field keys also escape the equals sign. Backslash needs no escape.
@@ -88,24 +88,27 @@ class LineBuilder:
 
     def build(self, samples: Sequence[Sample]) -> str:
         """Line protocol for a batch: value as float, quality as integer, time in ns."""
+        columns = SampleColumns.of(samples)
         heads = self._heads
         after_value, quality_only = _AFTER_VALUE, _QUALITY_ONLY
         lines: list[str] = []
         append = lines.append
-        for s in samples:
-            series = s.series
+        last_t, t_text = None, ""
+        for series, t, value, quality in zip(columns.keys, columns.times, columns.values,
+                                             columns.qualities):
             head = heads.get(id(series))
             if head is None or head[0] is not series:
                 head = self._head(series)
-            value = s.value
+            if t != last_t:  # a poll's samples share their time: format it once
+                last_t, t_text = t, str(t)
             if value.__class__ is not float:  # bool, int, numpy scalars: repr would not do
                 value = float(value)
             # value - value is 0.0 only for finite numbers; NaN and infinities cannot be
             # written, so such samples carry their quality alone and read back as NaN.
             if value - value == 0.0:
-                append(f"{head[1]}{value!r}{after_value[s.quality]}{s.time_ns}")
+                append(f"{head[1]}{value!r}{after_value[quality]}{t_text}")
             else:
-                append(f"{head[2]}{quality_only[s.quality]}{s.time_ns}")
+                append(f"{head[2]}{quality_only[quality]}{t_text}")
         return "\n".join(lines)
 
 
