@@ -173,8 +173,11 @@ class ModbusCollector:
             todo = iter(members)
 
             async def worker() -> None:
+                task = asyncio.current_task()
                 for dev in todo:
                     parts.append(await self._poll(dev, boundary_s))
+                    if task is not None and task.cancelling():
+                        raise asyncio.CancelledError()  # swallowed by 3.11's wait_for: stop now
 
             n = min(len(self._connections), len(members))
             if n == 1:

@@ -53,10 +53,15 @@ class Cadence:
     async def run(self) -> None:
         """Run forever (cancel to stop)."""
         boundary = next_boundary(self._clock(), self.interval_s)
+        task = asyncio.current_task()
         while True:
             await self._sleep(max(0.0, boundary - self._clock()))
             started = self._clock()
             await self._cycle(boundary)
+            if task is not None and task.cancelling():
+                # Python 3.11's wait_for (inside pymodbus) can swallow a cancel that arrives
+                # as its answer does; the request stays pending on the task, so honour it.
+                raise asyncio.CancelledError()
             finished = self._clock()
             duration = finished - started
             self.stats.cycles += 1

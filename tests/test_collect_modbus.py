@@ -246,6 +246,29 @@ async def test_overrun_is_counted_and_cycles_do_not_pile_up() -> None:
     assert cadence.stats.overruns == 1 and cadence.stats.missed == 2
 
 
+async def test_cadence_stops_when_a_cycle_swallows_the_cancel() -> None:
+    """Python 3.11's wait_for (pymodbus uses it per request) can return a result and drop the
+    CancelledError; the cadence must still stop instead of polling on after close()."""
+    entered = asyncio.Event()
+    cycles: list[float] = []
+
+    async def cycle(boundary: float) -> None:
+        cycles.append(boundary)
+        entered.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass  # what 3.11's wait_for does when the answer and the cancel coincide
+
+    cadence = Cadence(0.01, cycle)
+    task = asyncio.create_task(cadence.run())
+    await entered.wait()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2.0)
+    assert done, "the cadence kept running after cancel()"
+    assert task.cancelled() and len(cycles) == 1
+
+
 async def test_rtu_line_is_a_configuration_of_the_same_collector() -> None:
     """RS-485 lines use pymodbus's serial client; only the transport differs (not run here)."""
     from pymodbus.client import AsyncModbusSerialClient
