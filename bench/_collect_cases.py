@@ -12,8 +12,12 @@ naive:     one request per point, one device at a time, the whole site in sequen
 limit:     the site's planned reads, raw pymodbus, max_in_flight clients per gateway; no
            decoding, no storage.
 interval:  the real collector on its aligned cadences at --interval; Cadence stats.
-Set DCIM_BENCH_PROFILE=FILE to cProfile a child, DCIM_BENCH_NULL_SINK=1 to give the
-collector a sink that drops samples (its poll path alone).
+Diagnostic switches (environment; docs/performance.md "What holds the rate" uses them):
+DCIM_BENCH_PROFILE=FILE        cProfile each child into FILE.<case>
+DCIM_BENCH_NULL_SINK=1         the collector hands samples to a sink that drops them
+DCIM_BENCH_NULL_STORAGE=1      buffer and forwarder as usual, storage drops the batches
+DCIM_BENCH_NO_GOOD_QUALITY=1   good samples are written without the quality field
+DCIM_BENCH_FSYNC_TIME=1        print the calls to and time blocked in the buffer's fsync
 """
 
 from __future__ import annotations
@@ -287,6 +291,9 @@ async def run_limit(site: Site, seconds: float) -> dict[str, Any]:
 async def _storage_sink(site: Site, url: str, db: str, tmp: str) -> StoreAndForward:
     config = InfluxDB1StorageConfig(backend="influxdb1", url=url, database=db)  # type: ignore[arg-type]
     storage: Any = open_storage(config, site_id=site.config.site.id)
+    if os.environ.get("DCIM_BENCH_NO_GOOD_QUALITY"):  # experiment: what the quality field costs
+        from dcim.storage import lineprotocol  # influxd then stores one field per good sample
+        lineprotocol._AFTER_VALUE[0] = " "
     if os.environ.get("DCIM_BENCH_NULL_STORAGE"):  # experiment: buffer and forwarder, no influxd
         class _NullStorage:
             async def start(self) -> None: ...
@@ -422,12 +429,6 @@ def child_main(case: str, site_path: str, endpoints: str, url: str, db: str, sec
         coro = run_interval(site, url, db, seconds, interval)
     else:
         raise SystemExit(f"unknown case {case}")
-    if os.environ.get("DCIM_BENCH_GC"):  # experiment: "off", or gen0 threshold
-        import gc
-        if os.environ["DCIM_BENCH_GC"] == "off":
-            gc.disable()
-        else:
-            gc.set_threshold(int(os.environ["DCIM_BENCH_GC"]), 50, 100)
     profile_to = os.environ.get("DCIM_BENCH_PROFILE")  # cProfile the child into this file
     if profile_to:
         import cProfile
