@@ -209,6 +209,10 @@ class ModbusCollector:
         except (DeviceError, GatewayDown, ModbusException, asyncio.TimeoutError, OSError,
                 ValueError, IndexError, AttributeError, struct.error, OverflowError) as exc:
             return self._failed(dev, t_ns, exc)
+        except Exception as exc:  # a failure nobody foresaw stays with this device
+            log.exception("unexpected error polling a device", extra={
+                "device": dev.device.id, "gateway": self.gateway.id})
+            return self._failed(dev, t_ns, exc)
         latency = time.perf_counter() - started
         if health.consecutive_errors:
             log.info("device recovered", extra={"device": dev.device.id, "gateway": self.gateway.id,

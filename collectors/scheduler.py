@@ -31,6 +31,7 @@ class CadenceStats:
     cycles: int = 0
     overruns: int = 0  # cycles that took longer than the interval
     missed: int = 0  # boundaries skipped because a cycle was still running
+    errors: int = 0  # cycles that raised (logged with their traceback)
     last_duration_s: float = 0.0
     max_duration_s: float = 0.0
 
@@ -57,7 +58,11 @@ class Cadence:
         while True:
             await self._sleep(max(0.0, boundary - self._clock()))
             started = self._clock()
-            await self._cycle(boundary)
+            try:
+                await self._cycle(boundary)
+            except Exception:  # a bug in one cycle must not end the cadence for good
+                self.stats.errors += 1
+                log.exception("poll cycle failed", extra={"cadence": self.name})
             if task is not None and task.cancelling():
                 # Python 3.11's wait_for (inside pymodbus) can swallow a cancel that arrives
                 # as its answer does; the request stays pending on the task, so honour it.

@@ -204,6 +204,33 @@ async def test_bad_device_is_marked_retried_and_others_unaffected(sim: Simulator
 
 
 @module_loop
+async def test_an_unforeseen_error_stays_with_its_device(sim: Simulator) -> None:
+    """An exception nobody listed (here a TypeError out of decoding) marks that device bad;
+    the cycle finishes and the other devices' samples are stored."""
+    sink = ListSink()
+    site = sim.client_site()
+    gateway = next(g for g in site.config.gateways if g.id == "gw-racks-h1-1")
+    assert isinstance(gateway, ModbusGateway)
+    devices = [d for d in site.devices.values() if d.gateway.id == gateway.id]
+    collector = ModbusCollector(gateway, devices, sink)
+
+    class Broken:
+        def values(self, answers: object) -> list[float | None]:
+            raise TypeError("decoder bug")
+    collector._devices["RM-H1-A03"].decoder = Broken()  # type: ignore[assignment]
+    try:
+        await collector._cycle_for(list(collector._devices.values()))(3_000_100.0)
+        health = collector.health
+        assert health["RM-H1-A03"].status is DeviceStatus.DOWN
+        assert "TypeError: decoder bug" in health["RM-H1-A03"].last_error
+        assert sum(h.status is DeviceStatus.UP for h in health.values()) == len(devices) - 1
+        assert {s.series.device for s in sink.samples if s.quality is Quality.GOOD} == \
+            {d.id for d in devices} - {"RM-H1-A03"}
+    finally:
+        await collector.close()
+
+
+@module_loop
 async def test_read_only_unless_the_config_allows(sim: Simulator) -> None:
     sink = ListSink()
     collector = _collector(sim, "gw-power", sink)
@@ -267,6 +294,25 @@ async def test_cadence_stops_when_a_cycle_swallows_the_cancel() -> None:
     done, _ = await asyncio.wait([task], timeout=2.0)
     assert done, "the cadence kept running after cancel()"
     assert task.cancelled() and len(cycles) == 1
+
+
+async def test_a_cycle_that_raises_is_counted_and_the_cadence_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    cycles: list[float] = []
+
+    async def cycle(boundary: float) -> None:
+        cycles.append(boundary)
+        if len(cycles) == 1:
+            raise TypeError("a bug")
+
+    cadence = Cadence(0.01, cycle, name="gw/0.01s")
+    task = asyncio.create_task(cadence.run())
+    while len(cycles) < 3:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert cadence.stats.errors == 1 and cadence.stats.cycles >= 3
+    assert any(r.message == "poll cycle failed" and r.exc_info for r in caplog.records)
 
 
 async def test_rtu_line_is_a_configuration_of_the_same_collector() -> None:
