@@ -30,6 +30,7 @@ def collect_metrics(service: CollectorService, forward: Any | None = None) -> di
             st = cadence.stats
             cadences[cadence.name] = {"interval_s": cadence.interval_s, "cycles": st.cycles,
                                       "overruns": st.overruns, "missed": st.missed,
+                                      "errors": st.errors,
                                       "last_duration_s": st.last_duration_s,
                                       "max_duration_s": st.max_duration_s}
     out: dict[str, Any] = {"devices": devices, "cadences": cadences}
@@ -67,6 +68,7 @@ def prometheus_text(metrics: dict[str, Any]) -> str:
         ("dcim_poll_cycles_total", "counter", "poll cycles run", "cycles"),
         ("dcim_poll_overruns_total", "counter", "cycles longer than their interval", "overruns"),
         ("dcim_poll_missed_total", "counter", "boundaries skipped by overruns", "missed"),
+        ("dcim_poll_cycle_errors_total", "counter", "cycles that failed with an error", "errors"),
         ("dcim_poll_cycle_seconds", "gauge", "duration of the last cycle", "last_duration_s"),
     ]
     for name, kind, help_text, key in per_cadence:

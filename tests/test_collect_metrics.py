@@ -51,3 +51,13 @@ async def test_metrics_reflect_polls_errors_and_render_for_prometheus() -> None:
     for line in text.splitlines():
         if line and not line.startswith("#"):
             float(line.rsplit(" ", 1)[1])
+
+
+def test_cadence_counters_render_with_their_cadence_label() -> None:
+    metrics = {"devices": {}, "cadences": {"gw-pdu/1s": {
+        "interval_s": 1.0, "cycles": 10, "overruns": 1, "missed": 2, "errors": 3,
+        "last_duration_s": 0.25, "max_duration_s": 1.5}}}
+    text = prometheus_text(metrics)
+    assert 'dcim_poll_cycle_errors_total{cadence="gw-pdu/1s"} 3' in text
+    assert 'dcim_poll_missed_total{cadence="gw-pdu/1s"} 2' in text
+    assert "# TYPE dcim_poll_cycle_errors_total counter" in text
