@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dcim.storage.base import Aggregate, Quality, Sample, SeriesKey, Storage
+from dcim.storage.base import Aggregate, Quality, Sample, SampleColumns, SeriesKey, Storage
 from dcim.storage.config import EmbeddedStorageConfig, InfluxDB1StorageConfig, StorageConfig
 from dcim.storage.factory import open_storage
 from tests import influxd
@@ -155,3 +155,15 @@ async def test_non_finite_values_read_back_as_nan(storage: Storage) -> None:
     assert math.isnan(got[0].value) and math.isnan(got[1].value) and got[2].value == 5.0
     latest = await storage.read_latest([key])
     assert latest[key].value == 5.0
+
+
+async def test_columns_write_as_the_same_samples(storage: Storage) -> None:
+    """Collectors hand backends SampleColumns; every backend stores exactly those samples."""
+    key_a, key_b = SERIES[0], SERIES[1]
+    rows = [Sample(key_a, T0_NS, 1.25), Sample(key_b, T0_NS, 7.0, Quality.STALE),
+            Sample(key_a, T0_NS + 1, math.nan, Quality.BAD), Sample(key_b, T0_NS + 1, 8.5)]
+    await storage.write(SampleColumns.of(rows))
+    got_a = await storage.read_range(key_a, 0, 2**62)
+    assert [(s.time_ns, s.quality) for s in got_a] == [(T0_NS, Quality.GOOD), (T0_NS + 1, Quality.BAD)]
+    assert got_a[0].value == 1.25 and math.isnan(got_a[1].value)
+    assert await storage.read_range(key_b, 0, 2**62) == [rows[1], rows[3]]

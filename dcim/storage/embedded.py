@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dcim.storage.base import Aggregate, Bucket, Quality, Sample, SeriesKey, StorageError
+from dcim.storage.base import Aggregate, Bucket, Quality, Sample, SampleColumns, SeriesKey, StorageError
 from dcim.storage.buckets import bucket_starts, fill_buckets
 from dcim.storage.config import EmbeddedStorageConfig
 from dcim.storage.lineprotocol import InvalidSeriesKey, validate_series_key
@@ -184,13 +184,14 @@ class EmbeddedStorage:
         db = self._conn()
         ids = self._series_ids
         rows = []
-        for s in samples:
-            series_id = ids.get(s.series)
+        cols = SampleColumns.of(samples)  # collectors hand over columns: no Sample objects
+        for series, time_ns, value, quality in zip(cols.keys, cols.times, cols.values,
+                                                   cols.qualities):
+            series_id = ids.get(series)
             if series_id is None:
-                series_id = self._series_id(db, s.series)
-            value = s.value
+                series_id = self._series_id(db, series)
             # Non-finite values are stored as NULL, as the InfluxDB backends store none.
-            rows.append((series_id, s.time_ns, value if value - value == 0.0 else None, int(s.quality)))
+            rows.append((series_id, time_ns, value if value - value == 0.0 else None, int(quality)))
         db.execute("BEGIN")
         try:
             db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)", rows)
