@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from dcim.analytics.anomaly_base import (
-    NS, Anomaly, Batch, FloatArray, IntArray, clock, episodes, label, severity_for,
+    NS, Anomaly, Batch, BoolArray, FloatArray, IntArray, clock, episodes, label, severity_for,
 )
 from dcim.site import Site
 from dcim.storage.base import SeriesKey
@@ -60,7 +60,7 @@ def _ridge(A: FloatArray, y: FloatArray, lam: float = 1e-2) -> FloatArray:
     """Ridge solution (the penalty keeps exactly collinear features, e.g. delta-T, sane)."""
     reg = lam * len(y) * np.eye(A.shape[1])
     reg[0, 0] = 0.0  # no penalty on the intercept
-    return np.linalg.solve(A.T @ A + reg, A.T @ y)
+    return np.asarray(np.linalg.solve(A.T @ A + reg, A.T @ y), dtype=np.float64)
 
 
 def _residual_z(m: ClassModel, z: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -107,7 +107,7 @@ def fit_class_model(device_class: str, features: list[str], X: FloatArray, times
 
 def score_rows(m: ClassModel, X: FloatArray) -> tuple[FloatArray, FloatArray, IntArray]:
     """(anomaly score, expected X, index of the worst feature) per row; NaN rows score 0."""
-    ok = np.isfinite(X).all(axis=1)
+    ok: BoolArray = np.asarray(np.isfinite(X).all(axis=1), dtype=bool)
     z = (np.where(ok[:, None], X, m.mean) - m.mean) / m.std
     if m.method == "residual":
         rz, pred = _residual_z(m, z)

@@ -226,8 +226,8 @@ def _evaluate(topo: Topology, up_e: list[bool], up_m: BoolArray, loads: LoadVect
     pw = pw if pw is not None else power(topo, up_e, loads, base, removed)
     running = cooling_units(topo, up_m, pw.energised)
     short = short_checks(topo, running, loads)
-    hall_short = topo.check_halls[short].any(axis=0) if short.size else \
-        np.zeros(len(topo.hall_ids), dtype=bool)
+    hall_short: BoolArray = np.asarray(topo.check_halls[short].any(axis=0), dtype=bool) \
+        if short.size else np.zeros(len(topo.hall_ids), dtype=bool)
     return _State(pw, running, short, hall_short, _available(topo, loads, pw, running))
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dcim.collectors.buffer import DurableBuffer
 from dcim.collectors.forward import StoreAndForward
@@ -20,6 +20,10 @@ from dcim.collectors.service import CollectorService
 from dcim.site import Site
 from dcim.storage.base import Storage
 from dcim.storage.factory import open_storage
+
+if TYPE_CHECKING:  # imported lazily at run time: only the demo needs the simulators
+    from dcim.simulators.plant import PlantModel
+    from dcim.simulators.runner import Simulator
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ class System:
     def __init__(self, site: Site, options: SystemOptions | None = None):
         self.options = options or SystemOptions()
         self.site = site
-        self.simulator = None
+        self.simulator: Simulator | None = None
         self.storage: Storage | None = None
         self.forward: StoreAndForward | None = None
         self.collectors: CollectorService | None = None
@@ -53,7 +57,7 @@ class System:
         """Start simulators (if any), storage, the buffer and forwarder, then the collectors."""
         self.started_s = time.time()
         site = self.site
-        plant = None
+        plant: PlantModel | None = None
         if self.options.simulate and self.options.backfill_s > 0:
             plant = await self._backfill()
         if self.options.simulate:
@@ -80,7 +84,7 @@ class System:
                                           interval_s=self.options.analytics_interval_s)
         await self.analytics.start()
 
-    async def _backfill(self) -> object:
+    async def _backfill(self) -> PlantModel:
         """Write recent simulated history, so PUE and trends show at once; returns the plant."""
         from dcim.simulators.backfill import backfill
         from dcim.simulators.plant import PlantModel

@@ -7,6 +7,7 @@ the Hong Kong Observatory monthly means quoted in /work/shared/reference/domain.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -69,7 +70,15 @@ def rh_from_dew_point(temp_c: Array, dew_point_c: Array) -> Array:
     return np.clip(100.0 * num / den, 0.0, 100.0)
 
 
-def enthalpy_kj_kg(temp_c: Array, dew_point_c: Array) -> Array:
+@overload
+def enthalpy_kj_kg(temp_c: float, dew_point_c: float) -> float: ...
+
+
+@overload
+def enthalpy_kj_kg(temp_c: Array, dew_point_c: Array) -> Array: ...
+
+
+def enthalpy_kj_kg(temp_c: float | Array, dew_point_c: float | Array) -> float | Array:
     """Moist-air specific enthalpy kJ/kg dry air at sea level (ASHRAE Fundamentals ch. 1)."""
     p_w = 0.61094 * np.exp(17.625 * dew_point_c / (243.04 + dew_point_c))  # kPa
     w = 0.622 * p_w / (101.325 - p_w)

@@ -22,6 +22,7 @@ from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -87,7 +88,7 @@ async def certificate_validator(trust_dir: Path, *, peer: Literal["client", "ser
     return CertificateValidator(VALIDATION | role, store)
 
 
-class PasswordUserManager:
+class PasswordUserManager(UserManager):
     """Username/password check (constant-time); anonymous and unknown users are refused."""
 
     def __init__(self, users: Mapping[str, str]) -> None:

@@ -33,7 +33,7 @@ from dcim.simulators.plant_faults import (
     thermal_loss,
     valid_targets,
 )
-from dcim.simulators.plant_points import DeviceMapper
+from dcim.simulators.plant_points import DeviceMapper, Frame
 from dcim.simulators.plant_power import (
     MODE_BATTERY,
     battery,
@@ -52,7 +52,6 @@ from dcim.simulators.snapshot import Snapshot
 from dcim.site import Site
 
 Array = NDArray[np.float64]
-Frame = dict[str, Array]
 
 WEATHER_TAU_S = 2.5 * 86400.0
 HISTORY_BLOCK = 1440
@@ -359,7 +358,8 @@ class PlantModel:
         """Counter rows: previous value + (rate_prev + rate) / 2 x dt; starts at a seeded value."""
         if name not in self._counters:
             if group not in self._age_h:  # hours in service, one per device of the group
-                self._age_h[group] = self._site_age_h * self._ages.uniform(0.6, 1.0, rate.shape[1])
+                self._age_h[group] = self._site_age_h * self._ages.uniform(
+                    0.6, 1.0, int(rate.shape[1]))
             self._counters[name] = np.maximum(rate[0], nominal) * self._age_h[group]
             self._prev_power[name] = rate[0]
         before = np.vstack([self._prev_power[name][None, :], rate[:-1]])

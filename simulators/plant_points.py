@@ -20,7 +20,8 @@ from dcim.simulators.snapshot import DeviceHealth, DeviceReading, Snapshot
 from dcim.site import Site
 
 Array = NDArray[np.float64]
-Frame = dict[str, Array]
+# A block's arrays by name: float64, except on/off flags (bool) and mech_board (int64 side index).
+Frame = dict[str, NDArray[Any]]
 Key = str | tuple[str, str | None, str | None]
 Values = dict[Key, float]
 Row = dict[str, Any]  # one time of a block, as Python lists (fast to index)

@@ -127,7 +127,7 @@ def generators(topo: Topology, k: PlantConstants, faults: list[FaultRecord], t: 
     """(T, G) running flag, power and seconds since start: all sets start on any utility loss."""
     lost = active_mask(faults, topo, "utility_loss", topo.side_utility, t)
     since = since_for(faults, topo, "utility_loss", topo.side_utility, t)
-    run = lost.any(axis=1)
+    run: BoolArray = np.asarray(lost.any(axis=1), dtype=bool)
     elapsed = np.where(run, np.max(np.where(lost, since, -np.inf), axis=1, initial=-np.inf), 0.0)
     n = len(topo.gen_ids)
     running = np.repeat(run[:, None], n, axis=1).astype(float)

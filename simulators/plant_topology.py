@@ -115,7 +115,7 @@ def _crah_weights(site: Site, racks: list[str], crahs: list[MechanicalComponent]
         lo, hi = y[in_hall].min(), y[in_hall].max() + 1.0
         pos = lo + (np.arange(len(units)) + 0.5) / len(units) * (hi - lo)
         w = np.exp(-np.abs(y[in_hall, None] - pos[None, :]) / influence_m)
-        weight[np.ix_(in_hall, units)] = w / w.sum(axis=1, keepdims=True)
+        weight[np.ix_(in_hall, np.array(units, dtype=np.intp))] = w / w.sum(axis=1, keepdims=True)
     return weight
 
 

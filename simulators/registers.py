@@ -319,10 +319,10 @@ class DeviceEncoder:
                 else sf_point.pack(sf)
             for m, v in member_values:
                 m.write(v, sf)
-        for buf, elem, members in self._bit_words:
+        for buf, elem, bits in self._bit_words:
             word = 0
             if not dead:
-                for name, bit in members:
+                for name, bit in bits:
                     if health.get(name) is not DeviceHealth.NO_DATA and values.get(name):
                         word |= 1 << bit
             buf[2 * elem: 2 * elem + 2] = word.to_bytes(2, "big")
@@ -359,6 +359,7 @@ class DeviceEncoder:
 
 def _sunspec_layout(device: SiteDevice) -> tuple[int, int, int]:
     """(base, meter model id, meter model start) derived from the point addresses."""
+    assert isinstance(device.profile, ModbusProfile)
     points = device.profile.points
     first = min(p.address for p in points)
     bases = [b for b in SUNSPEC_BASES if b <= first]

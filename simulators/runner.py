@@ -208,9 +208,9 @@ class Simulator:
             fault.baseline = None
         elif fault.kind == "opcua_restart":
             if active:
-                server = self.opcua[fault.target]
+                opcua_server = self.opcua[fault.target]
                 down = float(fault.params.get("down_s", 2.0))
-                task = asyncio.get_running_loop().create_task(server.restart(down_s=down))
+                task = asyncio.get_running_loop().create_task(opcua_server.restart(down_s=down))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
         else:

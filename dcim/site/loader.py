@@ -71,7 +71,7 @@ def _check_ids(cfg: schema.SiteConfig, racks: list[tuple[Rack, Loc]], lines: Lin
         plant.append((hall.id, ("halls", h_i, "id")))
         plant += [(row.id, ("halls", h_i, "rows", r_i, "id")) for r_i, row in enumerate(hall.rows)]
     plant += [(rack.id, loc) for rack, loc in racks]
-    namespaces = [
+    namespaces: list[list[tuple[str, Loc]]] = [
         plant,
         [(g.id, ("gateways", i, "id")) for i, g in enumerate(cfg.gateways)],
         [(g.id, ("redundancy_groups", i, "id")) for i, g in enumerate(cfg.redundancy_groups)],
@@ -117,7 +117,9 @@ def _check_plant(cfg: schema.SiteConfig, lines: LineMap, issues: list[ConfigIssu
         if unit.group is not None and unit.group not in groups:
             issues.append(lines.issue(("mechanical", i, "group"),
                                       f"redundancy group {unit.group!r} is not declared"))
-    members: Counter[str] = Counter(c.group for c in [*cfg.electrical, *cfg.mechanical] if c.group)
+    components: list[schema.ElectricalComponent | schema.MechanicalComponent] = [
+        *cfg.electrical, *cfg.mechanical]
+    members: Counter[str] = Counter(c.group for c in components if c.group)
     for i, group in enumerate(cfg.redundancy_groups):
         count = members[group.id]
         needed = 2 if group.design != "N" else 1
