@@ -25,7 +25,7 @@ from dcim.collectors.base import Backoff, DeviceHealth, DeviceStatus, PointTable
 from dcim.collectors.modbus_codec import (
     DeviceDecoder, ReadRequest, engineering_to_registers, plan_reads,
 )
-from dcim.collectors.scheduler import Cadence, cadences_by_interval
+from dcim.collectors.scheduler import Cadence, cancel_and_wait, start_cadences
 from dcim.site.model import SiteDevice
 from dcim.site.schema import ModbusGateway, ModbusPoint, ModbusRtuGateway
 from dcim.storage.base import Quality, SampleColumns
@@ -150,17 +150,14 @@ class ModbusCollector:
 
     async def start(self) -> None:
         """Start one aligned cadence per distinct poll interval."""
-        self.cadences = cadences_by_interval(
+        self.cadences, tasks = start_cadences(
             list(self._devices.values()), lambda d: d.device.interval_s, self._cycle_for,
             name=self.gateway.id, clock=self._clock)
-        self._tasks += [asyncio.create_task(c.run(), name=c.name) for c in self.cadences]
+        self._tasks += tasks
 
     async def close(self) -> None:
         """Stop polling and close every connection."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await cancel_and_wait(self._tasks)
         for conn in self._connections:
             conn.drop()
 

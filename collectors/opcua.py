@@ -38,7 +38,7 @@ from dcim.collectors.opcua_nodes import (
     resolve,
     status_name,
 )
-from dcim.collectors.scheduler import Cadence, cadences_by_interval
+from dcim.collectors.scheduler import Cadence, cancel_and_wait, start_cadences
 
 from dcim.site.model import SiteDevice
 from dcim.site.schema import OpcuaGateway, OpcuaPoint
@@ -179,17 +179,14 @@ class OpcuaCollector:
         """Start the connection task and one aligned cadence per distinct device interval."""
         self._started_mono = time.monotonic()
         self._tasks.append(asyncio.create_task(self._run(), name=f"{self.gateway.id}/connection"))
-        self.cadences = cadences_by_interval(
+        self.cadences, tasks = start_cadences(
             list(self._devices.values()), lambda d: d.device.interval_s, self._cycle_for,
             name=self.gateway.id, clock=self._clock)
-        self._tasks += [asyncio.create_task(c.run(), name=c.name) for c in self.cadences]
+        self._tasks += tasks
 
     async def close(self) -> None:
         """Stop sampling, delete the subscription and close the session."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await cancel_and_wait(self._tasks)
 
     # ------------------------------------------------------------ connection
 

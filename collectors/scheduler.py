@@ -94,3 +94,20 @@ def cadences_by_interval(members: list[T], interval_of: Callable[[T], float],
         group = [m for m in members if interval_of(m) == interval]
         out.append(Cadence(interval, make_cycle(group), name=f"{name}/{interval:g}s", clock=clock))
     return out
+
+
+def start_cadences(members: list[T], interval_of: Callable[[T], float],
+                   make_cycle: Callable[[list[T]], Callable[[float], Awaitable[None]]], *,
+                   name: str, clock: Callable[[], float] = time.time,
+                   ) -> tuple[list[Cadence], list[asyncio.Task[None]]]:
+    """cadences_by_interval, each already running in a task named after it."""
+    cadences = cadences_by_interval(members, interval_of, make_cycle, name=name, clock=clock)
+    return cadences, [asyncio.create_task(c.run(), name=c.name) for c in cadences]
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel every task, wait until all have ended, and empty the list."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    tasks.clear()
