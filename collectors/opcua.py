@@ -210,6 +210,9 @@ class OpcuaCollector:
                 self._attempted = True
                 if conn is not None:
                     await self._teardown(conn)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # a cancel swallowed by wait_for
+                raise asyncio.CancelledError
             self._connection_down(reason)
             await asyncio.sleep(self._backoff.next_delay())
 

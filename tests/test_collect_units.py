@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
 
 from dcim.collectors.base import PointTable
+from dcim.collectors.scheduler import cancel_and_wait
 from dcim.storage.base import Quality, Sample, SampleColumns, SeriesKey
 
 KEYS = {name: SeriesKey("ups", "UPS-A1", name) for name in ("load_kw", "batt_v", "temp_c")}
@@ -61,3 +63,24 @@ def test_sample_columns_behave_as_a_sequence_of_samples() -> None:
     assert cols != rows[:2] and cols != "abc"
     with pytest.raises(TypeError):
         hash(cols)
+
+
+async def test_cancel_and_wait_redelivers_a_swallowed_cancel() -> None:
+    # The pattern of Python 3.11's wait_for losing a cancel: the loop catches it, goes on.
+    swallowed = 0
+
+    async def swallow_first() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed > 1:
+                    raise
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    tasks = [asyncio.create_task(swallow_first()), asyncio.create_task(asyncio.sleep(60))]
+    await asyncio.wait_for(cancel_and_wait(tasks, redeliver_s=0.05), 5)
+    assert swallowed == 2
+    assert tasks == []
