@@ -25,6 +25,7 @@ from dcim.collectors.buffer import Cursor, DurableBuffer, RecoveryReport
 from dcim.storage.base import Sample, SampleColumns, Storage, StorageError
 from dcim.storage.lineprotocol import validate_series_key
 from dcim.storage.retry import StorageRejected
+from dcim.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,7 @@ class StoreAndForward:
             self._wake.set()
             while self.buffer.depth and self._clock() < deadline and self._outage_since is None:
                 await asyncio.sleep(0.01)
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            self._tasks = []
+            await cancel_and_wait(self._tasks)
         self.buffer.close()
         log.info("store-and-forward closed", extra={"written": self.written,
                                                      "kept_on_disk": self.buffer.depth})

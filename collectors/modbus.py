@@ -25,7 +25,8 @@ from dcim.collectors.base import Backoff, DeviceHealth, DeviceStatus, PointTable
 from dcim.collectors.modbus_codec import (
     DeviceDecoder, ReadRequest, engineering_to_registers, plan_reads,
 )
-from dcim.collectors.scheduler import Cadence, cancel_and_wait, start_cadences
+from dcim.collectors.scheduler import Cadence, start_cadences
+from dcim.tasks import cancel_and_wait
 from dcim.site.model import SiteDevice
 from dcim.site.schema import ModbusGateway, ModbusPoint, ModbusRtuGateway
 from dcim.storage.base import Quality, SampleColumns

@@ -38,7 +38,8 @@ from dcim.collectors.opcua_nodes import (
     resolve,
     status_name,
 )
-from dcim.collectors.scheduler import Cadence, cancel_and_wait, start_cadences
+from dcim.collectors.scheduler import Cadence, start_cadences
+from dcim.tasks import cancel_and_wait
 
 from dcim.site.model import SiteDevice
 from dcim.site.schema import OpcuaGateway, OpcuaPoint

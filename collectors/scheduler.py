@@ -104,23 +104,3 @@ def start_cadences(members: list[T], interval_of: Callable[[T], float],
     cadences = cadences_by_interval(members, interval_of, make_cycle, name=name, clock=clock)
     return cadences, [asyncio.create_task(c.run(), name=c.name) for c in cadences]
 
-
-async def cancel_and_wait(tasks: list[asyncio.Task[None]], redeliver_s: float = 0.5) -> None:
-    """Cancel every task, wait until all have ended, and empty the list.
-
-    Python 3.11's ``asyncio.wait_for`` can swallow a cancellation that arrives as the inner
-    call completes (pymodbus and asyncua use it on every request); a loop that then goes on
-    would never end. A task still running after ``redeliver_s`` is cancelled again, until it
-    ends.
-    """
-    for task in tasks:
-        task.cancel()
-    pending = {t for t in tasks if not t.done()}
-    while pending:
-        _, pending = await asyncio.wait(pending, timeout=redeliver_s)
-        for task in pending:
-            log.warning("task still running after cancel, cancelling again",
-                        extra={"task": task.get_name()})
-            task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    tasks.clear()

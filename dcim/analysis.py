@@ -25,6 +25,7 @@ from dcim.analytics.redundancy import RedundancyReport, analyse
 from dcim.analytics.topology import Loads, compile_topology
 from dcim.site import Site
 from dcim.storage.base import Quality, Sample, SeriesKey, Storage
+from dcim.tasks import cancel_task
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,5 @@ class AnalyticsService:
     async def close(self) -> None:
         """Stop the background runs."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_task(self._task)
             self._task = None

@@ -25,6 +25,7 @@ from dcim.simulators.modbus_server import ModbusSimServer, serve_site_modbus
 from dcim.simulators.opcua_server import OpcuaSimServer
 from dcim.simulators.plant import PlantModel
 from dcim.simulators.snapshot import Snapshot
+from dcim.tasks import cancel_and_wait, cancel_task
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +103,9 @@ class Simulator:
     async def stop(self) -> None:
         """Stop ticking and close every server."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_task(self._task)
             self._task = None
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait(list(self._background))
         for server in self.modbus.values():
             await server.stop()
         for ua_server in self.opcua.values():

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from dcim.collectors.base import PointTable
-from dcim.collectors.scheduler import cancel_and_wait
+from dcim.tasks import cancel_and_wait
 from dcim.storage.base import Quality, Sample, SampleColumns, SeriesKey
 
 KEYS = {name: SeriesKey("ups", "UPS-A1", name) for name in ("load_kw", "batt_v", "temp_c")}

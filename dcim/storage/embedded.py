@@ -17,6 +17,7 @@ from dcim.storage.buckets import bucket_starts, fill_buckets
 from dcim.storage.config import EmbeddedStorageConfig
 from dcim.storage.lineprotocol import InvalidSeriesKey, validate_series_key
 from dcim.storage.retry import StorageRejected
+from dcim.tasks import cancel_task
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,7 @@ class EmbeddedStorage:
     async def close(self) -> None:
         """Stop the retention task, close the database and the worker thread."""
         if self._retention_task is not None:
-            self._retention_task.cancel()
-            await asyncio.gather(self._retention_task, return_exceptions=True)
+            await cancel_task(self._retention_task)
             self._retention_task = None
         if self._executor is not None:
             await self._run(self._close_db)

@@ -10,6 +10,7 @@ from dcim.storage.base import Sample, SeriesKey, Storage, StorageError
 from dcim.storage.config import WriteOptions
 from dcim.storage.lineprotocol import validate_series_key
 from dcim.storage.retry import StorageRejected, backoff_s
+from dcim.tasks import cancel_task
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ class BatchWriter:
     async def close(self) -> None:
         """Stop the flusher and flush what is pending (with retries)."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_task(self._task)
             self._task = None
         await self.flush()
         if self._pending:
