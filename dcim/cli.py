@@ -54,7 +54,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from dcim.site import ConfigError
 
     try:
-        return run_demo(args.site, seconds=args.seconds, simulate=not args.no_simulate)
+        return run_demo(args.site, seconds=args.seconds, simulate=not args.no_simulate,
+                        host=args.host, port=None if args.no_dashboard else args.port)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -65,10 +66,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from dcim.site import ConfigError
 
     try:
-        return run_demo(args.site, seconds=args.seconds, simulate=False)
+        return run_demo(args.site, seconds=args.seconds, simulate=False, host=args.host,
+                        port=None if args.no_dashboard else args.port)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+
+
+def _dashboard_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address the dashboard listens on (default 127.0.0.1: this machine "
+                             "only; 0.0.0.0 exposes it to the network)")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="dashboard port (default 8080; 0 picks a free one)")
+    parser.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,12 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run dcim end to end on a site (the README's first command)",
                        description="Run dcim on a site: start its simulators on loopback, the "
-                                   "collectors, the durable buffer and the store, and show a live "
-                                   "summary until Ctrl-C.")
+                                   "collectors, the durable buffer, the store and analytics, serve "
+                                   "the live dashboard (http://127.0.0.1:8080/ by default) and "
+                                   "print a status line until Ctrl-C.")
     d.add_argument("site", nargs="?", default="config/cyberport5.yaml", help="site YAML file")
     d.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     d.add_argument("--no-simulate", action="store_true",
                    help="poll the real devices of the site file instead of simulators")
+    _dashboard_args(d)
     d.set_defaults(func=_cmd_demo)
 
     from dcim.cli_sim import add_parsers as add_sim_parsers
@@ -111,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "device unless its profile marks the point writable.")
     r.add_argument("site", help="site YAML file")
     r.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    _dashboard_args(r)
     r.set_defaults(func=_cmd_run)
 
     site = sub.add_parser("site", help="site tools (generate)")

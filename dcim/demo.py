@@ -10,17 +10,19 @@ from dcim.site.summary import summarize
 from dcim.system import System, SystemOptions, run_until_interrupted
 
 
-def run_demo(path: str | Path, *, seconds: float | None = None, simulate: bool = True) -> int:
-    """Validate the site, start simulators, collectors and storage, show a live summary."""
+def run_demo(path: str | Path, *, seconds: float | None = None, simulate: bool = True,
+             host: str = "127.0.0.1", port: int | None = 8080) -> int:
+    """Validate the site, start simulators, collectors, storage and the dashboard."""
     site = load_site(path)
     print(summarize(site))
     # an hour of simulated history first, so PUE and trends have data from the first screen
     system = System(site, SystemOptions(simulate=simulate, backfill_s=3600.0 if simulate else 0,
-                                        analytics_interval_s=15.0))
+                                        analytics_interval_s=15.0, dashboard_port=port,
+                                        dashboard_host=host))
     what = "simulators, collectors" if simulate else "collectors"
     print(f"\nstarting {what}, the durable buffer, the store and analytics (Ctrl-C to stop) ...")
     try:
-        asyncio.run(run_until_interrupted(system, seconds=seconds))
+        asyncio.run(run_until_interrupted(system, seconds=seconds, on_started=_announce))
     except KeyboardInterrupt:
         pass
     if system.forward is not None:
@@ -28,3 +30,8 @@ def run_demo(path: str | Path, *, seconds: float | None = None, simulate: bool =
         print(f"stopped: {stats.written:,} samples stored in {site.config.storage.backend}, "
               f"{stats.buffered:,} left in the durable buffer for the next start")
     return 0
+
+
+def _announce(system: System) -> None:
+    if system.dashboard is not None:
+        print(f"dashboard: {system.dashboard.url}", flush=True)

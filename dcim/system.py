@@ -1,4 +1,5 @@
-"""The running system: (simulators) -> collectors -> durable buffer -> storage.
+"""The running system: (simulators) -> collectors -> durable buffer -> storage -> analytics
+-> dashboard.
 
 `dcim demo` runs it with the site's simulators on loopback; `dcim collect` runs it against
 the real devices of the site file. Both show a live summary in the terminal.
@@ -10,6 +11,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -38,6 +40,8 @@ class SystemOptions:
     protocols: tuple[str, ...] = ("modbus", "opcua")
     backfill_s: float = 0.0  # simulated history written before the live run (demo only)
     analytics_interval_s: float = 60.0
+    dashboard_port: int | None = None  # None: no dashboard; 0: any free port
+    dashboard_host: str = "127.0.0.1"
 
 
 class System:
@@ -51,6 +55,7 @@ class System:
         self.forward: StoreAndForward | None = None
         self.collectors: CollectorService | None = None
         self.analytics: Any = None
+        self.dashboard: Any = None
         self.started_s = 0.0
 
     async def start(self) -> None:
@@ -83,6 +88,12 @@ class System:
         self.analytics = AnalyticsService(self.site, self.storage,
                                           interval_s=self.options.analytics_interval_s)
         await self.analytics.start()
+        if self.options.dashboard_port is not None:
+            from dcim.dashboards.app import Dashboard
+
+            self.dashboard = Dashboard(self, host=self.options.dashboard_host,
+                                       port=self.options.dashboard_port)
+            await self.dashboard.start()
 
     async def _backfill(self) -> PlantModel:
         """Write recent simulated history, so PUE and trends show at once; returns the plant."""
@@ -102,6 +113,8 @@ class System:
 
     async def stop(self) -> None:
         """Stop in reverse order; what storage did not take stays in the buffer."""
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         if self.analytics is not None:
             await self.analytics.close()
         if self.collectors is not None:
@@ -134,9 +147,12 @@ class System:
 
 
 async def run_until_interrupted(system: System, *, seconds: float | None = None,
-                                out: TextIO = sys.stdout, every_s: float = 2.0) -> None:
+                                out: TextIO = sys.stdout, every_s: float = 2.0,
+                                on_started: Callable[[System], None] | None = None) -> None:
     """Run the system and print its status line every few seconds (until Ctrl-C or seconds)."""
     await system.start()
+    if on_started is not None:
+        on_started(system)
     tty = out.isatty()
     deadline = time.monotonic() + seconds if seconds is not None else None
     try:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs: influxd (InfluxDB 1.6.7), mbpoll.
+# Debian packages the test suite needs: influxd (InfluxDB 1.6.7), mbpoll, node/npm (the
+# node-opcua interop test) and chromium (the dashboard's browser test).
 # Installs only what is missing; needs root (as on CI) or sudo.
 set -euo pipefail
 need=()
@@ -7,6 +8,7 @@ command -v influxd >/dev/null 2>&1 || need+=(influxdb)
 command -v mbpoll >/dev/null 2>&1 || need+=(mbpoll)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -17,9 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_runs_simulators_collectors_and_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["demo", str(ROOT / "config" / "cyberport5.yaml"), "--seconds", "12"]) == 0
+    assert main(["demo", str(ROOT / "config" / "cyberport5.yaml"), "--seconds", "12",
+                 "--port", "0"]) == 0
     out = capsys.readouterr().out
     assert "racks: 200" in out
+    assert "dashboard: http://127.0.0.1:" in out
     assert "devices 270/270 up, 0 stale, 0 down" in out  # Modbus and OPC UA all polled
     # an hour of backfilled history gives a live PUE from the first analytics run
     pue = [float(line.split("PUE live ")[1].split(" ")[0]) for line in out.splitlines()

@@ -1,0 +1,203 @@
+"""The live dashboard: an aiohttp app over a running System, bound to 127.0.0.1 by default.
+
+Routes:
+- `GET /`: the page (dashboards/static/index.html; app.js polls the API every 2 s)
+- `GET /api/state`: what the page shows (dashboards/state.py), rebuilt at most once a second
+  however many browsers ask
+- `GET /api/trend?point=pue_live&hours=6`: a stored analytics series, mean per bucket
+- `GET /metrics`: the collectors' health in Prometheus' text format
+- `GET /healthz`: 200 while collectors run and storage answers, 503 otherwise
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from dcim.analysis import MEASUREMENT as ANALYTICS_MEASUREMENT
+from dcim.collectors.metrics import collect_metrics, prometheus_text
+from dcim.dashboards.state import dashboard_state, live_points
+from dcim.storage.base import Aggregate, SeriesKey, StorageError
+
+if TYPE_CHECKING:
+    from dcim.system import System
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).with_name("static")
+TREND_POINTS = ("pue_live", "pue_today", "ppue_cooling_live", "ppue_distribution_live",
+                "dcie_live", "pue_live_coverage")
+MAX_TREND_HOURS = 24 * 7
+TREND_BUCKETS = 72  # points per trend line, whatever the period
+STATE_MAX_AGE_S = 1.0
+
+class Dashboard:
+    """Builds the dashboard's documents from a System and serves them."""
+
+    def __init__(self, system: System, *, host: str = "127.0.0.1", port: int = 8080,
+                 clock: Any = time.time):
+        self.system = system
+        self.host = host
+        self.port = port
+        self._clock = clock
+        self._points = live_points(system.site)
+        self._state: dict[str, Any] | None = None
+        self._state_at = -math.inf
+        self._lock = asyncio.Lock()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- documents -------------------------------------------------------------------------
+
+    async def state(self) -> dict[str, Any]:
+        """The /api/state document, rebuilt when older than STATE_MAX_AGE_S."""
+        async with self._lock:
+            now = time.monotonic()
+            if self._state is None or now - self._state_at >= STATE_MAX_AGE_S:
+                self._state = await self._build_state()
+                self._state_at = now
+            return self._state
+
+    async def _build_state(self) -> dict[str, Any]:
+        system = self.system
+        latest = {}
+        storage_error = None
+        if system.storage is not None:
+            try:
+                latest = await system.storage.read_latest(self._points.keys)
+            except StorageError as exc:  # the page says so; the rest still shows
+                storage_error = str(exc)
+        health = system.collectors.health() if system.collectors is not None else {}
+        collection: dict[str, Any] = {}
+        if system.collectors is not None:
+            s = system.collectors.summary()
+            elapsed = max(1e-9, time.time() - system.collectors.started_at)
+            collection = {"devices": s.devices, "up": s.up, "stale": s.stale, "down": s.down,
+                          "polls": s.polls, "polls_per_s": s.polls / elapsed,
+                          "errors": s.errors, "missed_cycles": s.missed_cycles}
+        if system.forward is not None:
+            f = system.forward.stats()
+            collection |= {"stored": f.written, "buffered": f.buffered,
+                           "storage_outage_s": f.outage_s}
+        collection["storage_error"] = storage_error
+        return dashboard_state(system.site, latest, points=self._points,
+                               now_ns=int(self._clock() * 1e9),
+                               analysis=getattr(system.analytics, "last", None),
+                               health=health, collection=collection)
+
+    async def trend(self, point: str, hours: float) -> dict[str, Any]:
+        """Mean of a stored analytics series per bucket over the last hours."""
+        if self.system.storage is None:
+            raise StorageError("storage is not running")
+        end_ns = int(self._clock() * 1e9)
+        every_ns = max(1, int(hours * 3600e9 / TREND_BUCKETS))
+        every_ns = max(60_000_000_000, every_ns - every_ns % 60_000_000_000)  # whole minutes
+        end_ns -= end_ns % every_ns
+        end_ns += every_ns  # the bucket in progress too
+        start_ns = end_ns - every_ns * math.ceil(hours * 3600e9 / every_ns)
+        key = SeriesKey(ANALYTICS_MEASUREMENT, self.system.site.id, point)
+        buckets = await self.system.storage.read_aggregate(key, start_ns, end_ns, every_ns,
+                                                           Aggregate.MEAN)
+        return {"point": point, "every_s": every_ns / 1e9,
+                "points": [[b.start_ns // 1_000_000,
+                            None if b.value is None or not math.isfinite(b.value) else b.value]
+                           for b in buckets]}
+
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        """Whether collection and storage work, with the figures that say so."""
+        system = self.system
+        info: dict[str, Any] = {}
+        ok = system.collectors is not None and system.forward is not None
+        if system.forward is not None:
+            stats = system.forward.stats()
+            info |= {"buffered": stats.buffered, "storage_outage_s": stats.outage_s,
+                     "last_error": stats.last_error}
+            ok = ok and stats.outage_s == 0
+        if system.collectors is not None:
+            s = system.collectors.summary()
+            info |= {"devices": s.devices, "up": s.up}
+        return ok, info
+
+    # -- server ----------------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        """The aiohttp application (also used directly by tests)."""
+        app = web.Application()
+        app[DASHBOARD] = self
+        app.router.add_get("/", _index)
+        app.router.add_get("/api/state", _state)
+        app.router.add_get("/api/trend", _trend)
+        app.router.add_get("/metrics", _metrics)
+        app.router.add_get("/healthz", _healthz)
+        app.router.add_static("/static/", STATIC)
+        return app
+
+    async def start(self) -> None:
+        """Serve on host:port (port 0: a free one); `url` tells where."""
+        self._runner = web.AppRunner(self.make_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self._runner.addresses:  # the port actually bound (port 0 asks for a free one)
+            self.port = self._runner.addresses[0][1]
+        self.url = f"http://{self.host}:{self.port}/"
+        log.info("dashboard serving", extra={"url": self.url})
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+DASHBOARD: web.AppKey[Dashboard] = web.AppKey("dashboard", Dashboard)
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def _state(request: web.Request) -> web.Response:
+    state = await request.app[DASHBOARD].state()
+    return web.json_response(state, headers={"Cache-Control": "no-store"})
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+async def _trend(request: web.Request) -> web.Response:
+    point = request.query.get("point", "pue_live")
+    if point not in TREND_POINTS:
+        return _bad_request(f"point must be one of {', '.join(TREND_POINTS)}, not {point!r}")
+    try:
+        hours = float(request.query.get("hours", "6"))
+    except ValueError:
+        return _bad_request(f"hours must be a number, not {request.query.get('hours')!r}")
+    if not 0 < hours <= MAX_TREND_HOURS:
+        return _bad_request(f"hours must be in (0, {MAX_TREND_HOURS}], not {hours:g}")
+    try:
+        trend = await request.app[DASHBOARD].trend(point, hours)
+    except StorageError as exc:
+        return web.json_response({"error": f"storage: {exc}"}, status=503)
+    return web.json_response(trend, headers={"Cache-Control": "no-store"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    system = request.app[DASHBOARD].system
+    if system.collectors is None:
+        return web.Response(status=503, text="collectors not running\n")
+    text = prometheus_text(collect_metrics(system.collectors, system.forward))
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    ok, info = request.app[DASHBOARD].healthy()
+    return web.json_response({"ok": ok, **info}, status=200 if ok else 503)

@@ -1,0 +1,728 @@
+/*
+ * dcim live dashboard: browser side (plain ES2020, no dependencies).
+ *
+ * Polls GET /api/state every 2 s (the next poll is scheduled after each response) and
+ * GET /api/trend?point=pue_live&hours=6 every 60 s, and renders each section of
+ * index.html with one small function per section. Data only ever enters the page
+ * through textContent and attributes (createElement), never through innerHTML.
+ * Missing numbers render as "–".
+ */
+'use strict';
+
+const STATE_URL = '/api/state';
+const TREND_URL = '/api/trend?point=pue_live&hours=6';
+const STATE_EVERY_MS = 2000;
+const TREND_EVERY_MS = 60000;
+const FETCH_TIMEOUT_MS = 5000;
+const DASH = '\u2013';
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const SEVERITY_RANK = {critical: 0, major: 1, minor: 2, warning: 3};
+const BAND_TEXT = {
+  recommended: 'recommended',
+  allowable_low: 'allowable (low)',
+  allowable_high: 'allowable (high)',
+  out_low: 'OUT OF RANGE (low)',
+  out_high: 'OUT OF RANGE (high)',
+  unknown: 'unknown',
+};
+
+// ---------------------------------------------------------------- helpers
+
+const $ = (id) => document.getElementById(id);
+
+function isNum(v) {
+  return typeof v === 'number' && Number.isFinite(v);
+}
+
+function list(v) {
+  return Array.isArray(v) ? v : [];
+}
+
+function noNegZero(s) {
+  // "-0", "-0.0", "-0.00" -> without the sign
+  return /^-0(\.0+)?$/.test(s) ? s.slice(1) : s;
+}
+
+/** 4123.4 -> "4,123"; null -> "–". */
+function fmtInt(v) {
+  return isNum(v) ? noNegZero(v.toLocaleString('en-US', {maximumFractionDigits: 0})) : DASH;
+}
+
+/**
+ * Fixed decimals: fmtFixed(1.4123, 2) -> "1.41". Like toFixed (the exact binary value is
+ * rounded) except that exact ties go to the even digit, as Python's format(x, ".2f") does,
+ * so the page and the server print the same digits.
+ */
+function fmtFixed(v, digits) {
+  if (!isNum(v)) return DASH;
+  let out = v.toFixed(digits);
+  const exact = Math.abs(v).toFixed(Math.min(100, digits + 25));
+  const rest = exact.slice(exact.indexOf('.') + 1 + digits);
+  if (/^50*$/.test(rest) && Number(out[out.length - 1]) % 2 === 1) {
+    // toFixed rounded the tie away from zero onto an odd digit: step back to the even one
+    out = (Math.sign(v) * (Math.abs(Number(out)) - 10 ** -digits)).toFixed(digits);
+  }
+  return noNegZero(out);
+}
+
+function fmtKw(v) {
+  return isNum(v) ? `${fmtInt(v)} kW` : DASH;
+}
+
+/** A fraction as a percentage with at most one decimal: 0.99 -> "99%", 0.949 -> "94.9%". */
+function fmtPct(fraction) {
+  if (!isNum(fraction)) return DASH;
+  const pct = Math.round(fraction * 1000) / 10;
+  return `${noNegZero(pct.toFixed(1)).replace(/\.0$/, '')}%`;
+}
+
+/** A value of unknown type for tables (numbers up to 2 decimals). */
+function fmtValue(v) {
+  if (isNum(v)) return noNegZero(v.toLocaleString('en-US', {maximumFractionDigits: 2}));
+  if (v === null || v === undefined || v === '') return DASH;
+  return String(v);
+}
+
+function pad2(n) {
+  return String(n).padStart(2, '0');
+}
+
+/** Epoch ms -> local "HH:MM:SS" (or "HH:MM" without seconds). */
+function fmtClock(ms, withSeconds = true) {
+  if (!isNum(ms)) return DASH;
+  const d = new Date(ms);
+  const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+  return withSeconds ? `${hm}:${pad2(d.getSeconds())}` : hm;
+}
+
+/** Epoch ms -> local "YYYY-MM-DD HH:MM:SS" for tooltips. */
+function fmtDateTime(ms) {
+  if (!isNum(ms)) return DASH;
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${fmtClock(ms)}`;
+}
+
+function humanType(t) {
+  return t === null || t === undefined ? '' : String(t).replace(/_/g, ' ');
+}
+
+function text(v) {
+  return v === null || v === undefined || v === '' ? DASH : String(v);
+}
+
+/**
+ * createElement with attributes and children. Attribute values and string children
+ * are inserted as text; keys: "class", "text", "dataset" (object), anything else
+ * becomes an attribute. null / undefined / false values are skipped.
+ */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === 'class') node.className = value;
+    else if (key === 'text') node.textContent = value;
+    else if (key === 'dataset') {
+      for (const [k, v] of Object.entries(value)) {
+        if (v !== null && v !== undefined) node.dataset[k] = String(v);
+      }
+    } else node.setAttribute(key, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function svg(tag, attrs = {}, textValue = null) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (textValue !== null) node.textContent = textValue;
+  return node;
+}
+
+function setText(id, value) {
+  const node = $(id);
+  if (node) node.textContent = value;
+  return node;
+}
+
+/** Tri-state for data attributes: true -> "true", false -> "false", else "unknown". */
+function triState(v) {
+  return v === true ? 'true' : v === false ? 'false' : 'unknown';
+}
+
+/** A load bar: kw / capacity, with a level for styling (text is given alongside). */
+function loadBar(kw, capacity) {
+  const frac = isNum(kw) && isNum(capacity) && capacity > 0 ? kw / capacity : null;
+  const level = frac === null ? 'none' : frac > 1 ? 'over' : frac >= 0.8 ? 'high' : 'ok';
+  const fill = el('div', {class: 'bar-fill'});
+  fill.style.width = frac === null ? '0%' : `${Math.max(0, Math.min(1, frac)) * 100}%`;
+  return {frac, level, bar: el('div', {class: 'bar', dataset: {level}, 'aria-hidden': 'true'}, fill)};
+}
+
+/** A row spanning the whole table, for "nothing here" messages. */
+function emptyRow(columns, message) {
+  return el('tr', {class: 'empty'}, el('td', {colspan: columns, text: message}));
+}
+
+/** fetch + JSON with a timeout; throws on network errors, timeouts and non-2xx. */
+async function fetchJson(url, timeoutMs = FETCH_TIMEOUT_MS) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    const response = await fetch(url, {
+      signal: controller.signal,
+      cache: 'no-store',
+      headers: {Accept: 'application/json'},
+    });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    return await response.json();
+  } catch (err) {
+    if (err && err.name === 'AbortError') throw new Error(`no answer in ${timeoutMs / 1000} s`);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// ---------------------------------------------------------------- header and tiles
+
+function renderHeader(site, headline) {
+  const name = site && site.name ? String(site.name) : DASH;
+  setText('site-name', name);
+  const clock = setText('data-time', fmtClock(site ? site.time_ms : null));
+  if (clock && site && isNum(site.time_ms)) {
+    clock.setAttribute('datetime', new Date(site.time_ms).toISOString());
+    clock.title = fmtDateTime(site.time_ms);
+  }
+  const outdoor = headline ? headline.outdoor_c : null;
+  setText('outdoor-c', isNum(outdoor) ? `${fmtFixed(outdoor, 1)} °C` : DASH);
+  document.title = name === DASH ? 'dcim – live' : `${name} – dcim`;
+}
+
+/** One PUE figure: [display text, explanation or null]. */
+function pueText(pue) {
+  if (!pue) return [DASH, null];
+  if (isNum(pue.value)) return [fmtFixed(pue.value, 2), null];
+  return ['withheld', pue.reason ? String(pue.reason) : 'no reason given'];
+}
+
+function renderPueTile(h) {
+  const tile = $('tile-pue');
+  const pue = h ? h.pue : null;
+  const [value, reason] = pueText(pue);
+  setText('pue-value', value);
+
+  const meta = [];
+  if (pue && pue.category) meta.push(String(pue.category));
+  if (pue && isNum(pue.coverage)) meta.push(`${fmtPct(pue.coverage)} coverage`);
+  setText('pue-meta', meta.join(' · '));
+
+  const reasonNode = $('pue-reason');
+  reasonNode.textContent = reason || '';
+  reasonNode.hidden = !reason;
+  tile.dataset.withheld = reason ? 'true' : 'false';
+  tile.dataset.state = reason ? 'warn' : value === DASH ? 'unknown' : 'ok';
+  if (reason) tile.title = `Live PUE withheld: ${reason}`;
+  else tile.removeAttribute('title');
+
+  const [today, todayReason] = pueText(h ? h.pue_today : null);
+  const todayNode = setText('pue-today', today);
+  if (todayReason) todayNode.title = `PUE today withheld: ${todayReason}`;
+  else todayNode.removeAttribute('title');
+  setText('ppue-cooling', fmtFixed(h ? h.ppue_cooling : null, 2));
+  setText('ppue-distribution', fmtFixed(h ? h.ppue_distribution : null, 2));
+}
+
+function renderLoadTiles(h) {
+  const it = h ? h.it_kw : null;
+  const facility = h ? h.facility_kw : null;
+  setText('it-kw', fmtKw(it));
+  setText('facility-kw', fmtKw(facility));
+  $('tile-it').dataset.state = isNum(it) ? 'ok' : 'unknown';
+  $('tile-facility').dataset.state = isNum(facility) ? 'ok' : 'unknown';
+}
+
+function renderDevicesTile(c) {
+  const tile = $('tile-devices');
+  if (!c || !isNum(c.devices) || !isNum(c.up)) {
+    setText('devices-up', DASH);
+    setText('devices-detail', '');
+    tile.dataset.state = 'unknown';
+    return;
+  }
+  setText('devices-up', `${fmtInt(c.up)} / ${fmtInt(c.devices)} up`);
+  setText('devices-detail', `${fmtInt(c.stale)} stale · ${fmtInt(c.down)} down`);
+  tile.dataset.state = c.down > 0 ? 'bad' : c.stale > 0 || c.up < c.devices ? 'warn' : 'ok';
+}
+
+function renderAlarmTile(alarms) {
+  const tile = $('tile-alarms');
+  setText('alarm-count', String(alarms.length));
+  const counts = {};
+  for (const a of alarms) counts[a.severity] = (counts[a.severity] || 0) + 1;
+  const order = Object.keys(counts).sort((a, b) => (SEVERITY_RANK[a] ?? 9) - (SEVERITY_RANK[b] ?? 9));
+  setText('alarm-breakdown', order.length ? order.map((s) => `${counts[s]} ${s}`).join(' · ') : 'none');
+  const worst = order[0] || 'none';
+  tile.dataset.worst = worst;
+  tile.dataset.state = worst === 'none' ? 'ok' : worst === 'critical' || worst === 'major' ? 'bad' : 'warn';
+}
+
+function renderRedundancyTile(r) {
+  const tile = $('tile-redundancy');
+  const cm = r ? r.concurrently_maintainable : null;
+  const ft = r ? r.fault_tolerant : null;
+  tile.dataset.cm = triState(cm);
+  tile.dataset.ft = triState(ft);
+  const cmNode = setText('cm-value', cm === true ? 'yes' : cm === false ? 'NO' : DASH);
+  const ftNode = setText('ft-value', ft === true ? 'yes' : ft === false ? 'no' : DASH);
+  cmNode.dataset.value = triState(cm);
+  ftNode.dataset.value = triState(ft);
+  tile.dataset.state = cm === false ? 'bad' : cm === true ? 'ok' : 'unknown';
+  if (!r) {
+    setText('spof-count', 'not computed yet');
+    return;
+  }
+  const n = list(r.single_points_of_failure).length;
+  setText('spof-count', n === 0 ? 'no single points of failure'
+    : `${n} single point${n === 1 ? '' : 's'} of failure`);
+}
+
+function renderTiles(state) {
+  const h = state.headline || null;
+  renderPueTile(h);
+  renderLoadTiles(h);
+  renderDevicesTile(state.collection || null);
+  renderAlarmTile(list(state.alarms));
+  renderRedundancyTile(state.redundancy || null);
+}
+
+// ---------------------------------------------------------------- power chain
+
+function statusBadge(status) {
+  if (status === 'down') return el('span', {class: 'badge badge-down', text: 'DOWN'});
+  if (status === 'stale') return el('span', {class: 'badge badge-warn', text: 'STALE'});
+  if (status !== 'up') return el('span', {class: 'badge badge-unknown', text: 'UNKNOWN'});
+  return null;
+}
+
+function renderNode(n) {
+  const id = text(n.id);
+  const inputs = list(n.inputs);
+  const {frac, level, bar} = loadBar(n.kw, n.capacity_kw);
+  const title = [
+    n.name && n.name !== n.id ? `${n.name} (${id})` : id,
+    humanType(n.type),
+    `${fmtKw(n.kw)} of ${fmtKw(n.capacity_kw)}${frac === null ? '' : ` (${fmtPct(frac)})`}`,
+    inputs.length ? `fed from ${inputs.join(', ')}` : 'source',
+    `status: ${text(n.status)}`,
+  ].join('\n');
+  const sub = [humanType(n.type), n.name && n.name !== n.id ? String(n.name) : null].filter(Boolean);
+  return el('div', {class: 'node', title, dataset: {id: n.id, status: n.status || 'unknown', type: n.type, load: level}},
+    el('div', {class: 'node-head'}, el('span', {class: 'node-id', text: id}), statusBadge(n.status)),
+    el('div', {class: 'node-sub', text: sub.join(' · ')}),
+    el('div', {class: 'node-load'},
+      el('span', {class: 'node-kw', text: isNum(n.kw) ? fmtKw(n.kw) : DASH}),
+      el('span', {class: 'node-pct', text: frac === null ? '' : fmtPct(frac)})),
+    bar);
+}
+
+const CHAIN_ROWS_PER_COLUMN = 10;
+
+function renderPowerChain(chain) {
+  const byDepth = new Map();
+  for (const n of chain) {
+    const depth = isNum(n.depth) ? n.depth : 0;
+    if (!byDepth.has(depth)) byDepth.set(depth, []);
+    byDepth.get(depth).push(n);
+  }
+  const columns = [...byDepth.keys()].sort((a, b) => a - b).map((depth) => {
+    const nodes = byDepth.get(depth);
+    const sub = Math.ceil(nodes.length / CHAIN_ROWS_PER_COLUMN);
+    const body = el('div', {class: 'chain-col-body'}, nodes.map(renderNode));
+    body.style.gridTemplateRows = `repeat(${Math.ceil(nodes.length / sub)}, auto)`;
+    body.style.gridTemplateColumns = `repeat(${sub}, var(--node-w))`;
+    return el('div', {class: 'chain-col', dataset: {depth}},
+      el('div', {class: 'chain-col-head', text: depth === 0 ? 'Sources' : `Level ${depth}`}),
+      body);
+  });
+  const container = $('chain-columns');
+  if (!columns.length) container.replaceChildren(el('p', {class: 'empty', text: 'No power chain data'}));
+  else container.replaceChildren(...columns);
+}
+
+// ---------------------------------------------------------------- cooling
+
+function renderCoolingUnit(u) {
+  const running = u.running === true ? 'running' : u.running === false ? 'stopped' : DASH;
+  const sub = [humanType(u.type), u.name && u.name !== u.id ? String(u.name) : null].filter(Boolean);
+  const title = [
+    u.name && u.name !== u.id ? `${u.name} (${text(u.id)})` : text(u.id),
+    humanType(u.type), fmtKw(u.kw), running === DASH ? 'run state unknown' : running,
+    `status: ${text(u.status)}`,
+  ].join('\n');
+  return el('div', {class: 'unit', title,
+    dataset: {id: u.id, status: u.status || 'unknown', type: u.type, running: triState(u.running)}},
+  el('div', {class: 'node-head'}, el('span', {class: 'node-id', text: text(u.id)}), statusBadge(u.status)),
+  el('div', {class: 'node-sub', text: sub.join(' · ')}),
+  el('div', {class: 'node-load'},
+    el('span', {class: 'node-kw', text: fmtKw(u.kw)}),
+    el('span', {class: 'run-state', dataset: {running: triState(u.running)}, text: running})));
+}
+
+function renderCooling(units) {
+  const container = $('cooling-units');
+  if (!units.length) container.replaceChildren(el('p', {class: 'empty', text: 'No cooling data'}));
+  else container.replaceChildren(...units.map(renderCoolingUnit));
+}
+
+// ---------------------------------------------------------------- racks
+
+function renderLegend(ashrae) {
+  const legend = $('rack-legend');
+  const rec = ashrae ? list(ashrae.recommended_c) : [];
+  const all = ashrae ? list(ashrae.allowable_c) : [];
+  const range = (r) => (r.length === 2 ? `${fmtValue(r[0])}–${fmtValue(r[1])} °C` : DASH);
+  const swatch = (band, label) => el('span', {class: 'legend-item'},
+    el('span', {class: 'swatch rack', dataset: {band}, 'aria-hidden': 'true'}), label);
+  legend.replaceChildren(
+    el('span', {class: 'legend-class'}, 'ASHRAE ', el('b', {id: 'ashrae-class', text: text(ashrae ? ashrae['class'] : null)})),
+    swatch('recommended', `recommended ${range(rec)}`),
+    swatch('allowable_high', `allowable ${range(all)}`),
+    swatch('out_high', 'out of range'),
+    swatch('unknown', 'no reading'),
+    el('span', {class: 'legend-item'},
+      el('span', {class: 'swatch rack q-degraded', dataset: {band: 'recommended'}, 'aria-hidden': 'true'}),
+      'stale / bad data'));
+}
+
+function rackFeedMap(redundancy) {
+  const feed = new Map();
+  if (!redundancy) return feed;
+  for (const id of list(redundancy.one_feed_racks)) feed.set(id, 'one-feed');
+  for (const id of list(redundancy.dropped_racks)) feed.set(id, 'dropped');
+  return feed;
+}
+
+function renderRack(r, feed) {
+  const band = BAND_TEXT[r.band] ? r.band : 'unknown';
+  const quality = r.quality || 'missing';
+  const feedState = feed.get(r.id) || null;
+  const title = [
+    text(r.id),
+    `inlet ${isNum(r.inlet_c) ? `${fmtFixed(r.inlet_c, 1)} °C` : DASH} – ${BAND_TEXT[band]}`,
+    `power ${fmtFixed(r.kw, 1)} of ${fmtFixed(r.design_kw, 1)} kW design`,
+    `data quality: ${quality}`,
+    feedState === 'dropped' ? 'POWER: both feeds lost' : feedState === 'one-feed' ? 'power: on one feed only' : null,
+  ].filter(Boolean).join('\n');
+  const classes = ['rack'];
+  if (quality !== 'good') classes.push('q-degraded');
+  const load = el('span', {class: 'rack-load', 'aria-hidden': 'true'});
+  if (isNum(r.kw) && isNum(r.design_kw) && r.design_kw > 0) {
+    load.style.width = `${Math.max(0, Math.min(1, r.kw / r.design_kw)) * 100}%`;
+  }
+  return el('div', {class: classes.join(' '), title,
+    dataset: {id: r.id, band, quality, feed: feedState}},
+  isNum(r.inlet_c) ? fmtFixed(r.inlet_c, 1) : DASH, load);
+}
+
+function naturalCompare(a, b) {
+  return String(a).localeCompare(String(b), 'en', {numeric: true});
+}
+
+function renderRacks(racks, ashrae, redundancy) {
+  renderLegend(ashrae);
+  const feed = rackFeedMap(redundancy);
+  const halls = new Map();
+  for (const r of racks) {
+    const hall = r.hall ?? DASH;
+    const row = r.row ?? DASH;
+    if (!halls.has(hall)) halls.set(hall, new Map());
+    const rows = halls.get(hall);
+    if (!rows.has(row)) rows.set(row, []);
+    rows.get(row).push(r);
+  }
+  const sections = [...halls.keys()].sort(naturalCompare).map((hall) => {
+    const rows = halls.get(hall);
+    const all = [...rows.values()].flat();
+    const temps = all.map((r) => r.inlet_c).filter(isNum);
+    const out = all.filter((r) => r.band === 'out_low' || r.band === 'out_high').length;
+    const summary = [
+      `${all.length} racks`,
+      temps.length ? `max ${fmtFixed(Math.max(...temps), 1)} °C` : null,
+      out ? `${out} out of range` : null,
+    ].filter(Boolean).join(' · ');
+    const rowNodes = [...rows.keys()].sort(naturalCompare).map((row) => {
+      const tiles = rows.get(row)
+        .slice()
+        .sort((a, b) => (isNum(a.index) ? a.index : 0) - (isNum(b.index) ? b.index : 0))
+        .map((r) => renderRack(r, feed));
+      return el('div', {class: 'rack-row', dataset: {row}}, el('span', {class: 'row-label', text: String(row)}), tiles);
+    });
+    return el('section', {class: 'hall', dataset: {hall, out}},
+      el('h3', {}, String(hall), el('span', {class: 'h-note', text: summary})),
+      rowNodes);
+  });
+  const container = $('halls');
+  if (!sections.length) container.replaceChildren(el('p', {class: 'empty', text: 'No rack data'}));
+  else container.replaceChildren(...sections);
+}
+
+// ---------------------------------------------------------------- redundancy
+
+function renderGroupRow(g) {
+  const meets = triState(g.meets_design);
+  const load = `${fmtInt(g.load_kw)} / ${fmtKw(g.capacity_kw)}`;
+  const frac = isNum(g.load_kw) && isNum(g.capacity_kw) && g.capacity_kw > 0 ? g.load_kw / g.capacity_kw : null;
+  return el('tr', {dataset: {group: g.id, meets}},
+    el('td', {class: 'strong', text: text(g.id)}),
+    el('td', {text: humanType(g.kind) || DASH}),
+    el('td', {text: text(g.design)}),
+    el('td', {class: 'level', text: text(g.level)}),
+    el('td', {class: 'num', text: fmtInt(g.needed)}),
+    el('td', {class: 'num', text: `${fmtInt(g.available)} / ${fmtInt(g.installed)}`}),
+    el('td', {class: 'num', text: frac === null ? load : `${load} (${fmtPct(frac)})`}),
+    el('td', {class: 'meets', dataset: {meets},
+      text: meets === 'true' ? 'yes' : meets === 'false' ? 'NO' : DASH}));
+}
+
+function idList(id, items) {
+  return el('ul', {id, class: 'chips'}, items.map((x) => el('li', {text: String(x)})));
+}
+
+function renderRedundancy(r) {
+  const rows = $('group-rows');
+  const groups = r ? list(r.groups) : [];
+  if (!r) rows.replaceChildren(emptyRow(8, 'Redundancy not computed yet'));
+  else if (!groups.length) rows.replaceChildren(emptyRow(8, 'No redundancy groups'));
+  else rows.replaceChildren(...groups.map(renderGroupRow));
+
+  const spof = r ? list(r.single_points_of_failure) : [];
+  const spofList = $('spof-list');
+  spofList.dataset.count = r ? String(spof.length) : 'unknown';
+  if (!r) spofList.replaceChildren(el('li', {class: 'none', text: DASH}));
+  else if (!spof.length) spofList.replaceChildren(el('li', {class: 'none', text: 'none'}));
+  else spofList.replaceChildren(...spof.map((x) => el('li', {class: 'bad', text: String(x)})));
+
+  const extra = [];
+  const sections = [
+    ['dropped-racks', 'Racks with no power (both feeds lost)', r ? list(r.dropped_racks) : []],
+    ['one-feed-racks', 'Racks on one feed', r ? list(r.one_feed_racks) : []],
+    ['short-halls', 'Halls short of cooling', r ? list(r.short_halls) : []],
+  ];
+  for (const [id, title, items] of sections) {
+    if (items.length) extra.push(el('h3', {text: `${title} (${items.length})`}), idList(id, items));
+  }
+  $('rack-feed-issues').replaceChildren(...extra);
+}
+
+// ---------------------------------------------------------------- alarms and devices
+
+function renderAlarms(alarms) {
+  const rows = $('alarm-rows');
+  if (!alarms.length) {
+    rows.replaceChildren(emptyRow(6, 'No active alarms'));
+    return;
+  }
+  const sorted = alarms.slice().sort((a, b) => {
+    const ta = isNum(a.since_ms) ? a.since_ms : -Infinity;
+    const tb = isNum(b.since_ms) ? b.since_ms : -Infinity;
+    if (ta !== tb) return tb - ta;
+    return (SEVERITY_RANK[a.severity] ?? 9) - (SEVERITY_RANK[b.severity] ?? 9);
+  });
+  rows.replaceChildren(...sorted.map((a) => el('tr', {class: 'alarm', dataset: {severity: a.severity, kind: a.kind}},
+    el('td', {class: 'sev', text: text(a.severity)}),
+    el('td', {class: 'time', text: fmtClock(a.since_ms), title: fmtDateTime(a.since_ms)}),
+    el('td', {class: 'strong', text: text(a.device)}),
+    el('td', {class: 'point', text: text(a.point)}),
+    el('td', {class: 'msg', text: text(a.message)}),
+    el('td', {class: 'num', text: fmtValue(a.value)}))));
+}
+
+function renderDevicesNotUp(devices) {
+  const rows = $('device-rows');
+  if (!devices.length) {
+    rows.replaceChildren(emptyRow(5, 'All devices up'));
+    return;
+  }
+  const rank = (d) => (d.status === 'down' ? 0 : d.status === 'stale' ? 1 : 2);
+  const sorted = devices.slice().sort((a, b) => rank(a) - rank(b) || naturalCompare(a.id, b.id));
+  rows.replaceChildren(...sorted.map((d) => el('tr', {dataset: {id: d.id, status: d.status}},
+    el('td', {class: 'strong', text: text(d.id)}),
+    el('td', {text: humanType(d.type) || DASH}),
+    el('td', {class: 'status', dataset: {status: d.status}, text: text(d.status)}),
+    el('td', {text: text(d.gateway)}),
+    el('td', {class: 'msg', text: text(d.last_error)}))));
+}
+
+function renderCollection(c) {
+  const stat = (id, value, warn) => {
+    const node = setText(id, value);
+    node.dataset.warn = warn ? 'true' : 'false';
+  };
+  stat('polls-per-s', fmtFixed(c ? c.polls_per_s : null, 1), false);
+  stat('collect-errors', fmtInt(c ? c.errors : null), c && c.errors > 0);
+  stat('missed-cycles', fmtInt(c ? c.missed_cycles : null), c && c.missed_cycles > 0);
+  stat('stored', fmtInt(c ? c.stored : null), false);
+  stat('buffered', fmtInt(c ? c.buffered : null), c && c.buffered > 0);
+}
+
+// ---------------------------------------------------------------- PUE trend
+
+let lastTrend = null;
+
+function trendPoints(data) {
+  return list(data && data.points)
+    .filter((p) => Array.isArray(p) && isNum(p[0]))
+    .map((p) => [p[0], isNum(p[1]) ? p[1] : null])
+    .sort((a, b) => a[0] - b[0]);
+}
+
+function renderTrend(data) {
+  lastTrend = data;
+  const box = $('pue-trend');
+  const points = trendPoints(data);
+  if (!points.length) {
+    box.replaceChildren(el('p', {class: 'empty', text: 'no history yet'}));
+    return;
+  }
+  const W = Math.max(280, Math.floor(box.clientWidth || 600));
+  const H = 190;
+  const m = {left: 52, right: 14, top: 14, bottom: 26};
+  const values = points.map((p) => p[1]).filter((v) => v !== null);
+  const t0 = points[0][0];
+  const t1 = points[points.length - 1][0];
+  const vMin = values.length ? Math.min(...values) : null;
+  const vMax = values.length ? Math.max(...values) : null;
+  let lo = vMin ?? 0;
+  let hi = vMax ?? 1;
+  if (hi - lo < 0.02) { lo -= 0.01; hi += 0.01; }
+  const x = (t) => (t1 === t0 ? (m.left + W - m.right) / 2 : m.left + ((t - t0) / (t1 - t0)) * (W - m.left - m.right));
+  const y = (v) => m.top + (1 - (v - lo) / (hi - lo)) * (H - m.top - m.bottom);
+
+  const root = svg('svg', {
+    width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img', class: 'trend',
+    'aria-label': `PUE over the last 6 hours: min ${fmtFixed(vMin, 2)}, max ${fmtFixed(vMax, 2)}`,
+  });
+  // axes and guide lines at the min and max
+  root.append(svg('line', {class: 'axis', x1: m.left, y1: H - m.bottom, x2: W - m.right, y2: H - m.bottom}));
+  root.append(svg('line', {class: 'axis', x1: m.left, y1: m.top, x2: m.left, y2: H - m.bottom}));
+  if (vMin !== null) {
+    for (const v of vMax === vMin ? [vMin] : [vMin, vMax]) {
+      root.append(svg('line', {class: 'guide', x1: m.left, y1: y(v), x2: W - m.right, y2: y(v)}));
+    }
+  }
+
+  // the line: a new subpath after every null (and after a jump of more than 2 intervals)
+  const every = isNum(data.every_s) && data.every_s > 0 ? data.every_s * 1000 : null;
+  let d = '';
+  let run = [];
+  const flush = () => {
+    if (run.length === 1) {
+      root.append(svg('circle', {class: 'dot', cx: x(run[0][0]).toFixed(1), cy: y(run[0][1]).toFixed(1), r: 2.5}));
+    } else if (run.length > 1) {
+      d += run.map((p, i) => `${i ? 'L' : 'M'}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join('');
+    }
+    run = [];
+  };
+  let prevT = null;
+  for (const [t, v] of points) {
+    if (v === null || (every && prevT !== null && t - prevT > 2 * every)) flush();
+    if (v !== null) run.push([t, v]);
+    prevT = t;
+  }
+  flush();
+  if (d) root.append(svg('path', {class: 'line', d}));
+
+  // labels: y min/max, x start/end time
+  const yMaxPos = vMax !== null ? y(vMax) : m.top;
+  const yMinPos = vMin !== null ? y(vMin) : H - m.bottom;
+  root.append(svg('text', {class: 'label y-max', x: m.left - 6, y: yMaxPos, 'text-anchor': 'end', 'dominant-baseline': 'middle'}, fmtFixed(vMax, 2)));
+  if (vMin !== vMax) {
+    root.append(svg('text', {class: 'label y-min', x: m.left - 6, y: yMinPos, 'text-anchor': 'end', 'dominant-baseline': 'middle'}, fmtFixed(vMin, 2)));
+  }
+  root.append(svg('text', {class: 'label x-start', x: m.left, y: H - 6, 'text-anchor': 'start'}, fmtClock(t0, false)));
+  root.append(svg('text', {class: 'label x-end', x: W - m.right, y: H - 6, 'text-anchor': 'end'}, fmtClock(t1, false)));
+  if (!values.length) {
+    root.append(svg('text', {class: 'label no-values', x: (m.left + W - m.right) / 2, y: H / 2, 'text-anchor': 'middle'}, 'no values in this window'));
+  }
+  box.replaceChildren(root);
+}
+
+// ---------------------------------------------------------------- polling
+
+let lastDataMs = null; // data time of the last good /api/state
+
+function setConnection(ok, err) {
+  const banner = $('conn-banner');
+  document.body.dataset.conn = ok ? 'ok' : 'lost';
+  if (ok) {
+    banner.hidden = true;
+    banner.textContent = '';
+    return;
+  }
+  const reason = err && err.message ? err.message : 'no answer';
+  const since = isNum(lastDataMs) ? ` Showing data as of ${fmtClock(lastDataMs)}.` : '';
+  banner.textContent = `Connection lost (${reason}): retrying every ${STATE_EVERY_MS / 1000} s.${since}`;
+  banner.hidden = false;
+}
+
+function renderState(state) {
+  const s = state || {};
+  const sections = [
+    ['header', () => renderHeader(s.site || null, s.headline || null)],
+    ['tiles', () => renderTiles(s)],
+    ['power chain', () => renderPowerChain(list(s.power_chain))],
+    ['cooling', () => renderCooling(list(s.cooling))],
+    ['racks', () => renderRacks(list(s.racks), s.ashrae || null, s.redundancy || null)],
+    ['redundancy', () => renderRedundancy(s.redundancy || null)],
+    ['alarms', () => renderAlarms(list(s.alarms))],
+    ['devices not up', () => renderDevicesNotUp(list(s.devices_not_up))],
+    ['collection', () => renderCollection(s.collection || null)],
+  ];
+  // one bad section must not blank the others
+  for (const [name, render] of sections) {
+    try {
+      render();
+    } catch (err) {
+      console.error(`dcim dashboard: rendering ${name} failed`, err);
+    }
+  }
+}
+
+async function pollState() {
+  try {
+    const state = await fetchJson(STATE_URL);
+    lastDataMs = state && state.site ? state.site.time_ms : null;
+    setConnection(true);
+    renderState(state);
+  } catch (err) {
+    setConnection(false, err);
+  } finally {
+    setTimeout(pollState, STATE_EVERY_MS);
+  }
+}
+
+async function pollTrend() {
+  try {
+    renderTrend(await fetchJson(TREND_URL));
+  } catch (err) {
+    console.warn('dcim dashboard: trend fetch failed', err);
+    if (lastTrend === null) $('pue-trend').replaceChildren(el('p', {class: 'empty', text: 'trend unavailable, retrying'}));
+  } finally {
+    setTimeout(pollTrend, TREND_EVERY_MS);
+  }
+}
+
+// redraw the chart when its box changes width (window resize, layout settling)
+let trendWidth = 0;
+new ResizeObserver((entries) => {
+  const width = Math.floor(entries[0].contentRect.width);
+  if (Math.abs(width - trendWidth) < 4) return;
+  trendWidth = width;
+  if (lastTrend) renderTrend(lastTrend);
+}).observe($('pue-trend'));
+
+pollState();
+pollTrend();

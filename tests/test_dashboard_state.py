@@ -1,0 +1,142 @@
+"""dashboards/state.py: what the dashboard shows, from stored samples (no server, no browser)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dcim.analytics.anomaly_base import Anomaly
+from dcim.analytics.anomaly_envelope import EnvelopeConfig
+from dcim.collectors.base import DeviceHealth, DeviceStatus
+from dcim.dashboards.state import ashrae_band, dashboard_state, live_points
+from dcim.site import load_site
+from dcim.storage.base import Quality, Sample, SeriesKey
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = load_site(ROOT / "config" / "cyberport5.yaml")
+T = 1_764_000_000_000_000_000
+
+
+def readings(**overrides: float) -> dict[SeriesKey, Sample]:
+    """A good sample for every series the dashboard reads: 1.0 kW, 22.0 degC, 45 % RH..."""
+    out: dict[SeriesKey, Sample] = {}
+    for key in live_points(SITE).keys:
+        if "temp" in key.point:
+            value = 22.0
+        elif "rh" in key.point:
+            value = 45.0
+        elif key.point == "unit_status":
+            value = 0.0
+        elif key.point == "running":
+            value = 1.0
+        else:
+            value = 1.0
+        out[key] = Sample(key, T, overrides.get(f"{key.device}/{key.point}", value), Quality.GOOD)
+    return out
+
+
+def state(latest: dict[SeriesKey, Sample], **kw: object) -> dict:
+    return dashboard_state(SITE, latest, points=live_points(SITE), now_ns=T, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("temp", "band"), [
+    (None, "unknown"), (14.9, "out_low"), (15.0, "allowable_low"), (17.9, "allowable_low"),
+    (18.0, "recommended"), (27.0, "recommended"), (27.1, "allowable_high"),
+    (32.0, "allowable_high"), (32.1, "out_high"),
+])
+def test_ashrae_a1_bands(temp: float | None, band: str) -> None:
+    assert ashrae_band(temp, EnvelopeConfig()) == band
+
+
+def test_every_rack_gets_its_hottest_good_inlet_and_band() -> None:
+    latest = readings(**{"RM-H1-A01/inlet_temp_top_c": 28.5, "RM-H1-A01/inlet_temp_bottom_c": 19.0,
+                         "RM-H1-A02/inlet_temp_middle_c": 33.0})
+    # a bad reading is not a temperature: the tile falls back on the good ones, marked bad
+    key = SeriesKey("rack_monitor", "RM-H1-A03", "inlet_temp_top_c")
+    latest[key] = Sample(key, T, 40.0, Quality.BAD)
+    racks = {r["id"]: r for r in state(latest)["racks"]}
+    assert len(racks) == len(SITE.racks) == 200
+    assert (racks["H1-A01"]["inlet_c"], racks["H1-A01"]["band"]) == (28.5, "allowable_high")
+    assert (racks["H1-A02"]["inlet_c"], racks["H1-A02"]["band"]) == (33.0, "out_high")
+    assert (racks["H1-A03"]["inlet_c"], racks["H1-A03"]["quality"]) == (22.0, "bad")
+    assert (racks["H1-A04"]["band"], racks["H1-A04"]["quality"]) == ("recommended", "good")
+    assert racks["H1-A04"]["kw"] == 2.0  # feed A + feed B
+
+
+def test_a_rack_without_readings_is_missing_not_cool() -> None:
+    latest = {k: s for k, s in readings().items() if k.device != "RM-H2-B03"}
+    rack = next(r for r in state(latest)["racks"] if r["id"] == "H2-B03")
+    assert (rack["inlet_c"], rack["band"], rack["quality"], rack["kw"]) == (None, "unknown",
+                                                                          "missing", None)
+
+
+def test_loads_come_from_the_pue_meters_and_need_every_reading() -> None:
+    latest = readings(**{"M-UTIL-A/power_kw": 2500.0, "M-UTIL-B/power_kw": 2400.0})
+    head = state(latest)["headline"]
+    gens = len(SITE.devices_of_type("generator"))
+    assert head["facility_kw"] == 2500.0 + 2400.0 + gens * 1.0
+    assert head["it_kw"] == 2.0 * len(SITE.racks)
+    del latest[SeriesKey("rack_monitor", "RM-H1-A01", "feed_a_power_kw")]
+    assert state(latest)["headline"]["it_kw"] is None  # a partial sum would read as a drop
+
+
+def test_power_chain_is_ordered_from_the_sources_with_live_status() -> None:
+    latest = readings(**{"UPS-A2/unit_status": 3.0, "UPS-A1/output_power_kw": 300.0,
+                         "M-UPS-A-OUT/power_kw": 1234.0})
+    chain = state(latest)["power_chain"]
+    depths = [c["depth"] for c in chain]
+    assert depths == sorted(depths) and depths[0] == 0
+    by_id = {c["id"]: c for c in chain}
+    assert by_id["UTIL-A"]["depth"] == 0 and by_id["TX-A"]["depth"] == 1
+    assert by_id["UPS-A"]["depth"] > by_id["UPS-A1"]["depth"] > by_id["MSB-A"]["depth"]
+    assert by_id["UPS-A2"]["status"] == "down" and by_id["UPS-A1"]["status"] == "up"
+    assert by_id["UPS-A1"]["kw"] == 300.0
+    assert by_id["UPS-A"]["kw"] == 1234.0  # the system's output meter
+
+
+def test_a_device_that_is_not_up_makes_its_unit_unknown_and_is_listed() -> None:
+    health = {d: DeviceHealth(device_id=d, gateway="gw") for d in ("CRAH-H1-2", "CH-1")}
+    for h in health.values():
+        h.status = DeviceStatus.UP
+    health["CRAH-H1-2"].status = DeviceStatus.DOWN
+    health["CRAH-H1-2"].last_error = "TimeoutError: no answer"
+    doc = state(readings(), health=health)
+    cooling = {c["id"]: c for c in doc["cooling"]}
+    assert cooling["CRAH-H1-2"]["status"] == "unknown" and cooling["CH-1"]["status"] == "up"
+    assert cooling["CH-1"]["running"] is True
+    assert doc["devices_not_up"] == [{"id": "CRAH-H1-2", "type": "crah", "status": "down",
+                                      "gateway": "gw", "last_error": "TimeoutError: no answer"}]
+
+
+def test_alarms_newest_first_with_their_series() -> None:
+    def anomaly(device: str, since_s: int, severity: str) -> Anomaly:
+        key = SeriesKey("rack_monitor", device, "inlet_temp_top_c")
+        return Anomaly(series=key, layer="envelope", kind="above_allowable", since_ns=since_s * 10**9,
+                       last_ns=T, raised_ns=since_s * 10**9, value=33.0, expected=(15.0, 32.0),
+                       score=1.0, severity=severity, message="inlet above allowable")
+
+    class Analysis:
+        anomalies = [anomaly("RM-H1-A01", 100, "major"), anomaly("RM-H1-A02", 200, "critical")]
+
+    alarms = state(readings(), analysis=Analysis())["alarms"]
+    assert [(a["device"], a["severity"], a["since_ms"]) for a in alarms] == [
+        ("RM-H1-A02", "critical", 200_000), ("RM-H1-A01", "major", 100_000)]
+
+
+def test_without_analytics_the_figures_are_absent_not_invented() -> None:
+    doc = state(readings())
+    assert doc["headline"]["pue"] is None and doc["redundancy"] is None and doc["alarms"] == []
+    assert doc["ashrae"] == {"class": "A1", "recommended_c": [18.0, 27.0],
+                             "allowable_c": [15.0, 32.0]}
+
+
+def test_components_without_a_device_follow_what_feeds_them() -> None:
+    by_id = {c["id"]: c for c in state(readings())["power_chain"]}
+    assert (by_id["MSB-A"]["monitored"], by_id["MSB-A"]["status"]) == (False, "up")
+    # utility A lost (its meter reads nothing): its transformer is dead; the ATS and the
+    # switchboard behind it are still fed by the generator bus
+    by_id = {c["id"]: c for c in state(readings(**{"M-UTIL-A/power_kw": 0.0}))["power_chain"]}
+    assert by_id["UTIL-A"]["status"] == "down"
+    assert (by_id["TX-A"]["status"], by_id["TX-A"]["energised"]) == ("down", False)
+    assert by_id["MSB-A"]["status"] == "up" and by_id["MSB-A"]["energised"] is True
