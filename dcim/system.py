@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # imported lazily at run time: only the demo needs the simula
 
 log = logging.getLogger(__name__)
 
+BACKFILL_STEP_S = 60.0  # the demo's simulated history: one sample of every point a minute
+
 
 @dataclass
 class SystemOptions:
@@ -105,8 +107,21 @@ class System:
         await storage.start()
         try:
             now = time.time()
-            await backfill(self.site, storage, start_s=now - self.options.backfill_s, end_s=now,
-                           step_s=60.0, plant=plant)
+            start = now - self.options.backfill_s
+            # A store that already holds part of the window (an earlier run) keeps it: history
+            # is only added after its newest sample, never interleaved with what was stored.
+            keys = [d.series(p.name) for d in self.site.devices.values()
+                    for p in d.profile.points]
+            latest = await storage.read_latest(keys)
+            newest = max((s.time_ns for s in latest.values()), default=0) / 1e9
+            if newest > start:
+                start = newest + BACKFILL_STEP_S
+                log.info("store already holds recent history; backfilling only after it",
+                         extra={"newest_stored_s": round(newest, 3),
+                                "backfill_s": round(max(0.0, now - start), 1)})
+            if now - start >= BACKFILL_STEP_S:
+                await backfill(self.site, storage, start_s=start, end_s=now,
+                               step_s=BACKFILL_STEP_S, plant=plant)
         finally:
             await storage.close()
         return plant

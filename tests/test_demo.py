@@ -40,3 +40,37 @@ def test_demo_runs_simulators_collectors_and_store(tmp_path: Path, monkeypatch: 
         return len(latest)
 
     assert asyncio.run(stored()) >= 2000  # every polled point has a sample in the store
+
+
+async def test_a_second_run_adds_history_after_the_stored_one_never_into_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two demo runs on one store: the second's backfill once interleaved its simulated
+    # counters with the first run's, and the live PUE read 2.3 instead of 1.35.
+    import dcim.system
+    from dcim.system import System, SystemOptions
+
+    monkeypatch.chdir(tmp_path)
+    site = load_site(ROOT / "config" / "cyberport5.yaml")
+    key = next(d.series("energy_kwh") for d in site.devices.values() if d.id == "M-UTIL-A")
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(dcim.system.time, "time", lambda: now[0])
+
+    async def history() -> list[tuple[int, float]]:
+        storage = open_storage(site.config.storage, site_id=site.id)
+        await storage.start()
+        try:
+            return [(s.time_ns, s.value) for s in await storage.read_range(key, 0, 2**62)]
+        finally:
+            await storage.close()
+
+    await System(site, SystemOptions(backfill_s=600.0))._backfill()
+    first = await history()
+    assert len(first) == 11 and first[-1][0] == 1_800_000_000 * 10**9
+    await System(site, SystemOptions(backfill_s=600.0))._backfill()  # at once: nothing to add
+    assert await history() == first
+    now[0] += 300.0  # five minutes later
+    await System(site, SystemOptions(backfill_s=600.0))._backfill()
+    after = await history()
+    assert after[: len(first)] == first  # the stored hour untouched, values included
+    added = [t for t, _ in after[len(first):]]
+    assert added and added[0] == first[-1][0] + 60 * 10**9 and added[-1] <= int(now[0] * 1e9)
