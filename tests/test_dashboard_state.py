@@ -140,3 +140,46 @@ def test_components_without_a_device_follow_what_feeds_them() -> None:
     assert by_id["UTIL-A"]["status"] == "down"
     assert (by_id["TX-A"]["status"], by_id["TX-A"]["energised"]) == ("down", False)
     assert by_id["MSB-A"]["status"] == "up" and by_id["MSB-A"]["energised"] is True
+
+
+class _Forward:
+    def __init__(self, outage_s: float) -> None:
+        self.outage_s = outage_s
+
+    def stats(self) -> object:
+        from types import SimpleNamespace
+        return SimpleNamespace(written=10, buffered=5 if self.outage_s else 0,
+                               outage_s=self.outage_s, last_error="influxd down" if self.outage_s else "")
+
+
+class _BrokenStorage:
+    async def read_latest(self, keys: object) -> dict:
+        from dcim.storage.base import StorageError
+        raise StorageError("database is locked")
+
+
+@pytest.mark.parametrize("outage_s", [0.0, 42.0])
+async def test_health_follows_storage_and_a_storage_error_still_serves_the_page(
+        outage_s: float) -> None:
+    from types import SimpleNamespace
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from dcim.collectors.service import CollectorService
+    from dcim.dashboards.app import Dashboard
+
+    collectors = CollectorService(SITE, sink=None, protocols=())  # type: ignore[arg-type]
+    system = SimpleNamespace(site=SITE, storage=_BrokenStorage(), collectors=collectors,
+                             forward=_Forward(outage_s), analytics=None)
+    async with TestClient(TestServer(Dashboard(system).make_app())) as client:  # type: ignore[arg-type]
+        health = await client.get("/healthz")
+        assert health.status == (503 if outage_s else 200)
+        assert (await health.json())["ok"] is (not outage_s)
+        page = await client.get("/api/state")
+        assert page.status == 200
+        doc = await page.json()
+        assert doc["collection"]["storage_error"] == "database is locked"
+        assert doc["collection"]["buffered"] == (5 if outage_s else 0)
+        assert {r["quality"] for r in doc["racks"]} == {"missing"}
+        index = await client.get("/")
+        assert index.status == 200 and "app.js" in await index.text()
