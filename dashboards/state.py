@@ -183,6 +183,11 @@ def dashboard_state(
 
     envelope = envelope or EnvelopeConfig()
     health = health or {}
+    # A device that is not up (timed out, stale, erroring) contributes no values: its last
+    # reading may be minutes old, and a figure built on it would look live. It is listed in
+    # devices_not_up with its last error instead, and its unit shows as unknown.
+    latest = {key: sample for key, sample in latest.items()
+              if (h := health.get(key.device)) is None or h.status is DeviceStatus.UP}
     down = {cid for cid, up in unit_states_from_latest(site, dict(latest)).items() if not up}
     by_component: dict[str, list[SiteDevice]] = {}
     for device in site.devices.values():

@@ -162,9 +162,10 @@ class System:
 
 
 async def run_until_interrupted(system: System, *, seconds: float | None = None,
-                                out: TextIO = sys.stdout, every_s: float = 2.0,
+                                out: TextIO | None = None, every_s: float = 2.0,
                                 on_started: Callable[[System], None] | None = None) -> None:
     """Run the system and print its status line every few seconds (until Ctrl-C or seconds)."""
+    out = out if out is not None else sys.stdout  # looked up now: tests and tools swap it
     await system.start()
     if on_started is not None:
         on_started(system)

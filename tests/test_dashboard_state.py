@@ -104,7 +104,9 @@ def test_a_device_that_is_not_up_makes_its_unit_unknown_and_is_listed() -> None:
     doc = state(readings(), health=health)
     cooling = {c["id"]: c for c in doc["cooling"]}
     assert cooling["CRAH-H1-2"]["status"] == "unknown" and cooling["CH-1"]["status"] == "up"
-    assert cooling["CH-1"]["running"] is True
+    assert cooling["CH-1"]["running"] is True and cooling["CH-1"]["kw"] == 1.0
+    # its last stored readings (still "good" in the store) are withheld, not shown as live
+    assert cooling["CRAH-H1-2"]["running"] is None and cooling["CRAH-H1-2"]["kw"] is None
     assert doc["devices_not_up"] == [{"id": "CRAH-H1-2", "type": "crah", "status": "down",
                                       "gateway": "gw", "last_error": "TimeoutError: no answer"}]
 
