@@ -1,0 +1,80 @@
+"""The `alarms:` section of a site file: delays, shelving limits, maintenance, priorities."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dcim.alarm_types import Priority
+
+
+class AlarmDelays(BaseModel):
+    """On- and off-delays of one alarm source (ISA-18.2 / OPC UA Part 9 OnDelay, OffDelay)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on_delay_s: float = Field(0.0, ge=0, le=3600,
+                              description="the condition must hold this long before it alarms")
+    off_delay_s: float = Field(60.0, ge=0, le=3600,
+                               description="the condition must be gone this long before it clears")
+
+
+def _default_delays() -> dict[str, AlarmDelays]:
+    # Device communication: a collector already backs off and retries; half a minute of
+    # silence is worth a page, a single missed poll is not. The detectors behind "anomaly"
+    # apply their own on-delays, and a trip or a loss of redundancy is news at once.
+    return {
+        "device": AlarmDelays(on_delay_s=30.0, off_delay_s=60.0),
+        "unit": AlarmDelays(on_delay_s=0.0, off_delay_s=60.0),
+        "redundancy": AlarmDelays(on_delay_s=0.0, off_delay_s=120.0),
+        "anomaly": AlarmDelays(on_delay_s=0.0, off_delay_s=300.0),
+    }
+
+
+class AlarmsConfig(BaseModel):
+    """How conditions become alarms, and what operators may do with them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evaluate_interval_s: float = Field(5.0, gt=0, le=300,
+                                       description="how often conditions are evaluated")
+    delays: dict[str, AlarmDelays] = Field(
+        default_factory=_default_delays,
+        description="per source (device, unit, redundancy, anomaly): on- and off-delays")
+    max_shelve_s: float = Field(12 * 3600.0, gt=0, le=7 * 86400,
+                                description="longest an operator may shelve an alarm (a shift)")
+    chatter_count: int = Field(3, ge=2, le=100,
+                               description="raises within chatter_window_s that make it chatter")
+    chatter_window_s: float = Field(60.0, gt=0, le=3600)
+    stale_after_s: float = Field(24 * 3600.0, gt=0,
+                                 description="an alarm active longer than this is stale")
+    maintenance: list[str] = Field(
+        default_factory=list,
+        description="unit ids in planned maintenance: their alarms are suppressed by design")
+    priorities: dict[str, Priority] = Field(
+        default_factory=dict,
+        description="priority overrides by alarm id or id prefix ending in ':' "
+                    "(for example 'device:WS-1:' or 'redundancy:')")
+    latched: list[str] = Field(
+        default_factory=lambda: ["unit:"],
+        description="alarm ids or prefixes that stay active until reset (default: unit trips)")
+    journal_path: str | None = Field(
+        None, description="the alarm journal (SQLite); default var/alarms-<site>.sqlite")
+
+    def delays_for(self, source: str) -> AlarmDelays:
+        """The delays of one source (defaults when the source is not configured)."""
+        return self.delays.get(source) or _default_delays().get(source) or AlarmDelays()
+
+    def priority_for(self, alarm_id: str, default: Priority) -> Priority:
+        """The configured priority of an alarm: exact id first, then the longest prefix."""
+        if alarm_id in self.priorities:
+            return self.priorities[alarm_id]
+        best = ""
+        for key in self.priorities:
+            if key.endswith(":") and alarm_id.startswith(key) and len(key) > len(best):
+                best = key
+        return self.priorities[best] if best else default
+
+    def is_latched(self, alarm_id: str) -> bool:
+        """Whether an alarm stays active after its condition clears, until an operator resets it."""
+        return any(alarm_id == k or (k.endswith(":") and alarm_id.startswith(k))
+                   for k in self.latched)

@@ -1,0 +1,158 @@
+"""Where alarms come from: what is wrong now, as conditions for the engine (pure, no I/O).
+
+Five sources, each giving one alarm per problem rather than one per series:
+- device: a device that stopped answering (one alarm per device);
+- unit: a unit that is down (a UPS module or CRAH reporting a trip, a PDU whose every rack
+  feed reads zero, a utility feed with no power), latched until an operator resets it;
+- redundancy: a group below its design level or below N, the site no longer concurrently
+  maintainable, racks without power, halls short of cooling, racks left on one feed;
+- storage: the store refusing writes (samples wait in the durable buffer);
+- anomaly: the anomaly detectors' open episodes, grouped per device and detector layer
+  (a CRAH trip warms many inlets of one rack monitor: one alarm for the rack, not six).
+
+Suppression by design: the anomaly alarms of a device that is not answering are suppressed
+(its readings are old, not abnormal); units in maintenance are handled by the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from dcim.alarm_types import Condition, Priority
+from dcim.collectors.base import DeviceHealth, DeviceStatus
+from dcim.site import Site
+
+HIGH_COMM = {"ups_module", "ats", "generator"}  # losing sight of these is losing sight of power
+LOW_COMM = {"weather_station", "water_meter"}
+UNIT_WORDS = {"ups_module": "tripped", "crah": "tripped", "chiller": "tripped",
+              "pump": "tripped", "cooling_tower": "tripped", "generator": "tripped",
+              "pdu": "de-energised: every rack feed from it reads zero",
+              "utility_feed": "lost: its meter reads no power"}
+
+
+def device_conditions(site: Site, health: Mapping[str, DeviceHealth]) -> list[Condition]:
+    """One condition per device that is down, or stale after having answered."""
+    out = []
+    for device_id, h in sorted(health.items()):
+        if h.status is DeviceStatus.UP or (h.status is DeviceStatus.STALE and h.last_ok_ns is None
+                                           and h.errors == 0):
+            continue  # up, or not polled yet
+        device = site.devices.get(device_id)
+        kind = device.device_type if device is not None else "device"
+        priority = (Priority.HIGH if kind in HIGH_COMM else
+                    Priority.LOW if kind in LOW_COMM else Priority.MEDIUM)
+        why = h.last_error or f"no fresh value ({h.status.value})"
+        out.append(Condition(
+            alarm_id=f"device:{device_id}:comm", source="device", priority=priority,
+            message=f"{kind} {device_id} not answering: {why}; its readings are not live",
+            unit=device.monitors if device is not None else None, device=device_id))
+    return out
+
+
+def unit_conditions(site: Site, down: Iterable[str]) -> list[Condition]:
+    """One condition per unit that is down (tripped, de-energised, lost)."""
+    out = []
+    for cid in sorted(down):
+        comp: Any = site.electrical.get(cid) or site.mechanical.get(cid)
+        kind = comp.type if comp is not None else "unit"
+        what = UNIT_WORDS.get(kind, "down")
+        out.append(Condition(alarm_id=f"unit:{cid}:down", source="unit", priority=Priority.HIGH,
+                             message=f"{kind} {cid} {what}", unit=cid))
+    return out
+
+
+def _racks(ids: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def redundancy_conditions(report: Any) -> list[Condition]:
+    """Conditions from a RedundancyReport (analytics/redundancy.py)."""
+    if report is None:
+        return []
+    out = []
+    for g in report.groups:
+        if g.meets_design:
+            continue
+        below_n = g.available < g.needed
+        out.append(Condition(
+            alarm_id=f"redundancy:{g.id}:{'below_n' if below_n else 'below_design'}",
+            source="redundancy", priority=Priority.CRITICAL if below_n else Priority.HIGH,
+            message=(f"{g.kind} group {g.id} at {g.level} (design {g.design}): {g.available} of "
+                     f"{g.installed} units available, {g.needed} needed for "
+                     f"{g.load_kw:,.0f} kW" + ("; load is at risk" if below_n else
+                                               "; no spare unit left")),
+            unit=g.id, value=float(g.available)))
+    if not report.concurrently_maintainable:
+        spofs = [c.component for c in report.single_points_of_failure]
+        out.append(Condition(
+            alarm_id="redundancy:site:not_concurrently_maintainable", source="redundancy",
+            priority=Priority.HIGH,
+            message=("Tier III lost: taking out " + _racks(spofs) + " would now drop load"
+                     if spofs else "Tier III lost: load is already at risk, no component can "
+                     "be taken out for maintenance"), value=float(len(spofs))))
+    if report.dropped_racks:
+        out.append(Condition(
+            alarm_id="redundancy:racks_without_power", source="redundancy",
+            priority=Priority.CRITICAL, value=float(len(report.dropped_racks)),
+            message=f"{len(report.dropped_racks)} racks without power: "
+                    f"{_racks(report.dropped_racks)}"))
+    for hall in report.short_halls:
+        out.append(Condition(
+            alarm_id=f"redundancy:{hall}:short_of_cooling", source="redundancy",
+            priority=Priority.CRITICAL, unit=hall,
+            message=f"hall {hall} short of cooling ({', '.join(report.short_cooling)})"))
+    if report.one_feed_racks:
+        out.append(Condition(
+            alarm_id="redundancy:racks_on_one_feed", source="redundancy", priority=Priority.MEDIUM,
+            value=float(len(report.one_feed_racks)),
+            message=f"{len(report.one_feed_racks)} dual-corded racks on one feed: "
+                    f"{_racks(report.one_feed_racks)}"))
+    return out
+
+
+def anomaly_conditions(site: Site, anomalies: Iterable[Any]) -> list[Condition]:
+    """One condition per (device, detector layer) with open anomaly episodes."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for a in anomalies:
+        groups.setdefault((a.series.device, a.layer), []).append(a)
+    out = []
+    for (device_id, layer), items in sorted(groups.items()):
+        worst = max(items, key=lambda a: (Priority(a.severity).rank, a.score))
+        device = site.devices.get(device_id)
+        series = tuple(sorted({f"{a.series.device}/{a.series.point}" for a in items}))
+        more = f" (and {len(series) - 1} more series)" if len(series) > 1 else ""
+        out.append(Condition(
+            alarm_id=f"anomaly:{layer}:{device_id}", source="anomaly",
+            priority=Priority(worst.severity), message=(worst.message or worst.kind) + more,
+            unit=device.monitors if device is not None else None, device=device_id,
+            series=series, value=float(worst.value)))
+    return out
+
+
+def storage_conditions(backend: str, stats: Any, *, after_s: float = 30.0) -> list[Condition]:
+    """The store has refused writes for a while: samples pile up in the durable buffer."""
+    if stats is None or stats.outage_s < after_s:
+        return []
+    return [Condition(
+        alarm_id=f"storage:{backend}:unreachable", source="storage", priority=Priority.HIGH,
+        value=float(stats.buffered),
+        message=f"{backend} store not taking writes for {stats.outage_s:,.0f} s "
+                f"({stats.last_error or 'no answer'}); {stats.buffered:,} samples held in the "
+                "durable buffer, replayed when it is back")]
+
+
+def conditions(site: Site, *, health: Mapping[str, DeviceHealth], down: Iterable[str],
+               analysis: Any = None, storage: Any = None, backend: str = "storage",
+               ) -> tuple[list[Condition], dict[str, str]]:
+    """Every condition that holds now, and the alarm ids suppressed by design (with why)."""
+    comm = device_conditions(site, health)
+    found = comm + unit_conditions(site, down) + storage_conditions(backend, storage)
+    found += redundancy_conditions(getattr(analysis, "redundancy", None))
+    anomalies = anomaly_conditions(site, getattr(analysis, "anomalies", None) or [])
+    found += anomalies
+    silent = {c.device for c in comm}
+    suppress = {c.alarm_id: f"device {c.device} not answering" for c in anomalies
+                if c.device in silent}
+    return found, suppress

@@ -1,0 +1,115 @@
+"""dcim/alarm_sources.py: one condition per problem, from the reference site's real analysis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from dcim.alarm_sources import (anomaly_conditions, conditions, device_conditions,
+                                redundancy_conditions, storage_conditions, unit_conditions)
+from dcim.alarm_types import Priority
+from dcim.analytics.anomaly_base import Anomaly
+from dcim.analytics.redundancy import analyse
+from dcim.collectors.base import DeviceHealth, DeviceStatus
+from dcim.site import load_site
+from dcim.storage.base import SeriesKey
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = load_site(ROOT / "config" / "cyberport5.yaml")
+
+
+def health(**status: str) -> dict[str, DeviceHealth]:
+    out = {}
+    for device_id, s in status.items():
+        h = DeviceHealth(device_id=device_id, gateway="gw", status=DeviceStatus(s))
+        if s != "up":
+            h.errors, h.last_error = 3, "TimeoutError: no response"
+        out[device_id] = h
+    return out
+
+
+def anomaly(device: str, point: str, layer: str, severity: str, score: float = 1.0) -> Anomaly:
+    return Anomaly(series=SeriesKey("rack_monitor", device, point), layer=layer, kind="high",
+                   since_ns=0, last_ns=0, raised_ns=0, value=30.0, expected=27.0, score=score,
+                   severity=severity, message=f"{device} {point} high")
+
+
+@pytest.mark.parametrize(("states", "expected"), [
+    pytest.param({}, [], id="all-up"),
+    pytest.param({"UPS-A3": False}, [("redundancy:ups-a-modules:below_design", "high")],
+                 id="one-module-of-n+1"),
+    pytest.param({"UPS-A3": False, "UPS-A4": False},
+                 [("redundancy:ups-2n:below_design", "high"),
+                  ("redundancy:ups-a-modules:below_n", "critical"),
+                  ("redundancy:site:not_concurrently_maintainable", "high")],
+                 id="two-modules-ups-a-below-n"),
+    pytest.param({"PDU-A-H1-1": False},
+                 [("redundancy:site:not_concurrently_maintainable", "high"),
+                  ("redundancy:racks_on_one_feed", "medium")], id="a-pdu-open"),
+    pytest.param({"CRAH-H1-1": False, "CRAH-H1-2": False},
+                 [("redundancy:crah-h1:below_n", "critical"),
+                  ("redundancy:site:not_concurrently_maintainable", "high"),
+                  ("redundancy:H1:short_of_cooling", "critical")], id="two-crahs-hall-short"),
+])
+def test_redundancy_conditions_on_the_reference_site(states: dict[str, bool],
+                                                     expected: list[tuple[str, str]]) -> None:
+    found = redundancy_conditions(analyse(SITE, states))
+    assert [(c.alarm_id, c.priority.value) for c in found] == expected
+    if states.get("PDU-A-H1-1") is False:
+        assert "PDU-B-H1-1" in found[0].message and "20 dual-corded racks" in found[1].message
+
+
+def test_device_conditions_skip_what_is_up_or_not_polled_yet() -> None:
+    h = health(**{"UPS-A3": "down", "PDU-A-H1-2": "stale", "WX-1": "down", "CRAH-H1-1": "up"})
+    h["NEW-1"] = DeviceHealth(device_id="NEW-1", gateway="gw")  # stale, never polled, no error
+    found = {c.alarm_id: c for c in device_conditions(SITE, h)}
+    assert set(found) == {"device:UPS-A3:comm", "device:PDU-A-H1-2:comm", "device:WX-1:comm"}
+    assert found["device:UPS-A3:comm"].priority is Priority.HIGH
+    assert found["device:PDU-A-H1-2:comm"].priority is Priority.MEDIUM
+    assert found["device:WX-1:comm"].priority is Priority.LOW
+    assert "TimeoutError" in found["device:UPS-A3:comm"].message
+    assert found["device:PDU-A-H1-2:comm"].unit == "PDU-A-H1-2"
+
+
+def test_unit_conditions_say_what_happened() -> None:
+    found = {c.unit: c.message for c in unit_conditions(SITE, ["UPS-A3", "PDU-A-H1-1"])}
+    assert found == {"UPS-A3": "ups_module UPS-A3 tripped",
+                     "PDU-A-H1-1": "pdu PDU-A-H1-1 de-energised: every rack feed from it reads zero"}
+
+
+def test_anomalies_are_one_alarm_per_device_and_layer_at_the_worst_severity() -> None:
+    found = anomaly_conditions(SITE, [
+        anomaly("RM-H1-A01", "inlet_temp_top_c", "envelope", "medium", 2.0),
+        anomaly("RM-H1-A01", "inlet_temp_middle_c", "envelope", "high", 1.0),
+        anomaly("RM-H1-A01", "inlet_temp_bottom_c", "envelope", "low", 3.0),
+        anomaly("RM-H1-A01", "inlet_temp_top_c", "rate", "low"),
+        anomaly("RM-H1-A02", "inlet_temp_top_c", "envelope", "low")])
+    by_id = {c.alarm_id: c for c in found}
+    assert set(by_id) == {"anomaly:envelope:RM-H1-A01", "anomaly:rate:RM-H1-A01",
+                          "anomaly:envelope:RM-H1-A02"}
+    top = by_id["anomaly:envelope:RM-H1-A01"]
+    assert top.priority is Priority.HIGH and top.unit == "H1-A01" and len(top.series) == 3
+    assert top.message == "RM-H1-A01 inlet_temp_middle_c high (and 2 more series)"
+
+
+def test_a_silent_device_suppresses_its_anomalies_only() -> None:
+    analysis = SimpleNamespace(redundancy=None, anomalies=[
+        anomaly("RM-H1-A01", "inlet_temp_top_c", "sensor", "medium"),
+        anomaly("RM-H1-A02", "inlet_temp_top_c", "sensor", "medium")])
+    found, suppress = conditions(SITE, health=health(**{"RM-H1-A01": "down"}), down=[],
+                                 analysis=analysis)
+    assert {c.alarm_id for c in found} == {"device:RM-H1-A01:comm", "anomaly:sensor:RM-H1-A01",
+                                          "anomaly:sensor:RM-H1-A02"}
+    assert suppress == {"anomaly:sensor:RM-H1-A01": "device RM-H1-A01 not answering"}
+
+
+@pytest.mark.parametrize(("outage_s", "raised"), [(0.0, False), (29.9, False), (30.0, True)])
+def test_a_storage_outage_alarms_after_half_a_minute(outage_s: float, raised: bool) -> None:
+    stats = SimpleNamespace(outage_s=outage_s, buffered=12_345, last_error="ConnectionRefused")
+    found = storage_conditions("influxdb1", stats)
+    assert bool(found) is raised
+    if raised:
+        assert found[0].alarm_id == "storage:influxdb1:unreachable"
+        assert "12,345 samples held" in found[0].message
