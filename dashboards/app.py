@@ -7,6 +7,11 @@ Routes:
 - `GET /api/trend?point=pue_live&hours=6`: a stored analytics series, mean per bucket
 - `GET /metrics`: the collectors' health in Prometheus' text format
 - `GET /healthz`: 200 while collectors run and storage answers, 503 otherwise
+- `POST /api/alarms/{ack,shelve,unshelve,reset,out_of_service,return_to_service}`: operator
+  actions, JSON `{alarm_id, user, comment | reason, minutes}`; 409 when the alarm's state
+  does not allow it. There is no login yet: the name given is journaled as given, so keep
+  the dashboard on 127.0.0.1 or behind a proxy that authenticates.
+- `GET /api/alarms/history?hours=24&alarm_id=...`: the alarm journal's events
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from dcim.alarm_types import AlarmEvent
+from dcim.alarms import AlarmError
 from dcim.analysis import MEASUREMENT as ANALYTICS_MEASUREMENT
 from dcim.collectors.metrics import collect_metrics, prometheus_text
 from dcim.dashboards.state import dashboard_state, live_points
@@ -86,10 +93,16 @@ class Dashboard:
             collection |= {"stored": f.written, "buffered": f.buffered,
                            "storage_outage_s": f.outage_s}
         collection["storage_error"] = storage_error
+        service = getattr(system, "alarms", None)
+        alarms = service.engine.active() if service is not None else None
         return dashboard_state(system.site, latest, points=self._points,
                                now_ns=int(self._clock() * 1e9),
                                analysis=getattr(system.analytics, "last", None),
-                               health=health, collection=collection)
+                               health=health, collection=collection, alarms=alarms)
+
+    def invalidate(self) -> None:
+        """Rebuild /api/state on the next request (an operator just changed an alarm)."""
+        self._state = None
 
     async def trend(self, point: str, hours: float) -> dict[str, Any]:
         """Mean of a stored analytics series per bucket over the last hours."""
@@ -135,6 +148,8 @@ class Dashboard:
         app.router.add_get("/api/trend", _trend)
         app.router.add_get("/metrics", _metrics)
         app.router.add_get("/healthz", _healthz)
+        app.router.add_get("/api/alarms/history", _alarm_history)
+        app.router.add_post("/api/alarms/{action}", _alarm_action)
         app.router.add_static("/static/", STATIC)
         return app
 
@@ -201,3 +216,85 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _healthz(request: web.Request) -> web.Response:
     ok, info = request.app[DASHBOARD].healthy()
     return web.json_response({"ok": ok, **info}, status=200 if ok else 503)
+
+
+# -- alarms -------------------------------------------------------------------------------
+
+ALARM_ACTIONS = ("ack", "shelve", "unshelve", "reset", "out_of_service", "return_to_service")
+MAX_TEXT = 500
+
+
+async def _alarm_action(request: web.Request) -> web.Response:
+    """POST /api/alarms/{action} with JSON {alarm_id, user, comment | reason, minutes}."""
+    dashboard = request.app[DASHBOARD]
+    service = dashboard.system.alarms
+    action = request.match_info["action"]
+    if service is None:
+        return web.json_response({"error": "alarms are not running"}, status=503)
+    if action not in ALARM_ACTIONS:
+        return web.json_response({"error": f"action must be one of {', '.join(ALARM_ACTIONS)}"},
+                                 status=404)
+    if request.content_type != "application/json":
+        # a cross-site form or text/plain "simple request" cannot set this type without a
+        # CORS preflight, which this server never grants: cheap protection against CSRF
+        return web.json_response({"error": "Content-Type must be application/json"},
+                                 status=415)
+    try:
+        body = await request.json()
+    except ValueError:
+        return _bad_request("the body must be a JSON object")
+    if not isinstance(body, dict):
+        return _bad_request("the body must be a JSON object")
+    alarm_id, user = body.get("alarm_id"), body.get("user")
+    text = body.get("reason", body.get("comment", ""))
+    for name, value in (("alarm_id", alarm_id), ("user", user), ("comment/reason", text)):
+        if not isinstance(value, str) or len(value) > MAX_TEXT:
+            return _bad_request(f"{name} must be a string of at most {MAX_TEXT} characters")
+    assert isinstance(alarm_id, str) and isinstance(user, str) and isinstance(text, str)
+    try:
+        if action == "ack":
+            event = service.acknowledge(alarm_id, user, text)
+        elif action == "shelve":
+            minutes = body.get("minutes")
+            if not isinstance(minutes, int | float) or isinstance(minutes, bool):
+                return _bad_request("minutes must be a number")
+            event = service.shelve(alarm_id, user, float(minutes) * 60.0, text)
+        elif action == "unshelve":
+            event = service.unshelve(alarm_id, user, text)
+        elif action == "reset":
+            event = service.reset(alarm_id, user, text)
+        elif action == "out_of_service":
+            event = service.remove_from_service(alarm_id, user, text)
+        else:
+            event = service.return_to_service(alarm_id, user, text)
+    except AlarmError as exc:
+        return web.json_response({"error": str(exc)}, status=409)
+    dashboard.invalidate()
+    return web.json_response({"seq": event.seq, "alarm_id": event.alarm_id,
+                              "action": event.action.value, "state": event.state.value})
+
+
+async def _alarm_history(request: web.Request) -> web.Response:
+    """GET /api/alarms/history?hours=24[&alarm_id=...]: journal events, newest last."""
+    service = request.app[DASHBOARD].system.alarms
+    if service is None or service.engine.journal is None:
+        return web.json_response({"error": "the alarm journal is not open"}, status=503)
+    try:
+        hours = float(request.query.get("hours", "24"))
+    except ValueError:
+        return _bad_request("hours must be a number")
+    if not 0 < hours <= MAX_TREND_HOURS:
+        return _bad_request(f"hours must be in (0, {MAX_TREND_HOURS}], not {hours:g}")
+    end_ns = int(request.app[DASHBOARD]._clock() * 1e9) + 1
+    events = service.engine.journal.events(end_ns - int(hours * 3600e9), end_ns,
+                                           alarm_id=request.query.get("alarm_id"), limit=1000)
+    return web.json_response({"events": [event_doc(e) for e in events]},
+                             headers={"Cache-Control": "no-store"})
+
+
+def event_doc(e: AlarmEvent) -> dict[str, Any]:
+    """A journal event as JSON."""
+    return {"seq": e.seq, "time_ms": e.time_ns // 1_000_000, "alarm_id": e.alarm_id,
+            "action": e.action.value, "state": e.state.value, "priority": e.priority.value,
+            "message": e.message, "user": e.user, "comment": e.comment,
+            "announced": e.announce}

@@ -11,16 +11,18 @@ it). Everything is derived here so it can be tested without a server or a browse
   status) and the cooling units;
 - every rack: hottest good inlet temperature, its ASHRAE band, power, worst quality;
 - redundancy: groups, concurrent maintainability, fault tolerance, single points of failure;
-- active alarms (the anomaly detectors' open episodes) and devices that are not up.
+- alarms (from the alarm engine, with the actions an operator may take), the anomaly
+  detectors' open episodes and devices that are not up.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dcim.alarm_types import PRIORITY_ORDER, Alarm, AlarmState
 from dcim.analytics.anomaly_envelope import EnvelopeConfig
 from dcim.analytics.pue_meters import energy_meters
 from dcim.collectors.base import DeviceHealth, DeviceStatus
@@ -167,6 +169,46 @@ def _unit_state(devices: list[SiteDevice], latest: Mapping[SeriesKey, Sample],
     return "up"
 
 
+def _ms(ns: int | None) -> int | None:
+    return None if ns is None else ns // 1_000_000
+
+
+def alarm_doc(alarm: Alarm, now_ns: int) -> dict[str, Any]:
+    """One alarm as the page lists it, with what an operator may do with it now."""
+    actions = []
+    if alarm.state in (AlarmState.UNACK, AlarmState.RTN_UNACK):
+        actions.append("ack")
+    if alarm.latched and not alarm.condition and alarm.state is not AlarmState.NORMAL:
+        actions.append("reset")
+    actions.append("unshelve" if alarm.shelved else "shelve")
+    actions.append("return_to_service" if alarm.out_of_service else "out_of_service")
+    return {"id": alarm.id, "priority": alarm.priority.value, "state": alarm.state.value,
+            "message": alarm.message, "source": alarm.source, "unit": alarm.unit,
+            "device": alarm.device, "series": list(alarm.series),
+            "condition": alarm.condition, "latched": alarm.latched,
+            "since_ms": _ms(alarm.active_since_ns), "changed_ms": _ms(alarm.last_change_ns),
+            "age_s": None if alarm.active_since_ns is None
+            else max(0.0, (now_ns - alarm.active_since_ns) / 1e9),
+            "acked_by": alarm.acked_by, "acked_ms": _ms(alarm.acked_ns),
+            "shelved_until_ms": _ms(alarm.shelved_until_ns), "shelved_by": alarm.shelved_by,
+            "shelve_reason": alarm.shelve_reason, "suppressed_by": alarm.suppressed_by,
+            "out_of_service_by": alarm.out_of_service_by, "announced": alarm.announced,
+            "actions": actions}
+
+
+def alarm_counts(alarms: Sequence[Alarm]) -> dict[str, Any]:
+    """Counts for the headline tile: shown (announced and active), unacknowledged, hidden."""
+    shown = [a for a in alarms if a.announced and a.state is not AlarmState.NORMAL]
+    by_priority = {p.value: sum(1 for a in shown if a.priority is p) for p in PRIORITY_ORDER}
+    return {"shown": len(shown),
+            "unacknowledged": sum(1 for a in shown if a.state in (AlarmState.UNACK,
+                                                                   AlarmState.RTN_UNACK)),
+            "shelved": sum(1 for a in alarms if a.shelved),
+            "suppressed": sum(1 for a in alarms if a.suppressed),
+            "out_of_service": sum(1 for a in alarms if a.out_of_service),
+            "by_priority": by_priority}
+
+
 def dashboard_state(
     site: Site,
     latest: Mapping[SeriesKey, Sample],
@@ -177,6 +219,7 @@ def dashboard_state(
     health: Mapping[str, DeviceHealth] | None = None,
     collection: Mapping[str, Any] | None = None,
     envelope: EnvelopeConfig | None = None,
+    alarms: Sequence[Alarm] | None = None,
 ) -> dict[str, Any]:
     """The document of /api/state (see dashboards/static/app.js for how it is drawn)."""
     from dcim.analysis import unit_states_from_latest
@@ -291,7 +334,7 @@ def dashboard_state(
                         "meets_design": g.meets_design} for g in report.groups],
         }
 
-    alarms = sorted(
+    anomalies = sorted(
         ({"severity": a.severity, "kind": a.kind, "device": a.series.device,
           "point": a.series.point, "message": a.message, "since_ms": a.since_ns // 1_000_000,
           "value": a.value if math.isfinite(a.value) else None}
@@ -313,6 +356,8 @@ def dashboard_state(
         "racks": racks,
         "ashrae": {"class": envelope.ashrae_class, "recommended_c": list(envelope.recommended_c),
                    "allowable_c": list(envelope.allowable_c)},
-        "alarms": alarms,
+        "alarms": [alarm_doc(a, now_ns) for a in alarms or []],
+        "alarm_counts": alarm_counts(alarms or []),
+        "anomalies": anomalies,
         "devices_not_up": not_up,
     }

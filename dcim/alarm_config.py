@@ -7,6 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from dcim.alarm_types import Priority
 
 
+ALARM_SOURCES = ("device", "unit", "redundancy", "storage", "anomaly")
+
+
 class AlarmDelays(BaseModel):
     """On- and off-delays of one alarm source (ISA-18.2 / OPC UA Part 9 OnDelay, OffDelay)."""
 
@@ -26,6 +29,7 @@ def _default_delays() -> dict[str, AlarmDelays]:
         "device": AlarmDelays(on_delay_s=30.0, off_delay_s=60.0),
         "unit": AlarmDelays(on_delay_s=0.0, off_delay_s=60.0),
         "redundancy": AlarmDelays(on_delay_s=0.0, off_delay_s=120.0),
+        "storage": AlarmDelays(on_delay_s=0.0, off_delay_s=60.0),
         "anomaly": AlarmDelays(on_delay_s=0.0, off_delay_s=300.0),
     }
 
@@ -39,7 +43,8 @@ class AlarmsConfig(BaseModel):
                                        description="how often conditions are evaluated")
     delays: dict[str, AlarmDelays] = Field(
         default_factory=_default_delays,
-        description="per source (device, unit, redundancy, anomaly): on- and off-delays")
+        description="per source (device, unit, redundancy, storage, anomaly): "
+                    "on- and off-delays")
     max_shelve_s: float = Field(12 * 3600.0, gt=0, le=7 * 86400,
                                 description="longest an operator may shelve an alarm (a shift)")
     chatter_count: int = Field(3, ge=2, le=100,

@@ -11,7 +11,8 @@ Five sources, each giving one alarm per problem rather than one per series:
   (a CRAH trip warms many inlets of one rack monitor: one alarm for the rack, not six).
 
 Suppression by design: the anomaly alarms of a device that is not answering are suppressed
-(its readings are old, not abnormal); units in maintenance are handled by the engine.
+(its readings are old, not abnormal), and so is a status-word anomaly of a unit whose trip is
+already alarmed; units in maintenance are handled by the engine.
 """
 
 from __future__ import annotations
@@ -155,4 +156,10 @@ def conditions(site: Site, *, health: Mapping[str, DeviceHealth], down: Iterable
     silent = {c.device for c in comm}
     suppress = {c.alarm_id: f"device {c.device} not answering" for c in anomalies
                 if c.device in silent}
+    # a status word reporting a trip is the unit alarm already: one problem, one announcement
+    tripped = {c.unit: c.alarm_id for c in found if c.source == "unit"}
+    for c in anomalies:
+        if c.alarm_id.startswith("anomaly:status:") and c.unit in tripped \
+                and c.alarm_id not in suppress:
+            suppress[c.alarm_id] = f"reported by {tripped[c.unit]}"
     return found, suppress

@@ -54,7 +54,15 @@ class AnomalyStage:
         hours = await self.storage.read_aggregate(probe, start_ns, end_ns, 3600 * NS,
                                                   Aggregate.COUNT)
         first = next((b.start_ns for b in hours if b.count), None)
-        return None if first is None else max(first, start_ns)
+        if first is None:
+            return None
+        # to the minute: the empty minutes of the first hour are before the history began,
+        # not a dropout (every series once read "no good value for 57 samples" at start-up)
+        minutes = await self.storage.read_aggregate(probe, max(first, start_ns),
+                                                    min(first + 3600 * NS, end_ns), 60 * NS,
+                                                    Aggregate.COUNT)
+        first = next((b.start_ns for b in minutes if b.count), first)
+        return max(first, start_ns)
 
     async def _batch(self, start_ns: int, end_ns: int) -> Batch:
         every = int(self.step_s * NS)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from dcim.alarm_types import AlarmState
 from dcim.collectors.buffer import DurableBuffer
 from dcim.collectors.forward import StoreAndForward
 from dcim.collectors.service import CollectorService
@@ -24,6 +25,7 @@ from dcim.storage.base import Storage
 from dcim.storage.factory import open_storage
 
 if TYPE_CHECKING:  # imported lazily at run time: only the demo needs the simulators
+    from dcim.alarm_service import AlarmService
     from dcim.simulators.plant import PlantModel
     from dcim.simulators.runner import Simulator
 
@@ -44,6 +46,8 @@ class SystemOptions:
     analytics_interval_s: float = 60.0
     dashboard_port: int | None = None  # None: no dashboard; 0: any free port
     dashboard_host: str = "127.0.0.1"
+    alarm_journal: str | None = None  # default: the site's alarms.journal_path or var/
+    notify_outbox: str | None = None  # default var/notify-<site>.sqlite
 
 
 class System:
@@ -58,6 +62,8 @@ class System:
         self.collectors: CollectorService | None = None
         self.analytics: Any = None
         self.dashboard: Any = None
+        self.alarms: AlarmService | None = None
+        self.notifier: Any = None
         self.started_s = 0.0
 
     async def start(self) -> None:
@@ -90,12 +96,38 @@ class System:
         self.analytics = AnalyticsService(self.site, self.storage,
                                           interval_s=self.options.analytics_interval_s)
         await self.analytics.start()
+        await self._start_alarms()
         if self.options.dashboard_port is not None:
             from dcim.dashboards.app import Dashboard
 
             self.dashboard = Dashboard(self, host=self.options.dashboard_host,
                                        port=self.options.dashboard_port)
             await self.dashboard.start()
+
+    async def _start_alarms(self) -> None:
+        """The alarm engine on its journal, evaluating what collectors and analytics know."""
+        from dcim.alarm_journal import AlarmJournal
+        from dcim.alarm_service import AlarmService
+        from dcim.alarms import AlarmEngine
+
+        config = self.site.config.alarms
+        path = self.options.alarm_journal or config.journal_path or \
+            f"var/alarms-{self.site.id}.sqlite"
+        engine = AlarmEngine(config, AlarmJournal(path))
+        notifications = self.site.config.notifications
+        if notifications is not None:
+            from dcim.notify import Notifier
+
+            outbox = self.options.notify_outbox or f"var/notify-{self.site.id}.sqlite"
+            self.notifier = Notifier(notifications, outbox, tz=self.site.config.site.timezone)
+            await self.notifier.start()
+        assert self.collectors is not None and self.forward is not None
+        analytics, forward = self.analytics, self.forward
+        self.alarms = AlarmService(self.site, engine, health=self.collectors.health,
+                                   storage=self.storage,
+                                   analysis=lambda: getattr(analytics, "last", None),
+                                   forward_stats=forward.stats, sink=self.notifier)
+        await self.alarms.start()
 
     async def _backfill(self) -> PlantModel:
         """Write recent simulated history, so PUE and trends show at once; returns the plant."""
@@ -130,6 +162,12 @@ class System:
         """Stop in reverse order; what storage did not take stays in the buffer."""
         if self.dashboard is not None:
             await self.dashboard.stop()
+        if self.alarms is not None:
+            await self.alarms.close()
+            if self.alarms.engine.journal is not None:
+                self.alarms.engine.journal.close()
+        if self.notifier is not None:  # after the alarms: their last events are queued
+            await self.notifier.close()
         if self.analytics is not None:
             await self.analytics.close()
         if self.collectors is not None:
@@ -155,6 +193,11 @@ class System:
                    else f"PUE live: withheld, coverage {fig.coverage:.0%}")
             pue += " | CM yes" if last.redundancy.concurrently_maintainable else " | CM NO"
             pue += f" | anomalies {len(last.anomalies)}"
+        if self.alarms is not None:
+            shown = [a for a in self.alarms.engine.active() if a.announced
+                     and a.state is not AlarmState.NORMAL]
+            unack = sum(a.state is not AlarmState.ACKED for a in shown)
+            pue += f" | alarms {len(shown)} ({unack} unacknowledged)"
         return (f"{pue} | devices {s.up}/{s.devices} up, {s.stale} stale, {s.down} down | "
                 f"polls {s.polls:,} ({s.polls / elapsed:,.0f}/s) errors {s.errors:,} "
                 f"missed cycles {s.missed_cycles} | stored {f.written:,} "

@@ -113,3 +113,17 @@ def test_a_storage_outage_alarms_after_half_a_minute(outage_s: float, raised: bo
     if raised:
         assert found[0].alarm_id == "storage:influxdb1:unreachable"
         assert "12,345 samples held" in found[0].message
+
+
+def test_a_status_word_trip_is_not_announced_twice() -> None:
+    trip = Anomaly(series=SeriesKey("ups_module", "UPS-A3", "unit_status"), layer="status",
+                   kind="tripped", since_ns=0, last_ns=0, raised_ns=0, value=3.0, expected=None,
+                   score=1.0, severity="high", message="UPS-A3 unit_status: tripped")
+    other = Anomaly(series=SeriesKey("ups_module", "UPS-A4", "unit_status"), layer="status",
+                    kind="alarm", since_ns=0, last_ns=0, raised_ns=0, value=2.0, expected=None,
+                    score=1.0, severity="medium", message="UPS-A4 unit_status: alarm")
+    found, suppress = conditions(SITE, health={}, down=["UPS-A3"],
+                                 analysis=SimpleNamespace(redundancy=None, anomalies=[trip, other]))
+    assert {"unit:UPS-A3:down", "anomaly:status:UPS-A3", "anomaly:status:UPS-A4"} <= {
+        c.alarm_id for c in found}
+    assert suppress == {"anomaly:status:UPS-A3": "reported by unit:UPS-A3:down"}

@@ -111,7 +111,7 @@ def test_a_device_that_is_not_up_makes_its_unit_unknown_and_is_listed() -> None:
                                       "gateway": "gw", "last_error": "TimeoutError: no answer"}]
 
 
-def test_alarms_newest_first_with_their_series() -> None:
+def test_anomalies_newest_first_with_their_series() -> None:
     def anomaly(device: str, since_s: int, severity: str) -> Anomaly:
         key = SeriesKey("rack_monitor", device, "inlet_temp_top_c")
         return Anomaly(series=key, layer="envelope", kind="above_allowable", since_ns=since_s * 10**9,
@@ -121,14 +121,15 @@ def test_alarms_newest_first_with_their_series() -> None:
     class Analysis:
         anomalies = [anomaly("RM-H1-A01", 100, "major"), anomaly("RM-H1-A02", 200, "critical")]
 
-    alarms = state(readings(), analysis=Analysis())["alarms"]
-    assert [(a["device"], a["severity"], a["since_ms"]) for a in alarms] == [
+    anomalies = state(readings(), analysis=Analysis())["anomalies"]
+    assert [(a["device"], a["severity"], a["since_ms"]) for a in anomalies] == [
         ("RM-H1-A02", "critical", 200_000), ("RM-H1-A01", "major", 100_000)]
 
 
 def test_without_analytics_the_figures_are_absent_not_invented() -> None:
     doc = state(readings())
-    assert doc["headline"]["pue"] is None and doc["redundancy"] is None and doc["alarms"] == []
+    assert doc["headline"]["pue"] is None and doc["redundancy"] is None and doc["anomalies"] == []
+    assert doc["alarms"] == [] and doc["alarm_counts"]["shown"] == 0
     assert doc["ashrae"] == {"class": "A1", "recommended_c": [18.0, 27.0],
                              "allowable_c": [15.0, 32.0]}
 
@@ -185,3 +186,35 @@ async def test_health_follows_storage_and_a_storage_error_still_serves_the_page(
         assert {r["quality"] for r in doc["racks"]} == {"missing"}
         index = await client.get("/")
         assert index.status == 200 and "app.js" in await index.text()
+
+
+def test_alarms_carry_their_state_flags_and_the_actions_allowed() -> None:
+    from dcim.alarm_types import Condition, Priority
+    from dcim.alarms import AlarmEngine
+
+    engine = AlarmEngine()
+    s = 10**9
+    trip = Condition("unit:UPS-A3:down", "unit", Priority.HIGH, "ups_module UPS-A3 tripped",
+                     unit="UPS-A3")
+    rate = Condition("anomaly:rate:RM-H1-A01", "anomaly", Priority.LOW, "inlet rising",
+                     unit="H1-A01", device="RM-H1-A01")
+    gone = Condition("redundancy:racks_on_one_feed", "redundancy", Priority.MEDIUM, "20 racks")
+    engine.evaluate([trip, rate, gone], T)
+    engine.acknowledge(trip.alarm_id, "kwong", T + s)
+    engine.shelve(rate.alarm_id, "chan", T + 2 * s, 600, "sensor being replaced")
+    engine.evaluate([rate, gone], T + 3 * s)
+    engine.evaluate([rate], T + 200 * s)  # the trip (latched) and one-feed alarms go...
+    engine.evaluate([rate], T + 400 * s)  # ... and clear after their off-delays
+    doc = state(readings(), alarms=engine.active())
+    alarms = {a["id"]: a for a in doc["alarms"]}
+    assert alarms[trip.alarm_id]["state"] == "active_acknowledged"
+    assert alarms[trip.alarm_id]["condition"] is False and alarms[trip.alarm_id]["latched"]
+    assert alarms[trip.alarm_id]["actions"] == ["reset", "shelve", "out_of_service"]
+    assert alarms[trip.alarm_id]["acked_by"] == "kwong"
+    assert alarms[rate.alarm_id]["shelved_by"] == "chan"
+    assert alarms[rate.alarm_id]["actions"] == ["ack", "unshelve", "out_of_service"]
+    assert alarms[gone.alarm_id]["state"] == "returned_unacknowledged"
+    assert doc["alarm_counts"] == {"shown": 2, "unacknowledged": 1, "shelved": 1,
+                                   "suppressed": 0, "out_of_service": 0,
+                                   "by_priority": {"low": 0, "medium": 1, "high": 1,
+                                                   "critical": 0}}

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from dcim.site import schema
+from dcim.alarm_config import ALARM_SOURCES
 from dcim.site.errors import ConfigError, ConfigIssue, Loc
 from dcim.site.model import Rack, Site, SiteDevice, expand_racks, rack_monitor_devices
 from dcim.site.roles import DEVICE_TYPE_ROLES, MONITORS, ROLES
@@ -273,6 +274,21 @@ def _build_devices(cfg: schema.SiteConfig, racks: list[tuple[Rack, Loc]], lines:
     return devices
 
 
+def _check_alarms(cfg: schema.SiteConfig, racks: list[Any], lines: Any, issues: list[Any]) -> None:
+    """Units in maintenance must exist, and the delays must name known alarm sources."""
+    units = ({c.id for c in cfg.electrical} | {c.id for c in cfg.mechanical}
+             | {g.id for g in cfg.redundancy_groups} | {h.id for h in cfg.halls}
+             | {rack.id for rack, _ in racks} | {d.id for d in cfg.devices} | {"site"})
+    for i, unit in enumerate(cfg.alarms.maintenance):
+        if unit not in units:
+            issues.append(lines.issue(("alarms", "maintenance", i), f"unit {unit!r} in maintenance is "
+                                      "not a component, group, hall, rack or device of this site"))
+    for source in cfg.alarms.delays:
+        if source not in ALARM_SOURCES:
+            issues.append(lines.issue(("alarms", "delays", source), f"unknown alarm source "
+                                      f"{source!r}; expected one of: {', '.join(ALARM_SOURCES)}"))
+
+
 def parse_site(text: str, file: str = "<string>") -> Site:
     """Validate a site file's text; raises ConfigError listing every problem."""
     data, lines, issues = read_yaml(text, file)
@@ -290,6 +306,7 @@ def parse_site(text: str, file: str = "<string>") -> Site:
     _check_racks(cfg, racks, lines, issues)
     _check_profiles(cfg, lines, issues)
     devices = _build_devices(cfg, racks, lines, issues)
+    _check_alarms(cfg, racks, lines, issues)
     if issues:
         raise ConfigError(issues)
     return Site(config=cfg, source=Path(file) if file != "<string>" else None,

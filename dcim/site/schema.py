@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dcim.alarm_config import AlarmsConfig
+from dcim.notify import NotificationsConfig
 from dcim.storage.config import EmbeddedStorageConfig, StorageConfig
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -381,3 +383,7 @@ class SiteConfig(Strict):
     redundancy_groups: list[RedundancyGroup] = Field(default_factory=list)
     halls: list[Hall] = Field(min_length=1)
     devices: list[Device] = Field(default_factory=list)
+    alarms: AlarmsConfig = Field(default_factory=AlarmsConfig,
+                                 description="alarm delays, shelving, maintenance, priorities")
+    notifications: NotificationsConfig | None = Field(
+        None, description="who is told of alarms, how, and when to escalate (docs/notifications.md)")

@@ -1,0 +1,215 @@
+"""CLI verbs of the alarm system: `dcim alarms list|history|verify|kpi|ack|shelve|...`.
+
+Reading verbs open the site's alarm journal directly (it is SQLite in WAL mode: reading while
+the system runs is safe). Operator actions go through the running system's dashboard API, so
+the engine that holds the alarms makes the change, journals it and tells notifications.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+NS = 1_000_000_000
+ACTIONS = {"ack": "ack", "shelve": "shelve", "unshelve": "unshelve", "reset": "reset",
+           "out-of-service": "out_of_service", "return-to-service": "return_to_service"}
+
+
+def _journal_path(args: argparse.Namespace) -> tuple[Path, str]:
+    """The journal file and the site's time zone (from --journal or the site file)."""
+    from dcim.site import load_site
+
+    site = load_site(args.site)
+    path = args.journal or site.config.alarms.journal_path or f"var/alarms-{site.id}.sqlite"
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no alarm journal at {path} (has the system run here? "
+                                "use --journal to point at one)")
+    return Path(path), site.config.site.timezone
+
+
+def _local(time_ns: int | None, tz: str) -> str:
+    if time_ns is None:
+        return "-"
+    return datetime.fromtimestamp(time_ns / NS, timezone.utc).astimezone(
+        ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _list(args: argparse.Namespace) -> int:
+    from dcim.alarm_journal import AlarmJournal
+    from dcim.alarms import AlarmEngine
+
+    path, tz = _journal_path(args)
+    journal = AlarmJournal(path)
+    try:
+        alarms = AlarmEngine(journal=journal).active()
+    finally:
+        journal.close()
+    if not alarms:
+        print("no alarms: every condition is normal and acknowledged")
+        return 0
+    print(f"{'priority':<9} {'state':<24} {'since':<19}  alarm / message")
+    for a in alarms:
+        flags = [f"shelved by {a.shelved_by} until {_local(a.shelved_until_ns, tz)}"
+                 if a.shelved else "", f"suppressed: {a.suppressed_by}" if a.suppressed else "",
+                 f"out of service ({a.out_of_service_by})" if a.out_of_service else "",
+                 f"acknowledged by {a.acked_by}" if a.acked_by else ""]
+        print(f"{a.priority.value:<9} {a.state.value:<24} {_local(a.active_since_ns, tz):<19}  "
+              f"{a.id}\n{'':<55}{a.message}"
+              + "".join(f"\n{'':<55}[{f}]" for f in flags if f))
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from dcim.alarm_journal import AlarmJournal
+
+    path, tz = _journal_path(args)
+    journal = AlarmJournal(path)
+    try:
+        end = time.time_ns()
+        events = journal.events(end - int(args.hours * 3600 * NS), end + 1, alarm_id=args.alarm)
+    finally:
+        journal.close()
+    for e in events:
+        who = "" if e.user == "system" else f" by {e.user}"
+        note = f" ({e.comment})" if e.comment else ""
+        quiet = "" if e.announce else " [not announced]"
+        print(f"#{e.seq:<6} {_local(e.time_ns, tz)}  {e.action.value:<17} {e.priority.value:<8} "
+              f"{e.alarm_id}{who}{note}{quiet}")
+    print(f"{len(events)} events in the last {args.hours:g} h")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from dcim.alarm_journal import AlarmJournal
+
+    path, _ = _journal_path(args)
+    journal = AlarmJournal(path)
+    try:
+        check = journal.verify()
+        seq, head = journal.head()
+    finally:
+        journal.close()
+    if check.ok:
+        print(f"{path}: chain intact, {check.events} events; head #{seq} {head}")
+        return 0
+    print(f"{path}: CHAIN BROKEN at event #{check.first_bad_seq}: {check.reason} "
+          f"({check.events} events verified before it)", file=sys.stderr)
+    return 1
+
+
+def _kpi(args: argparse.Namespace) -> int:
+    from dcim.alarm_journal import AlarmJournal
+    from dcim.analytics.alarm_kpi import alarm_kpis, verdicts
+
+    path, tz = _journal_path(args)
+    end_ns = time.time_ns() if args.end is None else int(
+        datetime.fromisoformat(args.end).replace(tzinfo=ZoneInfo(tz)).timestamp() * NS)
+    start_ns = end_ns - int(args.days * 86400 * NS)
+    journal = AlarmJournal(path)
+    try:  # a day before the period too: alarms already active or shelved when it starts
+        events = journal.events(start_ns - 86400 * NS, end_ns)
+    finally:
+        journal.close()
+    k = alarm_kpis(events, start_ns, end_ns)
+    print(f"Alarm performance {_local(start_ns, tz)} to {_local(end_ns, tz)} ({args.days:g} days), "
+          f"journal {path}")
+    print(f"  annunciated alarms {k.annunciated:,} (all raises {k.raises:,}); "
+          f"{k.per_10min:.2f} per 10 min, {k.per_day:.1f} per day, peak {k.peak_10min} in 10 min")
+    print(f"  floods {len(k.floods)}, {k.flood_share:.2%} of the time; chattering "
+          f"{len(k.chattering)}; stale now {len(k.stale_at_end)}; active now {k.active_at_end}")
+    if k.ack_median_s is not None:
+        print(f"  acknowledged {k.acked:,}: median {k.ack_median_s:,.0f} s, "
+              f"90th percentile {k.ack_p90_s or 0:,.0f} s; never acknowledged {k.unacked:,}")
+    for actor in k.bad_actors[:5]:
+        print(f"  frequent: {actor.alarm_id} {actor.raises:,} raises ({actor.share:.1%})")
+    print("Against ISA-18.2 / EEMUA 191:")
+    for name, met, text in verdicts(k):
+        print(f"  [{'met' if met else 'NOT MET'}] {name}: {text}")
+    return 0
+
+
+def _act(args: argparse.Namespace) -> int:
+    action = ACTIONS[args.alarms_command]
+    body: dict[str, Any] = {"alarm_id": args.alarm_id, "user": args.user,
+                            "comment": args.comment or ""}
+    if action in ("shelve", "out_of_service"):
+        if not args.comment:
+            print(f"{args.alarms_command} needs --reason", file=sys.stderr)
+            return 2
+        body["reason"] = args.comment
+    if action == "shelve":
+        body["minutes"] = args.minutes
+    request = urllib.request.Request(
+        args.url.rstrip("/") + f"/api/alarms/{action}", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            result = json.load(reply)
+    except urllib.error.HTTPError as exc:
+        print(f"refused ({exc.code}): {json.load(exc).get('error', exc.reason)}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(f"no dcim dashboard at {args.url} ({exc.reason}); is the system running?",
+              file=sys.stderr)
+        return 1
+    print(f"{result['alarm_id']}: {result['action']} -> {result['state']} (journal #{result['seq']})")
+    return 0
+
+
+def _run(func: Any) -> Any:
+    def wrapped(args: argparse.Namespace) -> int:
+        from dcim.site import ConfigError
+
+        try:
+            return int(func(args))
+        except (ConfigError, FileNotFoundError) as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    return wrapped
+
+
+def add_parsers(sub: Any) -> None:
+    """Add `dcim alarms ...` to the top-level subparsers."""
+    a = sub.add_parser("alarms", help="alarms: list, history, verify, KPIs, operator actions",
+                       description="The alarm journal and operator actions. Reading verbs open "
+                                   "the journal of the site; actions go to the running system's "
+                                   "dashboard API (--url).")
+    verbs = a.add_subparsers(dest="alarms_command", required=True, metavar="VERB")
+
+    def reader(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("site", nargs="?", default="config/cyberport5.yaml", help="site YAML file")
+        p.add_argument("--journal", default=None, help="alarm journal file (default: the site's)")
+        p.set_defaults(func=_run(func))
+        return p
+
+    reader("list", "alarms that are active, unacknowledged, shelved or out of service", _list)
+    h = reader("history", "journal events, oldest first", _history)
+    h.add_argument("--hours", type=float, default=24.0, help="how far back (default 24)")
+    h.add_argument("--alarm", default=None, help="only this alarm id")
+    reader("verify", "check the journal's hash chain (exit 1 if it was altered)", _verify)
+    k = reader("kpi", "alarm-system performance against ISA-18.2 / EEMUA 191", _kpi)
+    k.add_argument("--days", type=float, default=30.0, help="period length (default 30)")
+    k.add_argument("--end", default=None, help="period end, site-local ISO time (default now)")
+    for verb in ACTIONS:
+        p = verbs.add_parser(verb, help=f"{verb} an alarm (through the running dashboard)",
+                             description=f"{verb} an alarm in the running system; journaled "
+                                         "with your name.")
+        p.add_argument("alarm_id", help="the alarm id, as `dcim alarms list` shows it")
+        p.add_argument("--user", required=True, help="your name (journaled)")
+        p.add_argument("--reason", "--comment", dest="comment", default=None,
+                       help="why (required for shelve and out-of-service)")
+        if verb == "shelve":
+            p.add_argument("--minutes", type=float, default=60.0,
+                           help="how long (default 60; at most the site's max_shelve_s)")
+        p.add_argument("--url", default="http://127.0.0.1:8080/",
+                       help="the running system's dashboard (default http://127.0.0.1:8080/)")
+        p.set_defaults(func=_act)
