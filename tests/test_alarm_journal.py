@@ -89,3 +89,21 @@ def test_a_forgotten_alarm_leaves_the_records_but_not_the_journal(tmp_path: Path
     assert e.alarms == {}
     assert e.journal is not None and e.journal.load_alarms() == {}
     assert [ev.action for ev in e.journal.events()] == [Action.RAISE, Action.ACK, Action.CLEAR]
+
+
+def test_the_cli_says_where_the_chain_breaks(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from dcim.cli import main
+
+    path = tmp_path / "alarms.sqlite"
+    e = history(path)
+    assert e.journal is not None
+    e.journal.close()
+    site = str(Path(__file__).resolve().parents[1] / "config" / "cyberport5.yaml")
+    assert main(["alarms", "verify", site, "--journal", str(path)]) == 0
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE events SET body = replace(body, 'chan', 'nobody') WHERE seq = 4")
+    assert main(["alarms", "verify", site, "--journal", str(path)]) == 1
+    assert "CHAIN BROKEN at event #4: content does not match" in capsys.readouterr().err
+    assert main(["alarms", "list", site, "--journal", str(tmp_path / "none.sqlite")]) == 1
+    assert "no alarm journal at" in capsys.readouterr().err

@@ -200,3 +200,55 @@ async def test_a_fresh_start_raises_no_alarm_storm(system: System) -> None:
     raised = [e for e in system.alarms.engine.journal.events()  # type: ignore[union-attr]
               if e.action is Action.RAISE and e.alarm_id.startswith("anomaly:sensor:")]
     assert raised == []
+
+
+async def test_the_cli_lists_acknowledges_shelves_and_verifies(
+        system: System, capsys: pytest.CaptureFixture[str]) -> None:
+    from dcim.cli import main
+
+    assert system.simulator is not None and system.alarms is not None
+    comm = "device:PDU-B-H1-1:comm"
+    journal_file = str(system.alarms.engine.journal.path)  # type: ignore[union-attr]
+    site_file = str(ROOT / "config" / "cyberport5.yaml")
+    url = system.dashboard.url
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    fault = system.simulator.inject(FaultSpec(kind="timeout", target="PDU-B-H1-1"))
+    try:
+        await until(lambda: alarm(system, comm) is not None
+                    and alarm(system, comm).state is AlarmState.UNACK)
+        code, out, _ = await asyncio.to_thread(cli, "alarms", "list", site_file,
+                                               "--journal", journal_file)
+        assert code == 0 and comm in out and "active_unacknowledged" in out
+        code, out, _ = await asyncio.to_thread(cli, "alarms", "ack", comm, "--user", "chan",
+                                               "--comment", "on my way", "--url", url)
+        assert code == 0 and "ack -> active_acknowledged" in out
+        code, _, err = await asyncio.to_thread(cli, "alarms", "shelve", comm, "--user", "chan",
+                                               "--url", url)
+        assert code == 2 and "needs --reason" in err
+        code, out, _ = await asyncio.to_thread(cli, "alarms", "shelve", comm, "--user", "chan",
+                                               "--reason", "gateway swap", "--minutes", "30",
+                                               "--url", url)
+        assert code == 0 and alarm(system, comm).shelved_by == "chan"
+        code, _, err = await asyncio.to_thread(cli, "alarms", "shelve", comm, "--user", "chan",
+                                               "--reason", "again", "--minutes", "9999",
+                                               "--url", url)
+        assert code == 1 and "refused (409)" in err and "shelve duration" in err
+    finally:
+        system.simulator.clear(fault.id)
+    code, out, _ = await asyncio.to_thread(cli, "alarms", "history", site_file, "--journal",
+                                           journal_file, "--alarm", comm)
+    assert code == 0 and "by chan (on my way)" in out and "shelve" in out
+    code, out, _ = await asyncio.to_thread(cli, "alarms", "verify", site_file, "--journal",
+                                           journal_file)
+    assert code == 0 and "chain intact" in out
+    code, out, _ = await asyncio.to_thread(cli, "alarms", "kpi", site_file, "--journal",
+                                           journal_file, "--days", "1")
+    assert code == 0 and "annunciated alarms" in out and "Against ISA-18.2" in out
+    code, _, err = await asyncio.to_thread(cli, "alarms", "ack", comm, "--user", "x", "--url",
+                                           "http://127.0.0.1:9/")
+    assert code == 1 and "is the system running?" in err
