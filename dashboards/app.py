@@ -100,6 +100,10 @@ class Dashboard:
                                analysis=getattr(system.analytics, "last", None),
                                health=health, collection=collection, alarms=alarms)
 
+    def now_ns(self) -> int:
+        """The dashboard's clock, in ns."""
+        return int(self._clock() * 1e9)
+
     def invalidate(self) -> None:
         """Rebuild /api/state on the next request (an operator just changed an alarm)."""
         self._state = None
@@ -268,6 +272,7 @@ async def _alarm_action(request: web.Request) -> web.Response:
         else:
             event = service.return_to_service(alarm_id, user, text)
     except AlarmError as exc:
+        dashboard.invalidate()  # a refusal means the page was out of date: refresh it at once
         return web.json_response({"error": str(exc)}, status=409)
     dashboard.invalidate()
     return web.json_response({"seq": event.seq, "alarm_id": event.alarm_id,
@@ -285,7 +290,7 @@ async def _alarm_history(request: web.Request) -> web.Response:
         return _bad_request("hours must be a number")
     if not 0 < hours <= MAX_TREND_HOURS:
         return _bad_request(f"hours must be in (0, {MAX_TREND_HOURS}], not {hours:g}")
-    end_ns = int(request.app[DASHBOARD]._clock() * 1e9) + 1
+    end_ns = request.app[DASHBOARD].now_ns() + 1
     events = service.engine.journal.events(end_ns - int(hours * 3600e9), end_ns,
                                            alarm_id=request.query.get("alarm_id"), limit=1000)
     return web.json_response({"events": [event_doc(e) for e in events]},

@@ -347,7 +347,8 @@ def dashboard_state(
               for device_id, h in sorted(health.items()) if h.status is not DeviceStatus.UP]
 
     return {
-        "site": {"id": site.id, "name": site.config.site.name, "time_ms": now_ns // 1_000_000},
+        "site": {"id": site.id, "name": site.config.site.name, "time_ms": now_ns // 1_000_000,
+                 "timezone": site.config.site.timezone},
         "headline": headline,
         "collection": dict(collection or {}),
         "redundancy": redundancy,

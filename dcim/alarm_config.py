@@ -34,6 +34,10 @@ def _default_delays() -> dict[str, AlarmDelays]:
     }
 
 
+DEFAULT_DELAYS = _default_delays()
+FALLBACK_DELAYS = AlarmDelays()  # a source of its own (a plug-in): no on-delay, 60 s off
+
+
 class AlarmsConfig(BaseModel):
     """How conditions become alarms, and what operators may do with them."""
 
@@ -67,7 +71,7 @@ class AlarmsConfig(BaseModel):
 
     def delays_for(self, source: str) -> AlarmDelays:
         """The delays of one source (defaults when the source is not configured)."""
-        return self.delays.get(source) or _default_delays().get(source) or AlarmDelays()
+        return self.delays.get(source) or DEFAULT_DELAYS.get(source) or FALLBACK_DELAYS
 
     def priority_for(self, alarm_id: str, default: Priority) -> Priority:
         """The configured priority of an alarm: exact id first, then the longest prefix."""

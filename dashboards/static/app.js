@@ -5,7 +5,12 @@
  * GET /api/trend?point=pue_live&hours=6 every 60 s, and renders each section of
  * index.html with one small function per section. Data only ever enters the page
  * through textContent and attributes (createElement), never through innerHTML.
- * Missing numbers render as "–".
+ * Missing numbers render as "–"; times are on the site's clock (Asia/Hong_Kong unless
+ * /api/state names another zone in site.timezone).
+ *
+ * Alarm actions POST JSON to /api/alarms/{action} with the operator's name (remembered in
+ * localStorage), then refresh the state at once; "history" lists an alarm's journal from
+ * GET /api/alarms/history.
  */
 'use strict';
 
@@ -17,6 +22,7 @@ const FETCH_TIMEOUT_MS = 5000;
 const DASH = '\u2013';
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const SEVERITY_RANK = {critical: 0, major: 1, minor: 2, warning: 3};
+const PRIORITIES = ['critical', 'high', 'medium', 'low']; // most urgent first
 const BAND_TEXT = {
   recommended: 'recommended',
   allowable_low: 'allowable (low)',
@@ -87,19 +93,56 @@ function pad2(n) {
   return String(n).padStart(2, '0');
 }
 
-/** Epoch ms -> local "HH:MM:SS" (or "HH:MM" without seconds). */
-function fmtClock(ms, withSeconds = true) {
-  if (!isNum(ms)) return DASH;
+const DEFAULT_TIMEZONE = 'Asia/Hong_Kong'; // the reference site's, until /api/state names one
+let siteTimezone = DEFAULT_TIMEZONE;
+const zoneFormats = new Map();
+
+/** Year..second of an instant on the site's clock (the browser's own if the zone is unknown). */
+function timeParts(ms) {
+  if (!zoneFormats.has(siteTimezone)) {
+    let format = null;
+    try {
+      format = new Intl.DateTimeFormat('en-GB', {
+        timeZone: siteTimezone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit',
+        hour: '2-digit', minute: '2-digit', second: '2-digit'});
+    } catch (err) {
+      console.warn(`dcim dashboard: unknown time zone ${siteTimezone}, using the browser's`, err);
+    }
+    zoneFormats.set(siteTimezone, format);
+  }
+  const format = zoneFormats.get(siteTimezone);
+  if (format) {
+    const p = Object.fromEntries(format.formatToParts(new Date(ms)).map((x) => [x.type, x.value]));
+    return {date: `${p.year}-${p.month}-${p.day}`, hm: `${p.hour}:${p.minute}`, s: p.second};
+  }
   const d = new Date(ms);
-  const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
-  return withSeconds ? `${hm}:${pad2(d.getSeconds())}` : hm;
+  return {date: `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`,
+    hm: `${pad2(d.getHours())}:${pad2(d.getMinutes())}`, s: pad2(d.getSeconds())};
 }
 
-/** Epoch ms -> local "YYYY-MM-DD HH:MM:SS" for tooltips. */
+/** Epoch ms -> "HH:MM:SS" (or "HH:MM" without seconds) on the site's clock. */
+function fmtClock(ms, withSeconds = true) {
+  if (!isNum(ms)) return DASH;
+  const t = timeParts(ms);
+  return withSeconds ? `${t.hm}:${t.s}` : t.hm;
+}
+
+/** Epoch ms -> "YYYY-MM-DD HH:MM:SS" on the site's clock. */
 function fmtDateTime(ms) {
   if (!isNum(ms)) return DASH;
-  const d = new Date(ms);
-  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${fmtClock(ms)}`;
+  const t = timeParts(ms);
+  return `${t.date} ${t.hm}:${t.s}`;
+}
+
+/** Seconds -> "45 s", "12 min", "3 h 05 min", "2 d 4 h". */
+function fmtAge(seconds) {
+  if (!isNum(seconds) || seconds < 0) return DASH;
+  if (seconds < 60) return `${Math.floor(seconds)} s`;
+  const m = Math.floor(seconds / 60);
+  if (m < 60) return `${m} min`;
+  const h = Math.floor(m / 60);
+  if (h < 24) return `${h} h ${pad2(m % 60)} min`;
+  return `${Math.floor(h / 24)} d ${h % 24} h`;
 }
 
 function humanType(t) {
@@ -166,17 +209,30 @@ function emptyRow(columns, message) {
   return el('tr', {class: 'empty'}, el('td', {colspan: columns, text: message}));
 }
 
-/** fetch + JSON with a timeout; throws on network errors, timeouts and non-2xx. */
-async function fetchJson(url, timeoutMs = FETCH_TIMEOUT_MS) {
+/**
+ * fetch + JSON with a timeout; throws on network errors, timeouts and non-2xx (with the
+ * server's {"error": ...} text when it sent one).
+ */
+async function requestJson(url, init = {}, timeoutMs = FETCH_TIMEOUT_MS) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   try {
     const response = await fetch(url, {
-      signal: controller.signal,
       cache: 'no-store',
-      headers: {Accept: 'application/json'},
+      ...init,
+      signal: controller.signal,
+      headers: {Accept: 'application/json', ...(init.headers || {})},
     });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    if (!response.ok) {
+      let detail = null;
+      try {
+        const doc = await response.json();
+        if (doc && typeof doc.error === 'string') detail = doc.error;
+      } catch (err) {
+        detail = null; // not JSON: the status says enough
+      }
+      throw new Error(detail || `HTTP ${response.status}`);
+    }
     return await response.json();
   } catch (err) {
     if (err && err.name === 'AbortError') throw new Error(`no answer in ${timeoutMs / 1000} s`);
@@ -184,6 +240,19 @@ async function fetchJson(url, timeoutMs = FETCH_TIMEOUT_MS) {
   } finally {
     clearTimeout(timer);
   }
+}
+
+function fetchJson(url, timeoutMs = FETCH_TIMEOUT_MS) {
+  return requestJson(url, {}, timeoutMs);
+}
+
+/** POST a JSON body (application/json: the server refuses anything else). */
+function postJson(url, body) {
+  return requestJson(url, {
+    method: 'POST',
+    headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify(body),
+  });
 }
 
 // ---------------------------------------------------------------- header and tiles
@@ -257,16 +326,34 @@ function renderDevicesTile(c) {
   tile.dataset.state = c.down > 0 ? 'bad' : c.stale > 0 || c.up < c.devices ? 'warn' : 'ok';
 }
 
-function renderAlarmTile(alarms) {
+/** Shown on the page and paged for: announced and not normal (a pending alarm is normal). */
+function isLive(a) {
+  return a.announced !== false && a.state !== 'normal';
+}
+
+function isUnacked(a) {
+  return a.state === 'active_unacknowledged' || a.state === 'returned_unacknowledged';
+}
+
+function renderAlarmTile(alarms, counts) {
   const tile = $('tile-alarms');
-  setText('alarm-count', String(alarms.length));
-  const counts = {};
-  for (const a of alarms) counts[a.severity] = (counts[a.severity] || 0) + 1;
-  const order = Object.keys(counts).sort((a, b) => (SEVERITY_RANK[a] ?? 9) - (SEVERITY_RANK[b] ?? 9));
-  setText('alarm-breakdown', order.length ? order.map((s) => `${counts[s]} ${s}`).join(' · ') : 'none');
-  const worst = order[0] || 'none';
+  const c = counts || {};
+  const live = alarms.filter(isLive);
+  const shown = isNum(c.shown) ? c.shown : live.length;
+  const unack = isNum(c.unacknowledged) ? c.unacknowledged : live.filter(isUnacked).length;
+  setText('alarm-count', fmtInt(shown));
+  const unackNode = setText('alarm-unack', unack > 0 ? `${fmtInt(unack)} unacknowledged` : '');
+  unackNode.dataset.count = String(unack);
+  const byPriority = c.by_priority || {};
+  const parts = PRIORITIES.filter((p) => byPriority[p] > 0).map((p) => `${byPriority[p]} ${p}`);
+  setText('alarm-breakdown', parts.length ? parts.join(' · ') : 'none');
+  const hidden = [['shelved', c.shelved], ['suppressed', c.suppressed], ['out of service', c.out_of_service]]
+    .filter(([, n]) => n > 0).map(([label, n]) => `${n} ${label}`);
+  setText('alarm-hidden-summary', hidden.length ? `hidden: ${hidden.join(' · ')}` : '');
+  // the worst priority still waiting for someone decides the colour
+  const worst = PRIORITIES.find((p) => live.some((a) => isUnacked(a) && a.priority === p)) || 'none';
   tile.dataset.worst = worst;
-  tile.dataset.state = worst === 'none' ? 'ok' : worst === 'critical' || worst === 'major' ? 'bad' : 'warn';
+  tile.dataset.state = worst === 'critical' || worst === 'high' ? 'bad' : worst === 'none' ? 'ok' : 'warn';
 }
 
 function renderRedundancyTile(r) {
@@ -294,7 +381,7 @@ function renderTiles(state) {
   renderPueTile(h);
   renderLoadTiles(h);
   renderDevicesTile(state.collection || null);
-  renderAlarmTile(list(state.alarms));
+  renderAlarmTile(list(state.alarms), state.alarm_counts || null);
   renderRedundancyTile(state.redundancy || null);
 }
 
@@ -517,28 +604,289 @@ function renderRedundancy(r) {
   $('rack-feed-issues').replaceChildren(...extra);
 }
 
-// ---------------------------------------------------------------- alarms and devices
+// ---------------------------------------------------------------- alarms
+
+const ALARM_ACTION_URL = '/api/alarms/';
+const HISTORY_URL = '/api/alarms/history';
+const HISTORY_HOURS = 168; // the longest the server allows
+const OPERATOR_KEY = 'dcim.operator';
+const STATE_TEXT = {
+  active_unacknowledged: 'UNACK',
+  active_acknowledged: 'acknowledged',
+  returned_unacknowledged: 'returned, unack',
+  normal: 'normal',
+};
+const ACTION_TEXT = {
+  ack: 'Ack',
+  reset: 'Reset',
+  shelve: 'Shelve…',
+  unshelve: 'Unshelve',
+  out_of_service: 'Out of service…',
+  return_to_service: 'Return to service',
+};
+const ACTION_DONE = {
+  ack: 'Acknowledged', reset: 'Reset', shelve: 'Shelved', unshelve: 'Unshelved',
+  out_of_service: 'Took out of service', return_to_service: 'Returned to service',
+};
+// These need a reason (the server refuses them without): they open the form first.
+const NEEDS_REASON = {shelve: 'Shelve', out_of_service: 'Take out of service'};
+
+let alarmsById = new Map(); // the alarms of the last /api/state
+let alarmsKey = null; // what the tables were last drawn from, ages aside
+let actionBusy = false;
+let historyAlarm = null;
+let historyRequests = 0;
+
+function alarmFlags(a) {
+  const flags = [];
+  const flag = (kind, value, title = null) => el('li', {class: 'flag', dataset: {flag: kind}, text: value, title});
+  if (a.acked_by) {
+    flags.push(flag('acked', `acked by ${a.acked_by}${isNum(a.acked_ms) ? ` ${fmtClock(a.acked_ms)}` : ''}`,
+      isNum(a.acked_ms) ? fmtDateTime(a.acked_ms) : null));
+  }
+  if (isNum(a.shelved_until_ms)) {
+    flags.push(flag('shelved', `shelved by ${text(a.shelved_by)} until ${fmtClock(a.shelved_until_ms, false)}`
+      + `${a.shelve_reason ? `: ${a.shelve_reason}` : ''}`, `until ${fmtDateTime(a.shelved_until_ms)}`));
+  }
+  if (a.suppressed_by) flags.push(flag('suppressed', `suppressed: ${a.suppressed_by}`));
+  if (a.out_of_service_by) flags.push(flag('out-of-service', `out of service (${a.out_of_service_by})`));
+  if (a.latched && !a.condition && a.state !== 'normal') flags.push(flag('latched', 'cleared, latched: reset it'));
+  return flags.length ? el('ul', {class: 'flags'}, flags) : DASH;
+}
+
+function alarmRow(a) {
+  const where = [a.unit, a.device && a.device !== a.unit ? a.device : null].filter(Boolean).join(' · ');
+  // listeners on the buttons themselves: a click on a row a refresh just replaced still acts
+  const buttons = list(a.actions).filter((action) => ACTION_TEXT[action]).map((action) => {
+    const button = el('button', {type: 'button', class: `act act-${action}`, dataset: {action, alarm: a.id},
+      text: ACTION_TEXT[action]});
+    button.addEventListener('click', () => onAlarmAction(action, a));
+    return button;
+  });
+  const history = el('button', {type: 'button', class: 'link-button', dataset: {history: a.id}, text: 'history'});
+  history.addEventListener('click', () => showHistory(a.id));
+  return el('tr', {class: isUnacked(a) ? 'alarm unacked' : 'alarm',
+    dataset: {id: a.id, priority: a.priority, state: a.state, source: a.source, announced: a.announced !== false}},
+  el('td', {class: 'prio', text: text(a.priority)}),
+  el('td', {class: 'state', title: humanType(a.state), text: STATE_TEXT[a.state] || text(a.state)}),
+  el('td', {class: 'msg'}, el('div', {class: 'alarm-msg', text: text(a.message)}),
+    where ? el('div', {class: 'alarm-where', text: where}) : null),
+  el('td', {class: 'time'}, el('div', {class: 'since', text: fmtClock(a.since_ms), title: fmtDateTime(a.since_ms)}),
+    el('div', {class: 'age', text: isNum(a.age_s) ? `${fmtAge(a.age_s)} ago` : ''})),
+  el('td', {class: 'flags-cell'}, alarmFlags(a)),
+  el('td', {class: 'actions'}, buttons, history));
+}
 
 function renderAlarms(alarms) {
-  const rows = $('alarm-rows');
-  if (!alarms.length) {
-    rows.replaceChildren(emptyRow(6, 'No active alarms'));
+  alarmsById = new Map(alarms.map((a) => [a.id, a]));
+  // Redraw only when something but the ages changed: a redraw every 2 s would eat clicks
+  // that straddle it and the keyboard focus.
+  const key = JSON.stringify([siteTimezone, alarms.map((a) => ({...a, age_s: null}))]);
+  if (key === alarmsKey) {
+    for (const row of document.querySelectorAll('#alarms tr.alarm')) {
+      const a = alarmsById.get(row.dataset.id);
+      const age = row.querySelector('.age');
+      if (a && age) age.textContent = isNum(a.age_s) ? `${fmtAge(a.age_s)} ago` : '';
+    }
     return;
   }
-  const sorted = alarms.slice().sort((a, b) => {
-    const ta = isNum(a.since_ms) ? a.since_ms : -Infinity;
-    const tb = isNum(b.since_ms) ? b.since_ms : -Infinity;
-    if (ta !== tb) return tb - ta;
-    return (SEVERITY_RANK[a.severity] ?? 9) - (SEVERITY_RANK[b.severity] ?? 9);
-  });
-  rows.replaceChildren(...sorted.map((a) => el('tr', {class: 'alarm', dataset: {severity: a.severity, kind: a.kind}},
-    el('td', {class: 'sev', text: text(a.severity)}),
-    el('td', {class: 'time', text: fmtClock(a.since_ms), title: fmtDateTime(a.since_ms)}),
-    el('td', {class: 'strong', text: text(a.device)}),
-    el('td', {class: 'point', text: text(a.point)}),
-    el('td', {class: 'msg', text: text(a.message)}),
-    el('td', {class: 'num', text: fmtValue(a.value)}))));
+  alarmsKey = key;
+  const live = alarms.filter(isLive);
+  const hidden = alarms.filter((a) => a.announced === false);
+  const rows = $('alarm-rows');
+  if (!live.length) rows.replaceChildren(emptyRow(6, 'No active alarms'));
+  else rows.replaceChildren(...live.map(alarmRow));
+  setText('alarm-hidden-count', String(hidden.length));
+  $('alarms-hidden').dataset.count = String(hidden.length);
+  const hiddenRows = $('alarm-hidden-rows');
+  if (!hidden.length) hiddenRows.replaceChildren(emptyRow(6, 'None'));
+  else hiddenRows.replaceChildren(...hidden.map(alarmRow));
+  syncActionForm();
 }
+
+function renderAnomalies(anomalies) {
+  setText('anomaly-count', String(anomalies.length));
+  $('anomalies').dataset.count = String(anomalies.length);
+  const sorted = anomalies.slice().sort((a, b) =>
+    (SEVERITY_RANK[a.severity] ?? 9) - (SEVERITY_RANK[b.severity] ?? 9)
+    || (isNum(b.since_ms) ? b.since_ms : 0) - (isNum(a.since_ms) ? a.since_ms : 0));
+  const items = sorted.map((a) => el('li', {class: 'episode', dataset: {severity: a.severity, kind: a.kind, device: a.device}},
+    el('span', {class: 'sev', text: text(a.severity)}),
+    el('span', {class: 'time', text: fmtClock(a.since_ms), title: fmtDateTime(a.since_ms)}),
+    el('span', {class: 'strong', text: `${text(a.device)} / ${text(a.point)}`}),
+    el('span', {class: 'msg', text: text(a.message)}),
+    isNum(a.value) ? el('span', {class: 'num', text: fmtValue(a.value)}) : null));
+  $('anomaly-list').replaceChildren(...(items.length ? items : [el('li', {class: 'none', text: 'no open episodes'})]));
+}
+
+// -- operator actions
+
+function operatorName() {
+  return $('operator').value.trim();
+}
+
+function showActionMessage(message, kind = 'info') {
+  const node = $('alarm-action-msg');
+  node.textContent = message || '';
+  node.dataset.kind = kind;
+  node.hidden = !message;
+}
+
+function needOperator() {
+  if (operatorName()) return false;
+  showActionMessage('Type your name in "Operator" first: every alarm action is journaled with it.', 'error');
+  $('operator').focus();
+  return true;
+}
+
+function onAlarmAction(action, alarm) {
+  if (needOperator()) return;
+  if (NEEDS_REASON[action]) {
+    openActionForm(action, alarm);
+    return;
+  }
+  const comment = $('action-comment');
+  sendAction(action, alarm.id, {comment: comment.value.trim()}).then((ok) => {
+    if (ok) comment.value = '';
+  });
+}
+
+function openActionForm(action, alarm) {
+  const form = $('alarm-action');
+  form.dataset.action = action;
+  form.dataset.alarm = alarm.id;
+  setText('action-title', `${NEEDS_REASON[action]}: ${alarm.message || alarm.id}`);
+  $('action-minutes-field').hidden = action !== 'shelve';
+  $('action-submit').textContent = NEEDS_REASON[action];
+  $('action-reason').value = '';
+  form.hidden = false;
+  showActionMessage('');
+  $('action-reason').focus();
+}
+
+function closeActionForm() {
+  const form = $('alarm-action');
+  form.hidden = true;
+  delete form.dataset.action;
+  delete form.dataset.alarm;
+}
+
+/** Close the form when its alarm went away or the action no longer applies. */
+function syncActionForm() {
+  const form = $('alarm-action');
+  const {action, alarm} = form.dataset;
+  if (form.hidden || !action) return;
+  const a = alarmsById.get(alarm);
+  if (!a || !list(a.actions).includes(action)) {
+    closeActionForm();
+    // a refusal the server just gave says more: keep it
+    if ($('alarm-action-msg').dataset.kind !== 'error') {
+      showActionMessage(`${alarm} changed meanwhile: "${humanType(action)}" no longer applies.`, 'error');
+    }
+  }
+}
+
+async function submitActionForm(event) {
+  event.preventDefault();
+  const form = $('alarm-action');
+  const {action, alarm} = form.dataset;
+  if (!action || !alarm || needOperator()) return;
+  const reason = $('action-reason').value.trim();
+  if (!reason) {
+    showActionMessage(`${NEEDS_REASON[action]} needs a reason: it is kept in the journal.`, 'error');
+    $('action-reason').focus();
+    return;
+  }
+  const body = {reason};
+  if (action === 'shelve') body.minutes = Number($('action-minutes').value);
+  if (await sendAction(action, alarm, body)) closeActionForm();
+}
+
+/** POST one action; true when the server took it. The page refreshes at once either way. */
+async function sendAction(action, alarmId, extra) {
+  if (actionBusy) return false;
+  actionBusy = true;
+  $('alarms').dataset.busy = 'true';
+  showActionMessage(`${humanType(action)} ${alarmId}: sending…`);
+  try {
+    const result = await postJson(ALARM_ACTION_URL + encodeURIComponent(action),
+      {alarm_id: alarmId, user: operatorName(), ...extra});
+    showActionMessage(`${ACTION_DONE[action] || action} ${alarmId}: now ${STATE_TEXT[result.state] || text(result.state)}`
+      + ` (journal #${text(result.seq)}).`, 'ok');
+    return true;
+  } catch (err) {
+    showActionMessage(`${humanType(action)} ${alarmId} failed: ${err && err.message ? err.message : err}`, 'error');
+    return false;
+  } finally {
+    actionBusy = false;
+    $('alarms').dataset.busy = 'false';
+    refreshState();
+    if (historyAlarm === alarmId) showHistory(alarmId);
+  }
+}
+
+// -- journal
+
+function eventRow(e) {
+  return el('tr', {class: 'event', dataset: {seq: e.seq, action: e.action, user: e.user, announced: e.announced}},
+    el('td', {class: 'time', text: fmtDateTime(e.time_ms)}),
+    el('td', {class: 'strong', text: humanType(e.action) || DASH}),
+    el('td', {text: STATE_TEXT[e.state] || text(e.state)}),
+    el('td', {text: text(e.user)}),
+    el('td', {class: 'msg', text: text(e.comment)}));
+}
+
+async function showHistory(alarmId) {
+  historyAlarm = alarmId;
+  const request = ++historyRequests;
+  const box = $('alarm-history');
+  box.hidden = false;
+  box.dataset.alarm = alarmId;
+  box.dataset.loaded = 'false';
+  setText('history-title', `Journal of ${alarmId}, last ${HISTORY_HOURS / 24} days`);
+  let rows;
+  try {
+    const doc = await fetchJson(`${HISTORY_URL}?hours=${HISTORY_HOURS}&alarm_id=${encodeURIComponent(alarmId)}`);
+    const events = list(doc && doc.events).slice().reverse(); // newest first
+    rows = events.length ? events.map(eventRow) : [emptyRow(5, 'No journal entries')];
+  } catch (err) {
+    rows = [emptyRow(5, `Journal unavailable: ${err && err.message ? err.message : err}`)];
+  }
+  if (request !== historyRequests) return; // another alarm's journal was asked for meanwhile
+  $('history-rows').replaceChildren(...rows);
+  box.dataset.loaded = 'true';
+}
+
+function closeHistory() {
+  historyAlarm = null;
+  historyRequests += 1;
+  $('alarm-history').hidden = true;
+}
+
+function setUpAlarmControls() {
+  const operator = $('operator');
+  try {
+    operator.value = localStorage.getItem(OPERATOR_KEY) || '';
+  } catch (err) {
+    console.warn('dcim dashboard: no localStorage, the operator name is not remembered', err);
+  }
+  operator.addEventListener('input', () => {
+    try {
+      localStorage.setItem(OPERATOR_KEY, operator.value.trim());
+    } catch (err) {
+      // not remembered; the action still carries the name
+    }
+    if (operator.value.trim() && $('alarm-action-msg').dataset.kind === 'error') showActionMessage('');
+  });
+  $('alarm-action').addEventListener('submit', submitActionForm);
+  $('action-cancel').addEventListener('click', () => {
+    closeActionForm();
+    showActionMessage('');
+  });
+  $('history-close').addEventListener('click', closeHistory);
+}
+
+// ---------------------------------------------------------------- devices
 
 function renderDevicesNotUp(devices) {
   const rows = $('device-rows');
@@ -670,6 +1018,8 @@ function setConnection(ok, err) {
 
 function renderState(state) {
   const s = state || {};
+  const zone = s.site ? s.site.timezone : null;
+  siteTimezone = typeof zone === 'string' && zone ? zone : DEFAULT_TIMEZONE;
   const sections = [
     ['header', () => renderHeader(s.site || null, s.headline || null)],
     ['tiles', () => renderTiles(s)],
@@ -678,6 +1028,7 @@ function renderState(state) {
     ['racks', () => renderRacks(list(s.racks), s.ashrae || null, s.redundancy || null)],
     ['redundancy', () => renderRedundancy(s.redundancy || null)],
     ['alarms', () => renderAlarms(list(s.alarms))],
+    ['anomalies', () => renderAnomalies(list(s.anomalies))],
     ['devices not up', () => renderDevicesNotUp(list(s.devices_not_up))],
     ['collection', () => renderCollection(s.collection || null)],
   ];
@@ -691,12 +1042,35 @@ function renderState(state) {
   }
 }
 
+// Requests are numbered so that an older answer never overwrites a newer one (an action's
+// refresh can overtake a poll already on its way).
+let stateRequests = 0;
+let stateShown = 0;
+
+async function loadState() {
+  const request = ++stateRequests;
+  let state;
+  try {
+    state = await fetchJson(STATE_URL);
+  } catch (err) {
+    if (request < stateShown) return;
+    throw err;
+  }
+  if (request < stateShown) return;
+  stateShown = request;
+  lastDataMs = state && state.site ? state.site.time_ms : null;
+  setConnection(true);
+  renderState(state);
+}
+
+/** Refresh now (after an operator action), outside the 2 s cadence. */
+function refreshState() {
+  loadState().catch((err) => setConnection(false, err));
+}
+
 async function pollState() {
   try {
-    const state = await fetchJson(STATE_URL);
-    lastDataMs = state && state.site ? state.site.time_ms : null;
-    setConnection(true);
-    renderState(state);
+    await loadState();
   } catch (err) {
     setConnection(false, err);
   } finally {
@@ -724,5 +1098,6 @@ new ResizeObserver((entries) => {
   if (lastTrend) renderTrend(lastTrend);
 }).observe($('pue-trend'));
 
+setUpAlarmControls();
 pollState();
 pollTrend();
