@@ -1,0 +1,528 @@
+"""Availability reports for auditors: per system and period, with the evidence behind them.
+
+Reads the store (per-step aggregates of the series that say whether a system served) and the
+alarm journal, computes availability with analytics/availability.py, and renders Markdown,
+JSON, CSV (incidents) and an optional timeline plot. What is counted:
+
+| section | system | down when | degraded when |
+|---|---|---|---|
+| IT load | every rack | both feeds carry nothing (a single-corded rack: its feed) | on one feed |
+| Power, cooling | every unit with a status word | it reports a trip | - |
+| Power | every utility feed | its meter reads under 1 kW | - |
+| Redundancy | every group (stored by the analytics) | below N | below its design level |
+| Redundancy | Tier III | - | not concurrently maintainable |
+
+A step without a good sample is unknown, never up: coverage says how much of the period the
+figures rest on. Planned downtime comes from a maintenance log (`load_planned`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dcim.alarm_journal import AlarmJournal
+from dcim.alarm_types import AlarmEvent
+from dcim.analytics.availability import (Incident, SystemAvailability, combined, flag_states,
+                                         group_states, planned_mask, rack_states,
+                                         single_feed_states, summarize, unit_states)
+from dcim.site import Site
+from dcim.site.model import SiteDevice
+from dcim.storage.base import Aggregate, SeriesKey, Storage
+
+log = logging.getLogger(__name__)
+
+NS = 1_000_000_000
+ANALYTICS = "analytics"
+UTILITY_LOST_KW = 1.0
+EVIDENCE_BEFORE_S = 600.0  # alarm events this long before an incident belong to it
+EVIDENCE_AFTER_S = 3600.0  # ... and this long after (acknowledgements, resets)
+POWER_TYPES = ("utility_feed", "generator", "transformer", "ats", "switchboard", "ups_module",
+               "ups_system", "pdu")
+
+
+# ------------------------------------------------------------------ the maintenance log
+
+class PlannedEntry(BaseModel):
+    """One planned maintenance window from the maintenance log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit: str = Field(description="the component, group or rack taken out")
+    start: datetime = Field(description="site-local time, ISO 8601")
+    end: datetime
+    reason: str = Field(min_length=1)
+    ticket: str = ""
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, end: datetime, info: Any) -> datetime:
+        start = info.data.get("start")
+        if start is not None and end <= start:
+            raise ValueError("end must be after start")
+        return end
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedWindow:
+    """A planned maintenance window in ns."""
+
+    unit: str
+    start_ns: int
+    end_ns: int
+    reason: str
+    ticket: str = ""
+
+
+class MaintenanceLogError(ValueError):
+    """A maintenance log that cannot be used, naming the file, entry and field."""
+
+
+def load_planned(path: str | Path, site: Site) -> list[PlannedWindow]:
+    """Read a maintenance log (YAML list of unit, start, end, reason, ticket)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise MaintenanceLogError(f"{path}: cannot read the maintenance log: {exc}") from None
+    if not isinstance(data, list):
+        raise MaintenanceLogError(f"{path}: expected a list of windows (unit, start, end, "
+                                  f"reason), got {type(data).__name__}")
+    tz = ZoneInfo(site.config.site.timezone)
+    known = (set(site.electrical) | set(site.mechanical) | set(site.racks)
+             | {g.id for g in site.config.redundancy_groups})
+    out = []
+    for i, item in enumerate(data):
+        try:
+            entry = PlannedEntry.model_validate(item)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "entry"
+            raise MaintenanceLogError(f"{path}: entry {i + 1}, {where}: {err['msg']}") from None
+        if entry.unit not in known:
+            raise MaintenanceLogError(f"{path}: entry {i + 1}, unit: {entry.unit!r} is not a "
+                                      "component, group or rack of the site")
+
+        def ns(t: datetime) -> int:
+            return int((t if t.tzinfo else t.replace(tzinfo=tz)).timestamp() * NS)
+
+        out.append(PlannedWindow(entry.unit, ns(entry.start), ns(entry.end), entry.reason,
+                                 entry.ticket))
+    return out
+
+
+# ------------------------------------------------------------------ the report
+
+@dataclass
+class Section:
+    """Systems of one kind, with an optional roll-up."""
+
+    title: str
+    systems: list[SystemAvailability]
+    rollup: SystemAvailability | None = None
+
+
+@dataclass
+class AvailabilityReport:
+    """Everything an availability report says, before rendering."""
+
+    site_id: str
+    site_name: str
+    timezone: str
+    start_ns: int
+    end_ns: int
+    step_s: float
+    generated_ns: int
+    sections: list[Section]
+    planned: list[PlannedWindow]
+    evidence: dict[str, Any]
+    events: dict[tuple[str, int, str], list[AlarmEvent]] = field(default_factory=dict)
+
+    def incidents(self) -> list[Incident]:
+        """Every incident of every section, oldest first."""
+        return sorted((i for s in self.sections for a in s.systems for i in a.incidents),
+                      key=lambda i: (i.start_ns, i.system))
+
+    def events_of(self, incident: Incident) -> list[AlarmEvent]:
+        """The alarm journal events that belong to an incident."""
+        return self.events.get((incident.system, incident.start_ns, incident.state), [])
+
+
+async def _steps(storage: Storage, key: SeriesKey, start_ns: int, end_ns: int, step_ns: int,
+                 fn: Aggregate) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-step aggregate (NaN where no good sample) and the number of good samples."""
+    buckets = await storage.read_aggregate(key, start_ns, end_ns, step_ns, fn)
+    values = np.full(len(buckets), np.nan)
+    for i, b in enumerate(buckets):
+        if b.value is not None:
+            values[i] = b.value
+    return values, np.array([b.start_ns for b in buckets], dtype=np.int64), \
+        sum(b.count for b in buckets)
+
+
+class _Reader:
+    """Reads per-step aggregates, aligned on one time axis, with a progress bar."""
+
+    def __init__(self, storage: Storage, start_ns: int, end_ns: int, step_ns: int,
+                 total: int, progress: bool) -> None:
+        from tqdm import tqdm
+
+        self.storage, self.step_ns = storage, step_ns
+        self.start_ns = start_ns - start_ns % step_ns  # epoch-aligned, as the store aligns
+        self.end_ns = end_ns
+        n = -(-(end_ns - self.start_ns) // step_ns)
+        self.times = self.start_ns + np.arange(n, dtype=np.int64) * step_ns
+        self.samples = 0
+        self.series = 0
+        self._bar = tqdm(total=total, desc="reading", unit="series", disable=not progress)
+
+    async def read(self, key: SeriesKey, fn: Aggregate) -> np.ndarray:
+        values, times, count = await _steps(self.storage, key, self.start_ns, self.end_ns,
+                                            self.step_ns, fn)
+        self.samples += count
+        self.series += 1
+        self._bar.update(1)
+        out = np.full(self.times.size, np.nan)
+        idx = ((times - self.start_ns) // self.step_ns).astype(np.int64)
+        ok = (idx >= 0) & (idx < out.size)
+        out[idx[ok]] = values[ok]
+        return out
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _groups_design(site: Site) -> dict[str, str]:
+    return {g.id: g.design for g in site.config.redundancy_groups}
+
+
+async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns: int, *,
+                             step_s: float = 60.0, planned: Sequence[PlannedWindow] = (),
+                             journal: AlarmJournal | None = None, progress: bool = False,
+                             clock: Any = time.time) -> AvailabilityReport:
+    """Read the store and the journal and compute the availability of every system."""
+    if end_ns <= start_ns:
+        raise ValueError("the period must end after it starts")
+    step_ns = int(step_s * NS)
+    units: dict[str, SiteDevice] = {}  # component id -> the device with its status word
+    for device in site.devices.values():
+        if any(p.name == "unit_status" for p in device.profile.points) and (
+                device.monitors in site.electrical or device.monitors in site.mechanical):
+            units.setdefault(device.monitors, device)
+    utilities = [d for d in site.devices_of_type("meter")
+                 if (c := site.electrical.get(d.monitors)) is not None and c.type == "utility_feed"
+                 and any(p.name == "power_kw" for p in d.profile.points)]
+    designs = _groups_design(site)
+    total = len(units) + len(utilities) + 2 * len(site.racks) + 2 * len(designs) + 1
+    reader = _Reader(storage, start_ns, end_ns, step_ns, total, progress)
+    times = reader.times
+
+    def windows(unit: str) -> np.ndarray:
+        return planned_mask(times, step_ns, [(w.start_ns, w.end_ns) for w in planned
+                                             if w.unit == unit])
+
+    def done(name: str, kind: str, codes: np.ndarray, down: str,
+             degraded: str = "degraded") -> SystemAvailability:
+        return summarize(name, kind, times, step_s, codes, planned=windows(name),
+                         cause_down=down, cause_degraded=degraded, end_ns=end_ns)
+
+    try:
+        power: list[SystemAvailability] = []
+        cooling: list[SystemAvailability] = []
+        for device in utilities:
+            kw = await reader.read(device.series("power_kw"), Aggregate.MAX)
+            codes = np.where(kw < UTILITY_LOST_KW, 2, 0).astype(np.int8)
+            codes[~np.isfinite(kw)] = 3
+            power.append(done(device.monitors, "utility_feed", codes,
+                              f"utility lost: {device.id} read under {UTILITY_LOST_KW:g} kW"))
+        for cid, device in sorted(units.items()):
+            status = await reader.read(device.series("unit_status"), Aggregate.MAX)
+            comp: Any = site.electrical.get(cid) or site.mechanical.get(cid)
+            row = done(cid, comp.type, unit_states(status),
+                       f"tripped: {device.id} unit_status reported 3 or more")
+            (power if comp.type in POWER_TYPES else cooling).append(row)
+        racks: list[SystemAvailability] = []
+        for rack in site.racks.values():
+            monitor = f"RM-{rack.id}"
+            a = await reader.read(SeriesKey("rack_monitor", monitor, "feed_a_power_kw"),
+                                  Aggregate.MAX)
+            b = await reader.read(SeriesKey("rack_monitor", monitor, "feed_b_power_kw"),
+                                  Aggregate.MAX)
+            codes = rack_states(a, b) if not rack.single_corded else single_feed_states(a)
+            racks.append(done(rack.id, "rack", codes, "no power on any feed",
+                              f"on one feed ({rack.feed_a} / {rack.feed_b})"))
+        redundancy: list[SystemAvailability] = []
+        for gid, design in sorted(designs.items()):
+            avail = await reader.read(SeriesKey(ANALYTICS, site.id, f"redundancy_{gid}_available"),
+                                      Aggregate.MIN)
+            need = await reader.read(SeriesKey(ANALYTICS, site.id, f"redundancy_{gid}_needed"),
+                                     Aggregate.MAX)
+            redundancy.append(done(gid, f"group {design}", group_states(avail, need, design),
+                                   "below N: load at risk", f"below its {design} design"))
+        cm = await reader.read(SeriesKey(ANALYTICS, site.id, "concurrently_maintainable"),
+                               Aggregate.MIN)
+        redundancy.append(done("Tier III", "concurrent maintainability", flag_states(cm),
+                               "-", "not concurrently maintainable"))
+    finally:
+        reader.close()
+    sections = [Section("IT load", racks, combined("all racks", "IT load", racks) if racks
+                        else None),
+                Section("Power", power), Section("Cooling", cooling),
+                Section("Redundancy", redundancy)]
+    report = AvailabilityReport(
+        site_id=site.id, site_name=site.config.site.name, timezone=site.config.site.timezone,
+        start_ns=start_ns, end_ns=end_ns, step_s=step_s, generated_ns=int(clock() * NS),
+        sections=sections, planned=list(planned),
+        evidence=_evidence(site, storage, reader, journal))
+    if journal is not None:
+        _attach_events(report, site, journal)
+    return report
+
+
+def _evidence(site: Site, storage: Storage, reader: _Reader,
+              journal: AlarmJournal | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"series_read": reader.series, "good_samples": reader.samples,
+                           "store": site.config.storage.backend}
+    path = getattr(site.config.storage, "path", None)
+    if path:
+        out["store_path"] = str(path)
+    if site.source is not None and site.source.exists():
+        out["site_file"] = str(site.source)
+        out["site_file_sha256"] = hashlib.sha256(site.source.read_bytes()).hexdigest()
+    if journal is not None:
+        check = journal.verify()
+        seq, head = journal.head()
+        out["journal"] = {"path": str(journal.path), "events": check.events,
+                          "chain_ok": check.ok, "first_bad_seq": check.first_bad_seq,
+                          "head_seq": seq, "head_sha256": head}
+    return out
+
+
+def _related(site: Site, system: str) -> tuple[set[str], tuple[str, ...]]:
+    """Alarm ids (exact) and id prefixes that concern a system."""
+    exact: set[str] = {f"unit:{system}:down"}
+    prefixes: list[str] = [f"redundancy:{system}:"]
+    if system == "Tier III":
+        exact.add("redundancy:site:not_concurrently_maintainable")
+    for device in site.devices.values():
+        if device.monitors == system:
+            exact.add(f"device:{device.id}:comm")
+            prefixes.append(f"anomaly:status:{device.id}")
+    rack = site.racks.get(system)
+    if rack is not None:  # a rack's power comes through its PDUs
+        exact |= {"redundancy:racks_without_power", "redundancy:racks_on_one_feed"}
+        exact |= {f"unit:{pdu}:down" for pdu in (rack.feed_a, rack.feed_b) if pdu}
+    return exact, tuple(prefixes)
+
+
+def _attach_events(report: AvailabilityReport, site: Site, journal: AlarmJournal) -> None:
+    events = journal.events(report.start_ns - int(EVIDENCE_BEFORE_S * NS),
+                            report.end_ns + int(EVIDENCE_AFTER_S * NS))
+    for incident in report.incidents():
+        exact, prefixes = _related(site, incident.system)
+        lo = incident.start_ns - int(EVIDENCE_BEFORE_S * NS)
+        hi = incident.end_ns + int(EVIDENCE_AFTER_S * NS)
+        report.events[(incident.system, incident.start_ns, incident.state)] = [
+            e for e in events if lo <= e.time_ns <= hi
+            and (e.alarm_id in exact or e.alarm_id.startswith(prefixes))]
+
+
+# ------------------------------------------------------------------ rendering
+
+def _local(ns: int, tz: str) -> str:
+    return datetime.fromtimestamp(ns / NS, timezone.utc).astimezone(ZoneInfo(tz)).strftime(
+        "%Y-%m-%d %H:%M")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.4f} %"
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _event_text(e: AlarmEvent, tz: str) -> str:
+    who = "" if e.user == "system" else f" by {e.user}"
+    note = f" ({e.comment})" if e.comment else ""
+    return f"#{e.seq} {_local(e.time_ns, tz)} {e.action.value} {e.alarm_id}{who}{note}"
+
+
+def _summary_rows(systems: Iterable[SystemAvailability]) -> list[str]:
+    rows = []
+    for a in systems:
+        rows.append(f"| {a.system} | {a.kind} | {_pct(a.availability)} | "
+                    f"{_pct(a.availability_unplanned)} | {a.coverage * 100:.1f} % | "
+                    f"{_dur(a.down_unplanned_s)} | {_dur(a.down_planned_s)} | "
+                    f"{_dur(a.degraded_s)} | {a.failures} | {_dur(a.mtbf_s)} | {_dur(a.mttr_s)} |")
+    return rows
+
+
+def render_markdown(report: AvailabilityReport) -> str:
+    """The report for people: summary tables, incidents with their evidence, definitions."""
+    tz = report.timezone
+    lines = [f"# Availability: {report.site_name} ({report.site_id})", "",
+             f"Period {_local(report.start_ns, tz)} to {_local(report.end_ns, tz)} ({tz}), "
+             f"{_dur((report.end_ns - report.start_ns) / NS)}; resolution {report.step_s:g} s; "
+             f"generated {_local(report.generated_ns, tz)}.", ""]
+    head = ("| system | kind | availability | excl. planned | coverage | unplanned down | "
+            "planned down | degraded | failures | MTBF | MTTR |")
+    rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for section in report.sections:
+        if not section.systems:
+            continue
+        lines += [f"## {section.title}", ""]
+        shown = section.systems
+        if section.rollup is not None:
+            affected = [a for a in section.systems if a.incidents or a.coverage < 0.999]
+            lines += [f"{len(section.systems)} systems; the roll-up is their mean. Listed: the "
+                      f"{len(affected)} with an incident or incomplete data.", ""]
+            shown = [section.rollup] + affected
+        lines += [head, rule] + _summary_rows(shown) + [""]
+    incidents = report.incidents()
+    lines += ["## Incidents", ""]
+    if not incidents:
+        lines += ["None in the period.", ""]
+    else:
+        lines += ["| system | state | start | end | duration | planned | cause | alarm journal |",
+                  "|---|---|---|---|---:|---|---|---|"]
+        for i in incidents:
+            events = "<br>".join(_event_text(e, tz) for e in report.events_of(i)[:8]) or "-"
+            lines.append(f"| {i.system} | {i.state} | {_local(i.start_ns, tz)} | "
+                         f"{_local(i.end_ns, tz)} | {_dur(i.duration_s)} | "
+                         f"{'yes' if i.planned else 'no'} | {i.cause} | {events} |")
+        lines.append("")
+    if report.planned:
+        lines += ["## Planned maintenance (from the maintenance log)", "",
+                  "| unit | start | end | reason | ticket |", "|---|---|---|---|---|"]
+        lines += [f"| {w.unit} | {_local(w.start_ns, tz)} | {_local(w.end_ns, tz)} | {w.reason} "
+                  f"| {w.ticket or '-'} |" for w in report.planned] + [""]
+    ev = report.evidence
+    lines += ["## Evidence", "",
+              f"- store: {ev.get('store')} {ev.get('store_path', '')}; {ev['series_read']:,} "
+              f"series read, {ev['good_samples']:,} good samples behind these figures"]
+    if "site_file" in ev:
+        lines.append(f"- site file: {ev['site_file']} (sha256 {ev['site_file_sha256']})")
+    journal = ev.get("journal")
+    if journal is not None:
+        state = "intact" if journal["chain_ok"] else \
+            f"BROKEN at event #{journal['first_bad_seq']}"
+        lines.append(f"- alarm journal: {journal['path']}, {journal['events']:,} events, hash "
+                     f"chain {state}; head #{journal['head_seq']} {journal['head_sha256']}")
+    else:
+        lines.append("- alarm journal: not given (incidents are listed without alarm events)")
+    lines += ["", "## Definitions", "",
+              "- Availability = serving time / known time, where serving is up or degraded; "
+              "\"excl. planned\" leaves planned downtime out of both.",
+              "- Coverage = known time / period. A step without a good sample is unknown, never "
+              "counted as up.",
+              "- A rack is down when no feed carries load (every feed under "
+              "0.05 kW for a whole step), degraded on one feed; a unit is down while its status "
+              "word reports a trip; a redundancy group is down below N and degraded below its "
+              "design level; the site is degraded while not concurrently maintainable.",
+              "- MTBF = serving time / unplanned failures; MTTR = unplanned downtime / unplanned "
+              "failures. Durations are multiples of the resolution.", ""]
+    body = "\n".join(lines) + "\n"
+    return body + "Report fingerprint (sha256 of every line above this one): " \
+        f"{hashlib.sha256(body.encode()).hexdigest()}\n"
+
+
+def _system_json(a: SystemAvailability) -> dict[str, Any]:
+    return {"system": a.system, "kind": a.kind, "availability": a.availability,
+            "availability_excluding_planned": a.availability_unplanned,
+            "coverage": a.coverage, "up_s": a.up_s, "degraded_s": a.degraded_s,
+            "down_planned_s": a.down_planned_s, "down_unplanned_s": a.down_unplanned_s,
+            "unknown_s": a.unknown_s, "failures": a.failures, "mtbf_s": a.mtbf_s,
+            "mttr_s": a.mttr_s}
+
+
+def report_json(report: AvailabilityReport) -> dict[str, Any]:
+    """The report as data (every system, every incident with its alarm events)."""
+    return {
+        "site": {"id": report.site_id, "name": report.site_name, "timezone": report.timezone},
+        "period": {"start_ns": report.start_ns, "end_ns": report.end_ns,
+                   "start_local": _local(report.start_ns, report.timezone),
+                   "end_local": _local(report.end_ns, report.timezone),
+                   "resolution_s": report.step_s},
+        "generated_ns": report.generated_ns,
+        "sections": [{"title": s.title,
+                      "rollup": _system_json(s.rollup) if s.rollup else None,
+                      "systems": [_system_json(a) for a in s.systems]} for s in report.sections],
+        "incidents": [{"system": i.system, "state": i.state, "start_ns": i.start_ns,
+                       "end_ns": i.end_ns, "duration_s": i.duration_s, "planned": i.planned,
+                       "cause": i.cause,
+                       "alarm_events": [{"seq": e.seq, "time_ns": e.time_ns,
+                                         "alarm_id": e.alarm_id, "action": e.action.value,
+                                         "user": e.user, "comment": e.comment}
+                                        for e in report.events_of(i)]}
+                      for i in report.incidents()],
+        "planned": [{"unit": w.unit, "start_ns": w.start_ns, "end_ns": w.end_ns,
+                     "reason": w.reason, "ticket": w.ticket} for w in report.planned],
+        "evidence": report.evidence,
+    }
+
+
+def render_csv(report: AvailabilityReport) -> str:
+    """The incidents as CSV (one row each), for spreadsheets and ticket systems."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["system", "state", "start_local", "end_local", "duration_s", "planned",
+                     "cause", "alarm_events"])
+    for i in report.incidents():
+        writer.writerow([i.system, i.state, _local(i.start_ns, report.timezone),
+                         _local(i.end_ns, report.timezone), f"{i.duration_s:.0f}",
+                         "yes" if i.planned else "no", i.cause,
+                         "; ".join(_event_text(e, report.timezone) for e in report.events_of(i))])
+    return out.getvalue()
+
+
+def plot_timeline(report: AvailabilityReport, path: str | Path, max_rows: int = 40) -> Path:
+    """A timeline of every system with an incident: down red, degraded amber (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted({i.system for i in report.incidents()})[:max_rows]
+    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.32 * max(1, len(rows))))
+    span_h = (report.end_ns - report.start_ns) / NS / 3600
+    colours = {"down": "#c0392b", "degraded": "#e6a23c"}
+    for y, name in enumerate(rows):
+        for i in report.incidents():
+            if i.system == name:
+                ax.barh(y, i.duration_s / 3600, left=(i.start_ns - report.start_ns) / NS / 3600,
+                        color=colours[i.state], hatch="//" if i.planned else None,
+                        edgecolor="#555" if i.planned else None)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlim(0, span_h)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"hours from {_local(report.start_ns, report.timezone)} ({report.timezone})")
+    ax.set_title(f"{report.site_name}: incidents (red down, amber degraded, hatched planned)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["AvailabilityReport", "MaintenanceLogError", "PlannedWindow", "build_availability",
+           "load_planned", "plot_timeline", "render_csv", "render_markdown", "report_json"]

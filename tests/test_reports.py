@@ -1,0 +1,195 @@
+"""dcim/reports.py: availability from a real embedded store and alarm journal, known episodes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from dcim.alarm_config import AlarmsConfig
+from dcim.alarm_journal import AlarmJournal
+from dcim.alarm_types import Condition, Priority
+from dcim.alarms import AlarmEngine
+from dcim.reports import (MaintenanceLogError, build_availability, load_planned, plot_timeline,
+                          render_csv, render_markdown, report_json)
+from dcim.site import load_site
+from dcim.storage.base import Quality, Sample, SeriesKey
+from dcim.storage.config import EmbeddedStorageConfig
+from dcim.storage.embedded import EmbeddedStorage
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = load_site(ROOT / "config" / "cyberport5.yaml")
+S = 1_000_000_000
+M = 60 * S
+T0 = 1_796_083_200 * S  # 2026-12-01 00:00 UTC, 08:00 in Hong Kong
+STEPS = 120  # two hours of one-minute samples
+
+
+def minutes(a: int, b: int) -> range:
+    return range(a, b)
+
+
+def history() -> list[Sample]:
+    """Two hours of every series the report reads, with known episodes:
+    UPS-A3 trips 00:30-00:45 (unplanned); UPS-B2 trips 00:10-00:20 (inside a planned window);
+    rack H1-A01 loses feed A 01:00-01:20 (degraded); rack H1-A02 loses both 01:10-01:15 (down);
+    ups-a-modules at N (degraded) 00:30-00:45; no data at all for rack H2-J10."""
+    out: list[Sample] = []
+
+    def put(key: SeriesKey, fn: object) -> None:
+        for m in range(STEPS):
+            out.append(Sample(key, T0 + m * M, float(fn(m)), Quality.GOOD))  # type: ignore[operator]
+
+    for device in SITE.devices.values():
+        if any(p.name == "unit_status" for p in device.profile.points):
+            trip = {"UPS-A3": minutes(30, 45), "UPS-B2": minutes(10, 20)}.get(device.id, range(0))
+            put(device.series("unit_status"), lambda m, t=trip: 3.0 if m in t else 0.0)
+        if device.device_type == "meter" and any(p.name == "power_kw"
+                                                  for p in device.profile.points):
+            put(device.series("power_kw"), lambda m: 1500.0)
+    for rack in SITE.racks.values():
+        if rack.id == "H2-J10":
+            continue
+        a_dead = minutes(60, 80) if rack.id == "H1-A01" else minutes(70, 75) \
+            if rack.id == "H1-A02" else range(0)
+        b_dead = minutes(70, 75) if rack.id == "H1-A02" else range(0)
+        put(SeriesKey("rack_monitor", f"RM-{rack.id}", "feed_a_power_kw"),
+            lambda m, d=a_dead: 0.0 if m in d else 2.5)
+        put(SeriesKey("rack_monitor", f"RM-{rack.id}", "feed_b_power_kw"),
+            lambda m, d=b_dead: 0.0 if m in d else 2.5)
+    for group in SITE.config.redundancy_groups:
+        put(SeriesKey("analytics", SITE.id, f"redundancy_{group.id}_needed"),
+            lambda m, k=group.kind: 3.0 if k == "ups_module" else 1.0)
+        put(SeriesKey("analytics", SITE.id, f"redundancy_{group.id}_available"),
+            lambda m, g=group.id: 3.0 if g == "ups-a-modules" and m in minutes(30, 45) else 4.0)
+    put(SeriesKey("analytics", SITE.id, "concurrently_maintainable"), lambda m: 1.0)
+    return out
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    storage = EmbeddedStorage(EmbeddedStorageConfig(path=str(tmp_path / "store.sqlite")),
+                              site_id=SITE.id)
+    await storage.start()
+    await storage.write(history())
+    yield storage
+    await storage.close()
+
+
+def journal(path: Path) -> AlarmJournal:
+    """The alarm journal of the UPS-A3 trip: raised, acknowledged by kwong, reset by lee."""
+    engine = AlarmEngine(AlarmsConfig(), AlarmJournal(path))
+    trip = Condition("unit:UPS-A3:down", "unit", Priority.HIGH, "ups_module UPS-A3 tripped",
+                     unit="UPS-A3")
+    engine.evaluate([trip], T0 + 30 * M + 20 * S)
+    engine.acknowledge(trip.alarm_id, "kwong", T0 + 33 * M, "on site")
+    engine.evaluate([], T0 + 45 * M + 20 * S)
+    engine.evaluate([], T0 + 47 * M)
+    engine.reset(trip.alarm_id, "lee", T0 + 50 * M, "module restarted")
+    return engine.journal  # type: ignore[return-value]
+
+
+async def test_availability_of_known_episodes(store: EmbeddedStorage, tmp_path: Path) -> None:
+    log = tmp_path / "maintenance.yaml"
+    log.write_text("- {unit: UPS-B2, start: '2026-12-01T08:05', end: '2026-12-01T08:25', "
+                   "reason: annual battery test, ticket: CHG-1042}\n")
+    planned = load_planned(log, SITE)
+    assert planned[0].start_ns == T0 + 5 * M  # site-local 08:05 is 00:05 UTC
+    report = await build_availability(SITE, store, T0, T0 + STEPS * M, planned=planned,
+                                      journal=journal(tmp_path / "alarms.sqlite"))
+    systems = {a.system: a for s in report.sections for a in s.systems}
+    a3, b2 = systems["UPS-A3"], systems["UPS-B2"]
+    assert (a3.down_unplanned_s, a3.down_planned_s, a3.failures, a3.mttr_s) == (900.0, 0.0, 1,
+                                                                             900.0)
+    assert a3.availability == pytest.approx(105 / 120)
+    assert (b2.down_unplanned_s, b2.down_planned_s, b2.failures) == (0.0, 600.0, 0)
+    assert b2.availability == pytest.approx(110 / 120) and b2.availability_unplanned == 1.0
+    assert systems["H1-A01"].degraded_s == 1200.0 and systems["H1-A01"].availability == 1.0
+    assert systems["H1-A02"].down_unplanned_s == 300.0
+    assert systems["H2-J10"].coverage == 0.0 and systems["H2-J10"].availability is None
+    group = systems["ups-a-modules"]
+    assert group.degraded_s == 900.0 and group.down_unplanned_s == 0.0
+    assert systems["Tier III"].availability == 1.0
+    rollup = report.sections[0].rollup
+    assert rollup is not None and rollup.down_unplanned_s == pytest.approx(300.0 / 200)
+    # the incident's evidence: the journal's events for the trip, with who did what
+    incident = next(i for i in report.incidents() if i.system == "UPS-A3")
+    events = [(e.action.value, e.user) for e in report.events_of(incident)]
+    assert events == [("raise", "system"), ("ack", "kwong"), ("clear", "system"),
+                      ("reset", "lee")]
+    assert report.evidence["journal"]["chain_ok"] is True
+    # every sample behind the figures is counted: all written except other meters' power
+    other_meters = {d.id for d in SITE.devices_of_type("meter")
+                    if SITE.electrical[d.monitors].type != "utility_feed"}
+    assert report.evidence["good_samples"] == len(
+        [s for s in history() if s.series.device not in other_meters])
+
+    text = render_markdown(report)
+    assert "| UPS-A3 | ups_module | 87.5000 % | 87.5000 % | 100.0 % | 15 min |" in text
+    assert "#3 " in text and "ack unit:UPS-A3:down by kwong (on site)" in text
+    assert "annual battery test | CHG-1042" in text and "hash chain intact" in text
+    body, fingerprint = text.rsplit("Report fingerprint (sha256 of every line above this one): ",
+                                    1)
+    import hashlib
+    assert hashlib.sha256(body.encode()).hexdigest() == fingerprint.strip()
+    rows = list(csv.DictReader(io.StringIO(render_csv(report))))
+    assert {(r["system"], r["state"], r["duration_s"], r["planned"]) for r in rows} >= {
+        ("UPS-A3", "down", "900", "no"), ("UPS-B2", "down", "600", "yes"),
+        ("H1-A01", "degraded", "1200", "no"), ("H1-A02", "down", "300", "no")}
+    data = json.loads(json.dumps(report_json(report)))
+    assert data["period"]["start_local"] == "2026-12-01 08:00"
+    assert plot_timeline(report, tmp_path / "timeline.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    pytest.param("unit: UPS-A3", "expected a list", id="not-a-list"),
+    pytest.param("- {unit: UPS-Z9, start: '2026-12-01T08:00', end: '2026-12-01T09:00', "
+                 "reason: x}", "entry 1, unit: 'UPS-Z9' is not a component", id="unknown-unit"),
+    pytest.param("- {unit: UPS-A3, start: '2026-12-01T09:00', end: '2026-12-01T08:00', "
+                 "reason: x}", "entry 1, end: Value error, end must be after start",
+                 id="end-before-start"),
+    pytest.param("- {unit: UPS-A3, start: '2026-12-01T08:00', end: '2026-12-01T09:00'}",
+                 "entry 1, reason: Field required", id="no-reason"),
+])
+def test_a_bad_maintenance_log_names_the_entry_and_field(tmp_path: Path, text: str,
+                                                         message: str) -> None:
+    path = tmp_path / "log.yaml"
+    path.write_text(text)
+    with pytest.raises(MaintenanceLogError, match=message) as info:
+        load_planned(path, SITE)
+    assert str(path) in str(info.value)
+
+
+def test_the_cli_writes_every_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from dcim.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the reference site's embedded store is var/cyberport5.sqlite
+
+    async def fill() -> None:
+        from dcim.storage.factory import open_storage
+
+        storage = open_storage(SITE.config.storage, site_id=SITE.id)
+        await storage.start()
+        await storage.write(history())
+        await storage.close()
+
+    asyncio.run(fill())
+    journal(tmp_path / "var" / f"alarms-{SITE.id}.sqlite").close()
+    site = str(ROOT / "config" / "cyberport5.yaml")
+    period = ["--from", "2026-12-01T08:00", "--to", "2026-12-01T10:00"]
+    assert main(["report", "availability", site, *period, "-o", "r.md",
+                 "--plot", "r.png"]) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "## Incidents" in text and "UPS-A3" in text and (tmp_path / "r.png").exists()
+    assert main(["report", "availability", site, *period, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert any(i["system"] == "UPS-A3" and i["alarm_events"] for i in data["incidents"])
+    assert main(["report", "availability", site, "--from", "2026-12-01T10:00", "--to",
+                 "2026-12-01T08:00"]) == 2
+    assert "must be before" in capsys.readouterr().err
