@@ -42,12 +42,15 @@ async def _simulate(args: argparse.Namespace) -> int:
         storage = open_storage(site.config.storage, site_id=site.id)
         await storage.start()
         try:
+            faults = load_scenario(args.scenario, site).faults if args.scenario else []
             figures = await backfill(site, storage, start_s=begin, end_s=end,
-                                     step_s=parse_duration(args.step), seed=args.seed)
+                                     step_s=parse_duration(args.step), seed=args.seed,
+                                     faults=faults)
         finally:
             await storage.close()
         print(f"backfilled {figures['samples']:,} samples ({figures['steps']:,} steps of "
-              f"{args.step}) into {site.config.storage.backend} in {figures['seconds']:.1f} s")
+              f"{args.step}) into {site.config.storage.backend} in {figures['seconds']:.1f} s"
+              + (f", {figures['faults']:.0f} equipment fault changes played" if faults else ""))
         return 0
     sim = Simulator(site, seed=args.seed, speed=args.speed, start_s=start_s, host=args.host,
                     free_ports=args.free_ports, truth_path=args.truth)
@@ -138,7 +141,9 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--start", default=None, help="simulated start time, ISO 8601 (default now)")
     s.add_argument("--host", default="127.0.0.1", help="address to serve on (default loopback)")
     s.add_argument("--free-ports", action="store_true", help="ignore configured ports, bind free ones")
-    s.add_argument("--scenario", default=None, help="fault timeline (YAML) to play")
+    s.add_argument("--scenario", default=None,
+                   help="fault timeline (YAML) to play; with --backfill its equipment faults "
+                        "(trips) are written into the history")
     s.add_argument("--truth", default="var/fault-truth.jsonl", help="ground-truth log of faults")
     s.add_argument("--control-port", type=int, default=DEFAULT_CONTROL_PORT,
                    help=f"HTTP control API port on the host (default {DEFAULT_CONTROL_PORT})")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from tqdm import tqdm
 
 from dcim.site import Site
+from dcim.simulators.faults import FaultSpec, category_of, parse_duration
 from dcim.simulators.plant import PlantModel
 from dcim.simulators.snapshot import DeviceHealth, Snapshot
 from dcim.storage.base import Quality, Sample, SeriesKey, Storage
@@ -36,25 +38,55 @@ def snapshot_samples(site: Site, snapshot: Snapshot,
             yield Sample(key, t_ns, float(value), quality)
 
 
+def equipment_timeline(faults: Sequence[FaultSpec], start_s: float, end_s: float,
+                       step_s: float) -> list[tuple[float, str, str, bool]]:
+    """(time, kind, target, active) changes of the equipment faults of a scenario, on the step
+    grid from start_s; sensor and comms faults are not part of a backfill (no wire)."""
+    changes = []
+    for spec in faults:
+        if category_of(spec.kind) != "equipment":
+            continue
+        on = start_s + parse_duration(spec.at)
+        off = on + parse_duration(spec.duration) if spec.duration is not None else None
+        for t, active in ((on, True), (off, False)):
+            if t is None or t >= end_s:
+                continue
+            grid = start_s + math.ceil(max(0.0, t - start_s) / step_s) * step_s
+            changes.append((grid, spec.kind, spec.target, active))
+    return sorted(changes, key=lambda c: (c[0], c[3]))
+
+
 async def backfill(site: Site, storage: Storage, *, start_s: float, end_s: float, step_s: float,
                    seed: int = 0, progress: bool = True,
-                   plant: PlantModel | None = None) -> dict[str, float]:
-    """Step the plant from start to end and write every point; returns counts and timings."""
+                   plant: PlantModel | None = None,
+                   faults: Sequence[FaultSpec] = ()) -> dict[str, float]:
+    """Step the plant from start to end and write every point; returns counts and timings.
+
+    Equipment faults of a scenario (`faults`, offsets from start_s) trip and restore units
+    on the way, so the history holds incidents as the live simulators would produce them."""
     plant = plant if plant is not None else PlantModel(site, seed=seed)
     # history goes straight to the store in large transactions (no live data to interleave)
     writer = BatchWriter(storage, site.config.storage.write.model_copy(
         update={"batch_size": BACKFILL_BATCH}))
     keys: dict[tuple[str, str], SeriesKey] = {}
     steps = int((end_s - start_s) // step_s) + 1
+    stop_s = start_s + steps * step_s
+    changes = equipment_timeline(faults, start_s, stop_s, step_s)
+    bounds = sorted({start_s, stop_s} | {t for t, *_ in changes})
     started = time.perf_counter()
     written = 0
     with tqdm(total=steps, desc="backfill", unit="step", disable=not progress) as bar:
-        for snapshot in plant.simulate_range(start_s, start_s + steps * step_s, step_s):
-            batch = list(snapshot_samples(site, snapshot, keys))
-            writer.add(batch)
-            written += len(batch)
-            if writer.pending >= writer.options.batch_size:
-                await writer.flush()
-            bar.update()
+        for lo, hi in zip(bounds, bounds[1:]):
+            for t, kind, target, active in changes:
+                if t == lo:
+                    plant.set_fault(kind, target, active)
+            for snapshot in plant.simulate_range(lo, hi, step_s):
+                batch = list(snapshot_samples(site, snapshot, keys))
+                writer.add(batch)
+                written += len(batch)
+                if writer.pending >= writer.options.batch_size:
+                    await writer.flush()
+                bar.update()
     await writer.close()
-    return {"steps": steps, "samples": written, "seconds": time.perf_counter() - started}
+    return {"steps": steps, "samples": written, "seconds": time.perf_counter() - started,
+            "faults": len(changes)}

@@ -193,3 +193,42 @@ def test_the_cli_writes_every_format(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert main(["report", "availability", site, "--from", "2026-12-01T10:00", "--to",
                  "2026-12-01T08:00"]) == 2
     assert "must be before" in capsys.readouterr().err
+
+
+async def test_trips_played_into_a_backfill_are_reported(tmp_path: Path) -> None:
+    # simulators -> store -> report: the plant history with a scenario's equipment faults
+    from dcim.simulators.backfill import backfill
+    from dcim.simulators.faults import FaultSpec
+
+    storage = EmbeddedStorage(EmbeddedStorageConfig(path=str(tmp_path / "store.sqlite")),
+                              site_id=SITE.id)
+    await storage.start()
+    try:
+        start_s = T0 / S
+        faults = [FaultSpec(kind="ups_module_trip", target="UPS-A3", at="30m", duration="15m"),
+                  FaultSpec(kind="pdu_breaker_open", target="PDU-A-H1-1", at="60m",
+                            duration="10m"),
+                  FaultSpec(kind="timeout", target="PDU-A-H1-2", at="5m")]  # no wire: ignored
+        figures = await backfill(SITE, storage, start_s=start_s, end_s=start_s + 7200,
+                                 step_s=60.0, progress=False, faults=faults)
+        assert figures["faults"] == 4  # two equipment faults, on and off
+        report = await build_availability(SITE, storage, T0, T0 + 7200 * S)
+    finally:
+        await storage.close()
+    systems = {a.system: a for s in report.sections for a in s.systems}
+    ups = systems["UPS-A3"]
+    assert (ups.down_unplanned_s, ups.failures, ups.coverage) == (900.0, 1, 1.0)
+    assert [(_local(i.start_ns), i.state) for i in ups.incidents] == [("08:30", "down")]
+    # the racks fed by PDU-A-H1-1 ran on their B feed for those ten minutes: degraded, not down
+    fed = [r.id for r in SITE.racks.values() if r.feed_a == "PDU-A-H1-1"]
+    assert fed and all(systems[r].degraded_s == 600.0 and systems[r].down_unplanned_s == 0.0
+                       for r in fed)
+    assert systems["UPS-A4"].availability == 1.0 and systems["UPS-A4"].incidents == ()
+
+
+def _local(ns: int) -> str:
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(ns / S, timezone.utc).astimezone(
+        ZoneInfo("Asia/Hong_Kong")).strftime("%H:%M")
