@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 # Rows asked for per read_range query; a server's max-row-limit may cut a page shorter,
 # which the paging loop notices through the "partial" flag.
 PAGE_ROWS = 50_000
+LARGE_BODY = 1 << 20  # bytes: larger write bodies are streamed
 # Series per read_latest statement, to keep the WHERE clause of one statement modest.
 LATEST_SERIES_PER_STATEMENT = 200
 
@@ -89,8 +91,13 @@ class InfluxDB1Storage:
         shown = f"{url}?db={self.config.database}"  # never show u/p
 
         async def attempt() -> bytes:
+            # aiohttp warns (and copies in the event loop) for raw bodies over 1 MiB, such as a
+            # backfill's 100,000-sample batches: hand it a stream, new for every attempt
+            payload: Any = io.BytesIO(data) if data is not None and len(data) > LARGE_BODY \
+                else data
             try:
-                async with session.post(url, params=params, data=data if form is None else form) as resp:
+                async with session.post(url, params=params,
+                                        data=payload if form is None else form) as resp:
                     body = await resp.read()
                     if resp.status < 300:
                         return body
