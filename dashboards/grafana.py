@@ -80,8 +80,8 @@ QUERIES: dict[str, list[tuple[str, str]]] = {
          + " GROUP BY time($__interval) fill(none)"),
     ],
 }
-TABLES = {"Racks by hottest inlet over the range"}
-THRESHOLDS = {
+TABLES: set[str] = {"Racks by hottest inlet over the range"}
+THRESHOLDS: dict[str, list[tuple[str, float | None]]] = {
     "Hottest rack inlet, degC (ASHRAE A1: recommended 18-27, allowable 15-32)":
         [("green", None), ("yellow", 27), ("red", 32)],
     "Racks by hottest inlet over the range": [("green", None), ("yellow", 27), ("red", 32)],
