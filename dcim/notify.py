@@ -448,7 +448,8 @@ class Planner:
     def _event(self, e: AlarmEvent) -> list[Message]:
         prev = self._latest.get(e.alarm_id)
         self._latest[e.alarm_id] = e
-        if e.state is not AlarmState.UNACK or not e.announce:
+        hidden = e.shelved or e.suppressed or e.out_of_service
+        if e.state is not AlarmState.UNACK or hidden:
             self._tracked.pop(e.alarm_id, None)  # acknowledged, cleared, shelved: stop escalating
         paged = self._paged.pop(e.alarm_id, set()) if e.state is AlarmState.NORMAL else \
             self._paged.get(e.alarm_id, set())
@@ -456,6 +457,12 @@ class Planner:
             self._latest.pop(e.alarm_id, None)
         kind = self._kind(e, prev)
         route = select_route(self.config.routes, e.priority)
+        if (e.action is Action.RAISE and not e.announce and not hidden
+                and e.state is AlarmState.UNACK and route is not None and route.tier is not None
+                and e.alarm_id not in self._tracked):
+            # back before anyone acknowledged it: nobody is paged again (the engine does not
+            # announce it), but the escalation clock runs again from now
+            self._tracked[e.alarm_id] = _Tracked(e, e.time_ns, route.tier, e.time_ns, e.time_ns)
         if not e.announce or kind is None or route is None:
             return []
         if kind == "raise":

@@ -203,6 +203,19 @@ def test_escalation_stopped(action: Action, state: AlarmState, flags: dict[str, 
     assert planner.tracked == 0
 
 
+def test_an_alarm_back_before_anyone_acknowledged_it_escalates_without_a_second_page() -> None:
+    planner = Planner(config())
+    planner.plan([event()])
+    planner.plan([event(action=Action.CLEAR, state=AlarmState.RTN_UNACK, at_s=100)])
+    assert planner.tracked == 0  # returned: nothing urgent
+    # the engine raises it again unannounced (it has paged already): no message now ...
+    assert planner.plan([event(at_s=200, announce=False)]) == []
+    assert planner.tracked == 1
+    assert planner.tick(T0 + 1099 * NS) == []
+    # ... but 15 min on it is still unacknowledged: the next tier is told
+    assert summary(planner.tick(T0 + 1100 * NS)) == [("escalation", "pager", "dave", None)]
+
+
 def test_medium_does_not_escalate() -> None:
     planner = Planner(config(routes=[{"min_priority": "low", "tier": 0}]))
     assert len(planner.plan([event(priority=Priority.MEDIUM)])) == 2  # alice: pager and email
