@@ -10,6 +10,7 @@ at most one timeout per backoff period. Nothing is written to a device unless th
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import operator
 import struct
@@ -59,6 +60,10 @@ class _Device:
     pick: Callable[[list[float | None]], Sequence[float | None]] | None = None
 
 
+# A poll whose reads all answered: the device, its answers, the round trip in seconds.
+_Answered = tuple["_Device", list[list[int] | list[bool]], float]
+
+
 def _picker(indexes: list[int]) -> Callable[[list[float | None]], Sequence[float | None]]:
     if len(indexes) == 1:
         index = indexes[0]
@@ -102,6 +107,45 @@ class _Connection:
             self.client = None
 
 
+class _Pool:
+    """Free connections, handed to waiters first come, first served.
+
+    What asyncio.Queue does here, for a fraction of its cost per poll: taking a free
+    connection is a deque pop, and a returned one goes straight to the oldest waiter.
+    """
+
+    def __init__(self, connections: list[_Connection]):
+        self._free = collections.deque(connections)
+        self._waiters: collections.deque[asyncio.Future[_Connection]] = collections.deque()
+
+    def take_nowait(self) -> _Connection | None:
+        """A free connection, or None."""
+        return self._free.popleft() if self._free else None
+
+    async def take(self) -> _Connection:
+        """A free connection, waiting for one if none is."""
+        if self._free:
+            return self._free.popleft()
+        waiter: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give(waiter.result())  # handed over as the cancel came: pass it on
+            raise
+
+    def give(self, conn: _Connection) -> None:
+        """Return a connection: to the oldest waiter still waiting, else to the free ones."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._free.append(conn)
+
+
 class ModbusCollector:
     """Polls every Modbus device behind one gateway on its interval, into a sample sink."""
 
@@ -114,28 +158,33 @@ class ModbusCollector:
         self.sink = sink
         self._clock = clock
         self._devices: dict[str, _Device] = {}
+        # Devices of one profile share its read plan, decoder and picker (they hold no state):
+        # one copy per profile also keeps what every poll reads warm in the CPU's caches.
+        plans: dict[int, tuple[Any, ...]] = {}
         for device in devices:
             profile = device.profile
             assert profile.protocol == "modbus"
-            points = [p for p in profile.points if isinstance(p, ModbusPoint)]
-            reads = plan_reads(points, max_gap=profile.max_gap)
-            decoder = DeviceDecoder(reads)
-            types = {p.name: p.type for p in points}
-            # series in the decoder's value order; scale factors are read, not stored
-            keep = [i for i, name in enumerate(decoder.names) if types[name] != "sunssf"]
+            plan = plans.get(id(profile))
+            if plan is None:
+                points = [p for p in profile.points if isinstance(p, ModbusPoint)]
+                reads = plan_reads(points, max_gap=profile.max_gap)
+                decoder = DeviceDecoder(reads)
+                types = {p.name: p.type for p in points}
+                # series in the decoder's value order; scale factors are read, not stored
+                keep = [i for i, name in enumerate(decoder.names) if types[name] != "sunssf"]
+                ops = tuple((_READ_METHODS[r.table], r.address, r.count, r.table in _BIT_TABLES)
+                            for r in reads)
+                pick = None if len(keep) == len(decoder.names) else _picker(keep)
+                plan = plans[id(profile)] = (profile, reads, decoder, keep, ops, pick)
+            _, reads, decoder, keep, ops, pick = plan
             series = {decoder.names[i]: device.series(decoder.names[i]) for i in keep}
             self._devices[device.id] = _Device(
                 device, reads, decoder,
                 PointTable(series, int(stale_after_intervals * device.interval_s * 1e9)),
                 DeviceHealth(device.id, gateway.id),
-                Backoff(backoff_base_s, backoff_cap_s), device.unit_id or 1,
-                tuple((_READ_METHODS[r.table], r.address, r.count, r.table in _BIT_TABLES)
-                      for r in reads),
-                None if len(keep) == len(decoder.names) else _picker(keep))
-        self._pool: asyncio.Queue[_Connection] = asyncio.Queue()
+                Backoff(backoff_base_s, backoff_cap_s), device.unit_id or 1, ops, pick)
         self._connections = [_Connection(gateway) for _ in range(gateway.max_in_flight)]
-        for conn in self._connections:
-            self._pool.put_nowait(conn)
+        self._pool = _Pool(self._connections)
         self.cadences: list[Cadence] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.requests = 0
@@ -164,16 +213,19 @@ class ModbusCollector:
 
     def _cycle_for(self, members: list[_Device]) -> Callable[[float], asyncio.Future[None]]:
         async def cycle(boundary_s: float) -> None:
-            # max_in_flight workers take the members in turn (no task per device); the cycle
-            # hands all its samples to the sink in one add, so the durable buffer writes one
-            # frame per cycle, not one per device.
-            parts: list[SampleColumns] = []
+            # max_in_flight workers take the members in turn (no task per device) and only
+            # read; the answers are decoded in one pass once every read is done, the same code
+            # over and over while it is warm in the CPU caches, rather than between two rounds
+            # of network code (docs/performance.md, "Sixth run"). The cycle hands all its
+            # samples to the sink in one add: one durable-buffer frame per cycle.
+            t_ns = int(round(boundary_s * 1e9))
+            polls: list[SampleColumns | _Answered] = []
             todo = iter(members)
 
             async def worker() -> None:
                 task = asyncio.current_task()
                 for dev in todo:
-                    parts.append(await self._poll(dev, boundary_s))
+                    polls.append(await self._read(dev, t_ns))
                     if task is not None and task.cancelling():
                         raise asyncio.CancelledError()  # swallowed by 3.11's wait_for: stop now
 
@@ -182,7 +234,9 @@ class ModbusCollector:
                 await worker()
             else:
                 await asyncio.gather(*(worker() for _ in range(n)))
-            batch = SampleColumns.join(parts)
+            decoded = self._decoded
+            batch = SampleColumns.join([decoded(*p, t_ns) if isinstance(p, tuple) else p
+                                        for p in polls])
             if batch:
                 self.sink.add(batch)
         return cycle  # type: ignore[return-value]
@@ -194,6 +248,11 @@ class ModbusCollector:
     async def _poll(self, dev: _Device, boundary_s: float) -> SampleColumns:
         """The samples of one poll of dev (or of its failure, or of its backoff)."""
         t_ns = int(round(boundary_s * 1e9))
+        polled = await self._read(dev, t_ns)
+        return self._decoded(*polled, t_ns) if isinstance(polled, tuple) else polled
+
+    async def _read(self, dev: _Device, t_ns: int) -> SampleColumns | _Answered:
+        """dev's answers with their round trip, or the samples of its failure or backoff."""
         health = dev.health
         if health.next_attempt_s and self._clock() < health.next_attempt_s:
             health.skipped_backoff += 1
@@ -203,7 +262,6 @@ class ModbusCollector:
         started = time.perf_counter()
         try:
             answers = await self._read_all(dev)
-            values = dev.decoder.values(answers)
         except (DeviceError, GatewayDown, ModbusException, asyncio.TimeoutError, OSError,
                 ValueError, IndexError, AttributeError, struct.error, OverflowError) as exc:
             return self._failed(dev, t_ns, exc)
@@ -211,13 +269,26 @@ class ModbusCollector:
             log.exception("unexpected error polling a device", extra={
                 "device": dev.device.id, "gateway": self.gateway.id})
             return self._failed(dev, t_ns, exc)
-        latency = time.perf_counter() - started
+        return dev, answers, time.perf_counter() - started
+
+    def _decoded(self, dev: _Device, answers: list[list[int] | list[bool]], latency_s: float,
+                 t_ns: int) -> SampleColumns:
+        """The samples of a poll whose reads were all answered (bad if they do not decode)."""
+        try:
+            values = dev.decoder.values(answers)
+        except (ValueError, IndexError, AttributeError, struct.error, OverflowError) as exc:
+            return self._failed(dev, t_ns, exc)
+        except Exception as exc:  # a failure nobody foresaw stays with this device
+            log.exception("unexpected error polling a device", extra={
+                "device": dev.device.id, "gateway": self.gateway.id})
+            return self._failed(dev, t_ns, exc)
+        health = dev.health
         if health.consecutive_errors:
             log.info("device recovered", extra={"device": dev.device.id, "gateway": self.gateway.id,
                                                 "after_errors": health.consecutive_errors})
             dev.backoff.reset()
             health.next_attempt_s = 0.0
-        health.ok(t_ns, latency)
+        health.ok(t_ns, latency_s)
         pick = dev.pick
         return dev.points.good_values(values if pick is None else pick(values), t_ns)
 
@@ -233,9 +304,11 @@ class ModbusCollector:
 
     async def _read_all(self, dev: _Device) -> list[list[int] | list[bool]]:
         pool = self._pool
-        conn = pool.get_nowait() if pool.qsize() else await pool.get()
+        conn = pool.take_nowait() or await pool.take()
         try:
-            client = await conn.get()
+            client = conn.client
+            if client is None or not client.connected:
+                client = await conn.get()
             unit = dev.unit
             answers: list[list[int] | list[bool]] = []
             for method, address, count, bits in dev.ops:
@@ -260,7 +333,7 @@ class ModbusCollector:
                     answers.append(registers)
             return answers
         finally:
-            pool.put_nowait(conn)
+            pool.give(conn)
 
     async def write_point(self, device_id: str, point_name: str, value: float) -> None:
         """Write one point; refused unless the config marks it writable."""
@@ -273,7 +346,7 @@ class ModbusCollector:
                                   "(set writable: true in its profile to allow writes)")
         if point.table not in ("coil", "holding"):
             raise PermissionError(f"{point.table} points cannot be written")
-        conn = await self._pool.get()
+        conn = await self._pool.take()
         try:
             client = await conn.get()
             unit = dev.device.unit_id or 1
@@ -285,7 +358,7 @@ class ModbusCollector:
             if result.isError():
                 raise DeviceError(f"write refused: exception {getattr(result, 'exception_code', '?')}")
         finally:
-            self._pool.put_nowait(conn)
+            self._pool.give(conn)
 
 
 _READ_METHODS = {"holding": "read_holding_registers", "input": "read_input_registers",

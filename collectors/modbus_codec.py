@@ -143,6 +143,26 @@ def decimal_divisor(scale: float) -> float:
     return 0.0
 
 
+def _divisions(scalings: list[_Scaling]) -> tuple[int, int, tuple[float, ...]] | None:
+    """(first slot, end slot, divisors) when a group's values are raw / divisor in slots first..end.
+
+    That holds for integers with no markers, no offset and a plain (divisor 1.0) or decimal
+    scale: an integer over a float is what `float(raw)` and `raw / divisor + 0.0` give
+    (never -0.0), so the group can be scaled by one map instead of a loop.
+    """
+    slots = [s[0] for s in scalings]
+    if slots != list(range(slots[0], slots[0] + len(slots))):
+        return None
+    divisors = []
+    for _, plain, _, offset, nan_value, marker, is_float, divisor in scalings:
+        if is_float or nan_value is not None or marker is not None or offset != 0.0:
+            return None
+        if not plain and not divisor:
+            return None
+        divisors.append(1.0 if plain else divisor)
+    return slots[0], slots[0] + len(slots), tuple(divisors)
+
+
 class DeviceDecoder:
     """Decodes the answers to a device's planned reads into engineering values.
 
@@ -200,7 +220,8 @@ class DeviceDecoder:
                     for f in members:
                         fmt += "x" * (2 * (f.offset - at)) + f.unpack.format[1:]  # type: ignore[union-attr]
                         at = f.offset + f.size
-                    groups.append((struct.Struct(fmt), [self._scaling(f, slot_of) for f in members]))
+                    scalings = [self._scaling(f, slot_of) for f in members]
+                    groups.append((struct.Struct(fmt), scalings, _divisions(scalings)))
                 singles = [(f, self._scaling(f, slot_of)) for f in fields
                            if f not in grouped and f.kind != _STRING]
                 self._strings += [(index, f) for f in fields if f.kind == _STRING]
@@ -248,7 +269,11 @@ class DeviceDecoder:
         for (bits, block, perm, groups, singles), words in zip(self._plan, answers):
             if groups:
                 data = block.pack(*(perm(words) if perm is not None else words))  # type: ignore[union-attr]
-                for unpacker, scalings in groups:
+                for unpacker, scalings, divisions in groups:
+                    if divisions is not None:  # every value raw / divisor: one C-level map
+                        first, end, divisors = divisions
+                        out[first:end] = map(operator.truediv, unpacker.unpack_from(data), divisors)
+                        continue
                     for (slot, plain, scale, offset, nan_value, marker, is_float, divisor), value \
                             in zip(scalings, unpacker.unpack_from(data)):
                         if value == nan_value or value == marker or (is_float and not isfinite(value)):

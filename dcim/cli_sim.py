@@ -42,15 +42,15 @@ async def _simulate(args: argparse.Namespace) -> int:
         storage = open_storage(site.config.storage, site_id=site.id)
         await storage.start()
         try:
-            faults = load_scenario(args.scenario, site).faults if args.scenario else []
+            played = load_scenario(args.scenario, site).faults if args.scenario else []
             figures = await backfill(site, storage, start_s=begin, end_s=end,
                                      step_s=parse_duration(args.step), seed=args.seed,
-                                     faults=faults)
+                                     faults=played)
         finally:
             await storage.close()
         print(f"backfilled {figures['samples']:,} samples ({figures['steps']:,} steps of "
               f"{args.step}) into {site.config.storage.backend} in {figures['seconds']:.1f} s"
-              + (f", {figures['faults']:.0f} equipment fault changes played" if faults else ""))
+              + (f", {figures['faults']:.0f} equipment fault changes played" if played else ""))
         return 0
     sim = Simulator(site, seed=args.seed, speed=args.speed, start_s=start_s, host=args.host,
                     free_ports=args.free_ports, truth_path=args.truth)

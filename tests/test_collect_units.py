@@ -84,3 +84,24 @@ async def test_cancel_and_wait_redelivers_a_swallowed_cancel() -> None:
     await asyncio.wait_for(cancel_and_wait(tasks, redeliver_s=0.05), 5)
     assert swallowed == 2
     assert tasks == []
+
+
+async def test_connection_pool_hands_out_in_turn_and_passes_on_a_cancelled_handover() -> None:
+    from dcim.collectors.modbus import _Pool
+
+    a, b = object(), object()
+    pool = _Pool([a, b])  # type: ignore[list-item]
+    assert pool.take_nowait() is a and await pool.take() is b and pool.take_nowait() is None
+    first = asyncio.create_task(pool.take())
+    second = asyncio.create_task(pool.take())
+    third = asyncio.create_task(pool.take())
+    await asyncio.sleep(0)
+    pool.give(a)  # to the oldest waiter
+    first.cancel()  # ... which is cancelled before it runs: a goes to the next in line
+    assert await second is a
+    assert first.cancelled() and not third.done()
+    pool.give(b)
+    assert await third is b
+    pool.give(a)
+    pool.give(b)
+    assert pool.take_nowait() is a and pool.take_nowait() is b

@@ -154,3 +154,22 @@ def test_numpy_and_bool_values_are_written_as_floats() -> None:
     lines = LineBuilder("s").build([Sample(key, 1, np.float64(2.5)), Sample(key, 2, True)])  # type: ignore[arg-type]
     assert lines.split("\n") == ["m,device=d,point=p,site=s value=2.5,quality=0i 1",
                                  "m,device=d,point=p,site=s value=1.0,quality=0i 2"]
+
+
+def test_line_protocol_of_a_batch_is_each_sample_formatted_alone() -> None:
+    """Columns built by maps and the value-text cache give, batch after batch, the lines of
+    formatting each sample on its own (zero's sign and non-finite values included)."""
+    keys = [SeriesKey("m", f"d{i}", "p") for i in range(4)]
+    values = [0.0, -0.0, 230.5, 0.1 + 0.2, float("nan"), float("inf"), 1e-7, 2305 / 10, -0.0, 0.0]
+    batch = [Sample(keys[i % 4], 1_000 + i // 3, v, Quality(i % 3)) for i, v in enumerate(values)]
+
+    def alone(s: Sample) -> str:
+        head = f"m,device={s.series.device},point=p,site=s"
+        if s.value - s.value == 0.0:
+            return f"{head} value={s.value!r},quality={int(s.quality)}i {s.time_ns}"
+        return f"{head} quality={int(s.quality)}i {s.time_ns}"
+
+    builder = LineBuilder("s")
+    for _ in range(2):  # the second time from the caches
+        assert builder.build(batch) == "\n".join(map(alone, batch))
+        assert builder.build(batch[::-1]) == "\n".join(map(alone, batch[::-1]))
