@@ -242,16 +242,23 @@ async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns
     try:
         power: list[SystemAvailability] = []
         cooling: list[SystemAvailability] = []
+        utility_codes: dict[str, np.ndarray] = {}
         for device in utilities:
             kw = await reader.read(device.series("power_kw"), Aggregate.MAX)
             codes = np.where(kw < UTILITY_LOST_KW, 2, 0).astype(np.int8)
             codes[~np.isfinite(kw)] = 3
+            utility_codes[device.monitors] = codes
             power.append(done(device.monitors, "utility_feed", codes,
                               f"utility lost: {device.id} read under {UTILITY_LOST_KW:g} kW"))
+        unit_codes: dict[str, np.ndarray] = {}
+        for row in power:  # the utility feeds so far
+            unit_codes[row.system] = utility_codes[row.system]
         for cid, device in sorted(units.items()):
             status = await reader.read(device.series("unit_status"), Aggregate.MAX)
             comp: Any = site.electrical.get(cid) or site.mechanical.get(cid)
-            row = done(cid, comp.type, unit_states(status),
+            codes = unit_states(status)
+            unit_codes[cid] = codes
+            row = done(cid, comp.type, codes,
                        f"tripped: {device.id} unit_status reported 3 or more")
             (power if comp.type in POWER_TYPES else cooling).append(row)
         racks: list[SystemAvailability] = []
@@ -265,15 +272,22 @@ async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns
             racks.append(done(rack.id, "rack", codes, "no power on any feed",
                               f"on one feed ({rack.feed_a} / {rack.feed_b})"))
         redundancy: list[SystemAvailability] = []
+        derived = derive_redundancy(site, unit_codes, times.size)
         for gid, design in sorted(designs.items()):
             avail = await reader.read(SeriesKey(ANALYTICS, site.id, f"redundancy_{gid}_available"),
                                       Aggregate.MIN)
             need = await reader.read(SeriesKey(ANALYTICS, site.id, f"redundancy_{gid}_needed"),
                                      Aggregate.MAX)
+            # the analytics' stored figures (at the measured load) where they exist; elsewhere
+            # the group's level from the units' own states at the design load
+            d_avail, d_need = derived.groups.get(gid, (avail, need))
+            stored = np.isfinite(avail) & np.isfinite(need)
+            avail, need = np.where(stored, avail, d_avail), np.where(stored, need, d_need)
             redundancy.append(done(gid, f"group {design}", group_states(avail, need, design),
                                    "below N: load at risk", f"below its {design} design"))
         cm = await reader.read(SeriesKey(ANALYTICS, site.id, "concurrently_maintainable"),
                                Aggregate.MIN)
+        cm = np.where(np.isfinite(cm), cm, derived.concurrently_maintainable)
         redundancy.append(done("Tier III", "concurrent maintainability", flag_states(cm),
                                "-", "not concurrently maintainable"))
     finally:
@@ -290,6 +304,48 @@ async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns
     if journal is not None:
         _attach_events(report, site, journal)
     return report
+
+
+@dataclass
+class DerivedRedundancy:
+    """Group levels and Tier III per step, worked out from the units' states."""
+
+    groups: dict[str, tuple[np.ndarray, np.ndarray]]  # group -> (available, needed)
+    concurrently_maintainable: np.ndarray  # 1.0 / 0.0, NaN where no unit state is known
+    distinct_states: int
+
+
+def derive_redundancy(site: Site, unit_codes: dict[str, np.ndarray],
+                      steps: int) -> DerivedRedundancy:
+    """Redundancy per step from which units were down, at the design load: the analysis runs
+    once per distinct set of down units (a week holds a handful), not once per step."""
+    from dcim.analytics.redundancy import analyse
+    from dcim.analytics.topology import compile_topology
+
+    ids = sorted(unit_codes)
+    groups: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        g.id: (np.full(steps, np.nan), np.full(steps, np.nan))
+        for g in site.config.redundancy_groups}
+    cm = np.full(steps, np.nan)
+    if not ids or steps == 0:
+        return DerivedRedundancy(groups, cm, 0)
+    matrix = np.vstack([unit_codes[i] for i in ids])  # (units, steps)
+    known = (matrix != 3).any(axis=0)
+    keys = [tuple(np.flatnonzero(matrix[:, k] == 2).tolist()) for k in range(steps)]
+    topo = compile_topology(site)
+    reports: dict[tuple[int, ...], Any] = {}
+    for k, key in enumerate(keys):
+        if not known[k]:
+            continue
+        report = reports.get(key)
+        if report is None:
+            report = reports[key] = analyse(topo, {ids[i]: False for i in key},
+                                            on_generators=False)
+        for g in report.groups:
+            if g.id in groups:
+                groups[g.id][0][k], groups[g.id][1][k] = g.available, g.needed
+        cm[k] = 1.0 if report.concurrently_maintainable else 0.0
+    return DerivedRedundancy(groups, cm, len(reports))
 
 
 def _evidence(site: Site, storage: Storage, reader: _Reader,

@@ -224,6 +224,11 @@ async def test_trips_played_into_a_backfill_are_reported(tmp_path: Path) -> None
     assert fed and all(systems[r].degraded_s == 600.0 and systems[r].down_unplanned_s == 0.0
                        for r in fed)
     assert systems["UPS-A4"].availability == 1.0 and systems["UPS-A4"].incidents == ()
+    # no analytics ran on this history: the group levels come from the units' states at the
+    # design load (1,600 kW on UPS A needs 4 of its 5 modules: one trip leaves N)
+    group = systems["ups-a-modules"]
+    assert (group.coverage, group.degraded_s, group.down_unplanned_s) == (1.0, 900.0, 0.0)
+    assert systems["ups-b-modules"].incidents == () and systems["Tier III"].availability == 1.0
 
 
 def _local(ns: int) -> str:
