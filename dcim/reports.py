@@ -433,6 +433,25 @@ def _summary_rows(systems: Iterable[SystemAvailability]) -> list[str]:
     return rows
 
 
+MAX_LISTED = 40  # systems listed one by one under a roll-up
+
+
+def _grouped(incidents: Sequence[Incident]) -> list[list[Incident]]:
+    """Rack incidents with the same state, times, planning and cause in one row (a PDU that
+    opens puts all its racks on one feed at once); every other incident alone."""
+    rows: list[list[Incident]] = []
+    index: dict[tuple[object, ...], int] = {}
+    for i in incidents:
+        key = (i.state, i.start_ns, i.end_ns, i.planned, i.cause)
+        if i.cause.startswith(("on one feed", "no power")) and key in index:
+            rows[index[key]].append(i)
+            continue
+        if i.cause.startswith(("on one feed", "no power")):
+            index[key] = len(rows)
+        rows.append([i])
+    return rows
+
+
 def render_markdown(report: AvailabilityReport) -> str:
     """The report for people: summary tables, incidents with their evidence, definitions."""
     tz = report.timezone
@@ -451,8 +470,12 @@ def render_markdown(report: AvailabilityReport) -> str:
         if section.rollup is not None:
             affected = [a for a in section.systems if a.incidents or a.coverage < 0.999]
             lines += [f"{len(section.systems)} systems; the roll-up is their mean. Listed: the "
-                      f"{len(affected)} with an incident or incomplete data.", ""]
-            shown = [section.rollup] + affected
+                      f"{len(affected)} with an incident or incomplete data"
+                      + (f" (the {MAX_LISTED} with the least availability here; the JSON and "
+                         "CSV list every one)" if len(affected) > MAX_LISTED else "") + ".", ""]
+            affected.sort(key=lambda a: (a.availability if a.availability is not None else -1,
+                                         -a.degraded_s, a.system))
+            shown = [section.rollup] + affected[:MAX_LISTED]
         lines += [head, rule] + _summary_rows(shown) + [""]
     incidents = report.incidents()
     lines += ["## Incidents", ""]
@@ -461,9 +484,13 @@ def render_markdown(report: AvailabilityReport) -> str:
     else:
         lines += ["| system | state | start | end | duration | planned | cause | alarm journal |",
                   "|---|---|---|---|---:|---|---|---|"]
-        for i in incidents:
+        for group in _grouped(incidents):
+            i = group[0]
             events = "<br>".join(_event_text(e, tz) for e in report.events_of(i)[:8]) or "-"
-            lines.append(f"| {i.system} | {i.state} | {_local(i.start_ns, tz)} | "
+            names = i.system if len(group) == 1 else \
+                f"{len(group)} racks: {', '.join(g.system for g in group[:12])}" \
+                + (f" and {len(group) - 12} more" if len(group) > 12 else "")
+            lines.append(f"| {names} | {i.state} | {_local(i.start_ns, tz)} | "
                          f"{_local(i.end_ns, tz)} | {_dur(i.duration_s)} | "
                          f"{'yes' if i.planned else 'no'} | {i.cause} | {events} |")
         lines.append("")

@@ -229,6 +229,10 @@ async def test_trips_played_into_a_backfill_are_reported(tmp_path: Path) -> None
     group = systems["ups-a-modules"]
     assert (group.coverage, group.degraded_s, group.down_unplanned_s) == (1.0, 900.0, 0.0)
     assert systems["ups-b-modules"].incidents == () and systems["Tier III"].availability == 1.0
+    # the racks of one PDU are one row of the incident table, not twenty
+    text = render_markdown(report)
+    assert text.count(f"racks: {fed[0]}, {fed[1]}") == 1 and f"| {len(fed)} racks: " in text
+    assert sum(1 for line in text.splitlines() if fed[0] in line) == 2  # summary row + incident
 
 
 def _local(ns: int) -> str:
