@@ -265,8 +265,11 @@ class AlarmEngine:
     # ------------------------------------------------------------------ views and records
 
     def active(self) -> list[Alarm]:
-        """Every alarm not normal, or shelved, suppressed or out of service; most urgent first."""
-        return sorted(self.alarms.values(),
+        """Every alarm not normal, or normal but shelved or out of service; most urgent first.
+        A condition still in its on-delay is not an alarm yet and is not listed."""
+        listed = [a for a in self.alarms.values() if a.state is not AlarmState.NORMAL
+                  or a.shelved or a.out_of_service]
+        return sorted(listed,
                       key=lambda a: (-a.priority.rank, a.state is not AlarmState.UNACK,
                                      -(a.active_since_ns or a.last_change_ns), a.id))
 

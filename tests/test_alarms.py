@@ -210,13 +210,16 @@ def test_priority_overrides_and_latching_from_config() -> None:
     assert not config.is_latched("unit:UPS-A3:down")  # the default list was replaced
 
 
-def test_active_lists_the_most_urgent_first() -> None:
+def test_active_lists_the_most_urgent_first_and_not_what_is_pending() -> None:
     e = engine()
+    e.evaluate([cond("device:X:comm")], T0 - 10 * S)  # on-delay 30 s: pending, not an alarm
     conds = [cond("unit:A:down", "unit", Priority.HIGH, "A", None),
              cond("anomaly:rate:B", "anomaly", Priority.LOW, "B", "B"),
              cond("unit:C:down", "unit", Priority.CRITICAL, "C", None)]
     e.evaluate(conds, T0)
     e.acknowledge("unit:C:down", "x", T0 + S)
-    e.evaluate(conds + [cond("unit:D:down", "unit", Priority.CRITICAL, "D", None)], T0 + 2 * S)
+    e.evaluate(conds + [cond("unit:D:down", "unit", Priority.CRITICAL, "D", None),
+                        cond("device:X:comm")], T0 + 2 * S)
+    assert "device:X:comm" in e.alarms  # still pending (12 s of 30)
     assert [a.id for a in e.active()] == ["unit:D:down", "unit:C:down", "unit:A:down",
                                           "anomaly:rate:B"]
