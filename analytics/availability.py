@@ -176,22 +176,24 @@ class SystemAvailability:
 def summarize(system: str, kind: str, times_ns: NDArray[np.int64], step_s: float,
               codes: Codes, *, planned: BoolArray | None = None,
               cause_down: str = "down", cause_degraded: str = "degraded",
-              end_ns: int | None = None) -> SystemAvailability:
-    """Times per state and the incidents of one system's state row."""
+              start_ns: int | None = None, end_ns: int | None = None) -> SystemAvailability:
+    """Times per state and the incidents of one system's state row (steps clipped to
+    [start_ns, end_ns) when the period does not fall on step boundaries)."""
     step_ns = int(step_s * NS)
     planned = planned if planned is not None else np.zeros(codes.shape, dtype=bool)
-    start = int(times_ns[0]) if times_ns.size else 0
+    start = start_ns if start_ns is not None else (int(times_ns[0]) if times_ns.size else 0)
     end = end_ns if end_ns is not None else (int(times_ns[-1]) + step_ns if times_ns.size
                                              else start)
     # the last step may be partial: weigh every step by its length inside the period
-    lengths = np.maximum(np.minimum(times_ns + step_ns, end) - times_ns, 0) / NS
+    lengths = np.maximum(np.minimum(times_ns + step_ns, end) - np.maximum(times_ns, start),
+                         0) / NS
     down = codes == DOWN
     incidents: list[Incident] = []
     for state, cause in (("down", cause_down), ("degraded", cause_degraded)):
         mask = codes == (DOWN if state == "down" else DEGRADED)
         for a, b in runs(mask):
             incidents.append(Incident(
-                system=system, state=state, start_ns=int(times_ns[a]),
+                system=system, state=state, start_ns=max(int(times_ns[a]), start),
                 end_ns=min(int(times_ns[b]) + step_ns, end),
                 planned=bool(planned[a:b + 1].all()), cause=cause))
     incidents.sort(key=lambda i: (i.start_ns, i.state))

@@ -237,7 +237,8 @@ async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns
     def done(name: str, kind: str, codes: np.ndarray, down: str,
              degraded: str = "degraded") -> SystemAvailability:
         return summarize(name, kind, times, step_s, codes, planned=windows(name),
-                         cause_down=down, cause_degraded=degraded, end_ns=end_ns)
+                         cause_down=down, cause_degraded=degraded, start_ns=start_ns,
+                         end_ns=end_ns)
 
     try:
         power: list[SystemAvailability] = []

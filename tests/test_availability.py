@@ -86,6 +86,11 @@ def test_a_partial_last_step_and_no_data_at_all() -> None:
                   end_ns=int(T0 + 150 * S))
     assert (a.up_s, a.down_unplanned_s) == (120.0, 30.0)
     assert a.incidents[0].end_ns == T0 + 150 * S and a.incidents[0].duration_s == 30.0
+    # a period starting half-way into the first step counts only its second half
+    late = summarize("x", "unit", t, 60.0, np.array([DOWN, UP, UP], dtype=np.int8),
+                     start_ns=int(T0 + 30 * S), end_ns=int(T0 + 180 * S))
+    assert (late.down_unplanned_s, late.up_s) == (30.0, 120.0)
+    assert late.incidents[0].start_ns == T0 + 30 * S and late.incidents[0].duration_s == 30.0
     empty = summarize("y", "unit", t, 60.0, np.full(3, UNKNOWN, dtype=np.int8))
     assert empty.availability is None and empty.coverage == 0.0 and empty.mtbf_s is None
 
