@@ -13,13 +13,9 @@ Prints figures only; docs/performance.md keeps the results.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
-from _common import machine, table  # noqa: I001  (puts the repo on sys.path)
+from _common import machine, median_ms, table  # noqa: I001  (puts the repo on sys.path)
 
 from dcim.alarm_types import Action, AlarmEvent, AlarmState, Priority
 from dcim.analytics.alarm_kpi import alarm_kpis, verdicts
@@ -60,16 +56,6 @@ def journal(n: int, seed: int = 7) -> list[AlarmEvent]:
                        suppressed=su, announce=not (sh or su))
             for t, a, act, st, p, sh, su in rows]
 
-
-def median_ms(fn: Callable[[], Any], repeat: int) -> float:
-    """Median wall time of fn in milliseconds (one warm-up call first)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
 
 
 def count_raises(events: list[AlarmEvent], start_ns: int, end_ns: int) -> int:

@@ -16,14 +16,13 @@ Prints figures only; docs/performance.md ("Alarms") keeps the results.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import machine, table  # noqa: I001  (puts the repo on sys.path)
+from _common import machine, median_ms, table  # noqa: I001  (puts the repo on sys.path)
 
 from dcim.alarm_config import ALARM_SOURCES, AlarmDelays, AlarmsConfig
 from dcim.alarm_journal import AlarmJournal
@@ -39,16 +38,6 @@ from dcim.storage.base import SeriesKey
 REPO = Path(__file__).resolve().parent.parent
 S = 1_000_000_000
 
-
-def median_ms(fn: Callable[[], Any], repeat: int) -> float:
-    """Median wall time of a call in milliseconds (one warm-up call first)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
 
 
 def health_of(site: Site, silent_share: float) -> dict[str, DeviceHealth]:

@@ -9,30 +9,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _common import median_ms  # noqa: E402
 
 from dcim.analytics.redundancy import analyse, compile_topology, group_status  # noqa: E402
 from dcim.analytics.topology import power, resolve_loads, states_vector  # noqa: E402
 from dcim.site import Site, load_site, site_from_dict  # noqa: E402
 from dcim.site.generate import SiteSpec, generate_site  # noqa: E402
 
-
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    """Median wall time of fn in milliseconds (one warm-up call first)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
 
 
 def bench_site(name: str, site: Site, repeat: int) -> list[str]:
