@@ -70,6 +70,12 @@ class System:
         """Start simulators (if any), storage, the buffer and forwarder, then the collectors."""
         self.started_s = time.time()
         site = self.site
+        notifications = site.config.notifications
+        if notifications is not None:  # built first: a missing secret stops us before anything runs
+            from dcim.notify import Notifier
+
+            outbox = self.options.notify_outbox or f"var/notify-{site.id}.sqlite"
+            self.notifier = Notifier(notifications, outbox, tz=site.config.site.timezone)
         plant: PlantModel | None = None
         if self.options.simulate and self.options.backfill_s > 0:
             plant = await self._backfill()
@@ -114,12 +120,7 @@ class System:
         path = self.options.alarm_journal or config.journal_path or \
             f"var/alarms-{self.site.id}.sqlite"
         engine = AlarmEngine(config, AlarmJournal(path))
-        notifications = self.site.config.notifications
-        if notifications is not None:
-            from dcim.notify import Notifier
-
-            outbox = self.options.notify_outbox or f"var/notify-{self.site.id}.sqlite"
-            self.notifier = Notifier(notifications, outbox, tz=self.site.config.site.timezone)
+        if self.notifier is not None:
             await self.notifier.start()
         assert self.collectors is not None and self.forward is not None
         analytics, forward = self.analytics, self.forward

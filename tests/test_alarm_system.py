@@ -252,3 +252,17 @@ async def test_the_cli_lists_acknowledges_shelves_and_verifies(
     code, _, err = await asyncio.to_thread(cli, "alarms", "ack", comm, "--user", "x", "--url",
                                            "http://127.0.0.1:9/")
     assert code == 1 and "is the system running?" in err
+
+
+async def test_a_missing_notification_secret_stops_the_start_before_anything_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DCIM_TEST_NO_SUCH_SECRET", raising=False)
+    path = ROOT / "config" / "cyberport5.yaml"
+    broken = NOTIFICATIONS.format(port=9).replace(
+        'timeout_s: 5}', 'timeout_s: 5, secret_env: DCIM_TEST_NO_SUCH_SECRET}')
+    site = parse_site(path.read_text() + broken, str(path))
+    system_ = System(site, SystemOptions(buffer_dir=str(tmp_path / "buffer")))
+    with pytest.raises(ValueError, match="DCIM_TEST_NO_SUCH_SECRET"):
+        await system_.start()
+    assert system_.simulator is None and system_.collectors is None and system_.storage is None
