@@ -30,8 +30,10 @@ from dcim.analytics.redundancy import meets_design
 UP, DEGRADED, DOWN, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = ("up", "degraded", "down", "unknown")
 NS = 1_000_000_000
-TRIPPED = 3.0  # unit_status at or above: tripped / faulted (as in dcim.analysis)
-FEED_DEAD_KW = 0.05  # a rack feed reading less carries no load (as in dcim.analysis)
+# What a reading means, shared by the live analysis (dcim/analysis.py), the dashboard and reports
+TRIPPED = 3.0  # unit_status at or above: tripped / faulted
+FEED_DEAD_KW = 0.05  # a rack feed reading less carries no load
+UTILITY_LOST_KW = 1.0  # a utility meter reading less: the feed is lost
 
 Codes = NDArray[np.int8]
 FloatArray = NDArray[np.float64]

@@ -24,6 +24,7 @@ from typing import Any
 
 from dcim.alarm_types import PRIORITY_ORDER, Alarm, AlarmState
 from dcim.analytics.anomaly_envelope import EnvelopeConfig
+from dcim.analytics.availability import TRIPPED
 from dcim.analytics.pue_meters import energy_meters
 from dcim.collectors.base import DeviceHealth, DeviceStatus
 from dcim.site import Site
@@ -35,7 +36,6 @@ POWER_POINTS = ("power_kw", "output_power_kw", "fan_power_kw")
 INLET_ROLE = "inlet_temp_c"
 RH_ROLE = "inlet_rh_pct"
 RACK_POWER_ROLE = "it_power_kw"
-TRIPPED = 3.0  # unit_status at or above: tripped / faulted (as in dcim.analysis)
 # Worst first: the quality a rack tile shows when its readings differ.
 _QUALITY_RANK = {Quality.BAD: 0, Quality.STALE: 1, Quality.GOOD: 2}
 

@@ -69,6 +69,10 @@ class AlarmsConfig(BaseModel):
     journal_path: str | None = Field(
         None, description="the alarm journal (SQLite); default var/alarms-<site>.sqlite")
 
+    def journal_file(self, site_id: str) -> str:
+        """The journal's path: journal_path, or var/alarms-<site>.sqlite."""
+        return self.journal_path or f"var/alarms-{site_id}.sqlite"
+
     def delays_for(self, source: str) -> AlarmDelays:
         """The delays of one source (defaults when the source is not configured)."""
         return self.delays.get(source) or DEFAULT_DELAYS.get(source) or FALLBACK_DELAYS

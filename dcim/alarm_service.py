@@ -17,10 +17,10 @@ from typing import Any, Protocol
 from dcim.alarm_sources import conditions
 from dcim.alarm_types import AlarmEvent
 from dcim.alarms import AlarmEngine
-from dcim.analysis import unit_states_from_latest
+from dcim.analysis import status_keys, unit_states_from_latest
 from dcim.collectors.base import DeviceHealth
 from dcim.site import Site
-from dcim.storage.base import SeriesKey, Storage
+from dcim.storage.base import Storage
 from dcim.tasks import cancel_task
 
 log = logging.getLogger(__name__)
@@ -30,18 +30,6 @@ class EventSink(Protocol):
     """Where alarm events go after the journal (the notifier)."""
 
     def submit(self, events: Sequence[AlarmEvent]) -> int: ...
-
-
-def unit_state_keys(site: Site) -> list[SeriesKey]:
-    """The series unit_states_from_latest reads: unit status words, rack feeds, utility meters."""
-    keys = [d.series("unit_status") for d in site.devices.values()
-            if any(p.name == "unit_status" for p in d.profile.points)]
-    for rack in site.racks.values():
-        for side in ("a", "b"):
-            keys.append(SeriesKey("rack_monitor", f"RM-{rack.id}", f"feed_{side}_power_kw"))
-    keys += [d.series("power_kw") for d in site.devices_of_type("meter")
-             if any(p.name == "power_kw" for p in d.profile.points)]
-    return keys
 
 
 class AlarmService:
@@ -57,7 +45,7 @@ class AlarmService:
         self.site, self.engine = site, engine
         self._health, self._storage, self._analysis = health, storage, analysis
         self._forward_stats, self.sink, self._clock = forward_stats, sink, clock
-        self._keys = unit_state_keys(site)
+        self._keys = status_keys(site)
         self._down: list[str] = []
         self._task: asyncio.Task[None] | None = None
         self.evaluations = 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from dcim.alarm_config import AlarmsConfig
@@ -304,9 +303,4 @@ class AlarmEngine:
         return events
 
 
-def with_seq(event: AlarmEvent, seq: int) -> AlarmEvent:
-    """The event with its journal sequence number."""
-    return replace(event, seq=seq)
-
-
-__all__ = ["AlarmEngine", "AlarmError", "Priority", "with_seq"]
+__all__ = ["AlarmEngine", "AlarmError", "Priority"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dcim.analytics.pue import SiteFigures, energy_meters, periods, site_figures
+from dcim.analytics.availability import FEED_DEAD_KW, TRIPPED, UTILITY_LOST_KW
 from dcim.analytics.redundancy import RedundancyReport, analyse
 from dcim.analytics.topology import Loads, compile_topology
 from dcim.site import Site
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 
 MEASUREMENT = "analytics"
 LOOKBACK_NS = 10 * 60 * 1_000_000_000  # read counters a little before the period: edge interpolation
-FEED_DEAD_KW = 0.05
-TRIPPED = 3.0
 
 
 @dataclass
@@ -45,6 +44,12 @@ class AnalysisResult:
     redundancy: RedundancyReport
     samples: list[Sample]
     anomalies: list = field(default_factory=list)  # active Anomaly records, newest data
+
+
+def status_keys(site: Site) -> list[SeriesKey]:
+    """The series unit_states_from_latest and rack_loads read: status words, rack feeds, meters."""
+    return [d.series(p.name) for d in site.devices.values() for p in d.profile.points
+            if p.role in ("unit_status", "it_power_kw", "power_kw")]
 
 
 def unit_states_from_latest(site: Site, latest: dict[SeriesKey, Sample]) -> dict[str, bool]:
@@ -70,7 +75,7 @@ def unit_states_from_latest(site: Site, latest: dict[SeriesKey, Sample]) -> dict
     for device in site.devices_of_type("meter"):
         comp = site.electrical.get(device.monitors)
         kw = value.get((device.id, "power_kw"))
-        if comp is not None and comp.type == "utility_feed" and kw is not None and kw < 1.0:
+        if comp is not None and comp.type == "utility_feed" and kw is not None and kw < UTILITY_LOST_KW:
             states[comp.id] = False
     return states
 
@@ -102,9 +107,7 @@ class AnalyticsService:
         self._clock = clock
         self.meters = energy_meters(site)
         self.topology = compile_topology(site)
-        self._status_keys = [d.series(p.name) for d in site.devices.values()
-                             for p in d.profile.points
-                             if p.role in ("unit_status", "it_power_kw", "power_kw")]
+        self._status_keys = status_keys(site)
         self.last: AnalysisResult | None = None
         self.anomaly_stage = None
         if anomalies:

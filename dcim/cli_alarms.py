@@ -28,7 +28,7 @@ def _journal_path(args: argparse.Namespace) -> tuple[Path, str]:
     from dcim.site import load_site
 
     site = load_site(args.site)
-    path = args.journal or site.config.alarms.journal_path or f"var/alarms-{site.id}.sqlite"
+    path = args.journal or site.config.alarms.journal_file(site.id)
     if not Path(path).exists():
         raise FileNotFoundError(f"no alarm journal at {path} (has the system run here? "
                                 "use --journal to point at one)")

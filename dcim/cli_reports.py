@@ -37,8 +37,7 @@ async def _availability(args: argparse.Namespace) -> int:
         print(f"--from ({args.start}) must be before --to ({args.to})", file=sys.stderr)
         return 2
     planned = load_planned(args.planned, site) if args.planned else []
-    journal_path = args.journal or site.config.alarms.journal_path or \
-        f"var/alarms-{site.id}.sqlite"
+    journal_path = args.journal or site.config.alarms.journal_file(site.id)
     journal = AlarmJournal(journal_path) if Path(journal_path).exists() else None
     if journal is None:
         print(f"note: no alarm journal at {journal_path}; incidents are listed without alarm "

@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dcim.alarm_journal import AlarmJournal
 from dcim.alarm_types import AlarmEvent
-from dcim.analytics.availability import (Incident, SystemAvailability, combined, flag_states,
+from dcim.analytics.availability import (UTILITY_LOST_KW, Incident, SystemAvailability,
+                                         combined, flag_states,
                                          group_states, planned_mask, rack_states,
                                          single_feed_states, summarize, unit_states)
 from dcim.site import Site
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
 ANALYTICS = "analytics"
-UTILITY_LOST_KW = 1.0
 EVIDENCE_BEFORE_S = 600.0  # alarm events this long before an incident belong to it
 EVIDENCE_AFTER_S = 3600.0  # ... and this long after (acknowledgements, resets)
 POWER_TYPES = ("utility_feed", "generator", "transformer", "ats", "switchboard", "ups_module",

@@ -117,8 +117,7 @@ class System:
         from dcim.alarms import AlarmEngine
 
         config = self.site.config.alarms
-        path = self.options.alarm_journal or config.journal_path or \
-            f"var/alarms-{self.site.id}.sqlite"
+        path = self.options.alarm_journal or config.journal_file(self.site.id)
         engine = AlarmEngine(config, AlarmJournal(path))
         if self.notifier is not None:
             await self.notifier.start()
