@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from dcim.alarm_types import Action, AlarmEvent, AlarmState, Priority
+from dcim.alarms.types import Action, AlarmEvent, AlarmState, Priority
 
 NS_PER_S = 1_000_000_000
 DAY_S = 86_400

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from dcim.site.model import SiteDevice
-from dcim.site.schema import ModbusPoint, ModbusProfile
+from dcim.config.site import ModbusPoint, ModbusProfile
 from dcim.storage.base import Quality
 
 Array = NDArray[np.float64]

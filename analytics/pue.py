@@ -22,7 +22,7 @@ from dcim.analytics.pue_meters import (
     energy_totals,
 )
 from dcim.site.model import Site
-from dcim.site.schema import EmissionFactor
+from dcim.config.site import EmissionFactor
 from dcim.storage.base import SeriesKey
 
 PeriodKind = Literal["live", "day", "month", "trailing_12_months"]

@@ -30,7 +30,12 @@ UnitStates = Mapping[str, bool]
 
 @dataclass(frozen=True)
 class Loads:
-    """Present loads; None means the design value (rack design kW and the sizing factors)."""
+    """Present loads; None means the design value (rack design kW and the sizing factors).
+
+    A load that is not a finite number (NaN: a reading that is unknown or half stored; inf:
+    a broken sensor) counts as unknown, which is the same as not given: the rack's design
+    load, or the hall, plant and facility figures derived from the rack loads.
+    """
 
     rack_kw: Mapping[str, float] | None = None
     hall_heat_kw: Mapping[str, float] | None = None
@@ -280,7 +285,14 @@ class LoadVector:
 
 
 def needed_units(load_kw: float, unit_kw: FloatArray) -> int:
-    """N: the fewest units (largest first) whose capacity covers the load; at least 1."""
+    """N: the fewest units (largest first) whose capacity covers the load; at least 1.
+
+    A load that is not a finite number (NaN or inf) cannot be shown to fit, so it needs one
+    unit more than are installed (the group reads below N); resolve_loads replaces unknown
+    loads with design ones before they get here.
+    """
+    if not math.isfinite(load_kw):
+        return 1 if load_kw < 0 else unit_kw.size + 1
     if load_kw <= EPS_KW or unit_kw.size == 0:
         return 1
     cumulative = np.cumsum(np.sort(unit_kw)[::-1])
@@ -294,25 +306,40 @@ def needed_units(load_kw: float, unit_kw: FloatArray) -> int:
 DESIGN_LOADS = Loads()
 
 
+def _known(kw: float | None) -> float | None:
+    """A load as given, or None (derive or use the design value) when it is not finite."""
+    return kw if kw is not None and math.isfinite(kw) else None
+
+
 def resolve_loads(topo: Topology, loads: Loads = DESIGN_LOADS) -> LoadVector:
-    """Loads as arrays; heat and facility figures derived from rack loads where not given."""
+    """Loads as arrays; heat and facility figures derived from rack loads where not given.
+
+    A rack load that is not a finite number (NaN: unknown, e.g. a reading half stored) is
+    replaced by the rack's design load; a hall heat, plant heat or facility load that is
+    not finite is derived as if it had not been given. So every figure here is finite.
+    """
     rack_kw = topo.rack_design_kw.copy()
     if loads.rack_kw is not None:
         pos = {r: i for i, r in enumerate(topo.rack_ids)}
         for rid, kw in loads.rack_kw.items():
             if rid not in pos:
                 raise ValueError(f"load given for unknown rack {rid!r}")
-            rack_kw[pos[rid]] = kw
+            known = _known(kw)
+            if known is not None:
+                rack_kw[pos[rid]] = known
     hall_it = np.bincount(topo.rack_hall, weights=rack_kw, minlength=len(topo.hall_ids))
     hall_heat: FloatArray = np.asarray(hall_it * loads.hall_heat_factor, dtype=np.float64)
     if loads.hall_heat_kw is not None:
         for hid, kw in loads.hall_heat_kw.items():
             if hid not in topo.hall_ids:
                 raise ValueError(f"heat load given for unknown hall {hid!r}")
-            hall_heat[topo.hall_ids.index(hid)] = kw
+            known = _known(kw)
+            if known is not None:
+                hall_heat[topo.hall_ids.index(hid)] = known
     it_kw = float(rack_kw.sum())
-    plant_heat = it_kw * loads.plant_heat_factor if loads.plant_heat_kw is None \
-        else loads.plant_heat_kw
+    plant_heat = _known(loads.plant_heat_kw)
+    if plant_heat is None:
+        plant_heat = it_kw * loads.plant_heat_factor
     total_hall = float(hall_heat.sum())
 
     def heat_of(halls: BoolArray, is_plant: bool) -> float:
@@ -341,8 +368,9 @@ def resolve_loads(topo: Topology, loads: Loads = DESIGN_LOADS) -> LoadVector:
     grouped = {int(i) for g in topo.groups for i in g.mech}
     mech_running_kw += sum(float(topo.mech_rated_kw[i]) for i in range(len(topo.mech_ids))
                            if i not in grouped)
-    facility = loads.facility_kw if loads.facility_kw is not None else (
-        it_kw / topo.ups_efficiency + mech_running_kw + topo.other_load_kw)
+    facility = _known(loads.facility_kw)
+    if facility is None:
+        facility = it_kw / topo.ups_efficiency + mech_running_kw + topo.other_load_kw
     for g_i, g in enumerate(topo.groups):
         if g.kind in ("utility", "generator"):
             group_load[g_i] = facility

@@ -43,8 +43,8 @@ from dcim.collectors.modbus import ModbusCollector
 from dcim.collectors.modbus_codec import BIT_TABLES, plan_reads, point_size
 from dcim.site import Site, load_site
 from dcim.site.model import SiteDevice
-from dcim.site.schema import ModbusGateway, ModbusPoint
-from dcim.storage.config import InfluxDB1StorageConfig
+from dcim.config.site import ModbusGateway, ModbusPoint
+from dcim.config.storage import InfluxDB1StorageConfig
 from dcim.storage.factory import open_storage
 
 BATCH_LINES = 5000

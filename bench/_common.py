@@ -75,3 +75,11 @@ def median_ms(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """The pct-th percentile of already sorted values (nearest rank; the maximum at 100)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), -(-len(sorted_values) * pct // 100)))
+    return float(sorted_values[int(rank) - 1])

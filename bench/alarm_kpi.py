@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 from _common import machine, median_ms, table  # noqa: I001  (puts the repo on sys.path)
 
-from dcim.alarm_types import Action, AlarmEvent, AlarmState, Priority
+from dcim.alarms.types import Action, AlarmEvent, AlarmState, Priority
 from dcim.analytics.alarm_kpi import alarm_kpis, verdicts
 
 S = 1_000_000_000

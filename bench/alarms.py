@@ -6,7 +6,7 @@ Per site (reference, 2,000-rack synthetic) and per load (no alarm, 1 % and 10 % 
 silent, every rack monitor with an anomaly), timed as the median of --repeat:
 - baseline: one pass over the device health (a dict comprehension of the devices not up),
   the least any evaluation must do;
-- `conditions`: building the conditions and suppressions (dcim/alarm_sources.py);
+- `conditions`: building the conditions and suppressions (dcim/alarms/sources.py);
 - `evaluate`: the engine on those conditions in steady state (alarms already raised), with
   no journal, and with the SQLite journal (only changes are written: steady state writes none);
 - the first evaluation that raises them all, journaled (a flood's worst case).
@@ -24,10 +24,10 @@ from typing import Any
 
 from _common import machine, median_ms, table  # noqa: I001  (puts the repo on sys.path)
 
-from dcim.alarm_config import ALARM_SOURCES, AlarmDelays, AlarmsConfig
-from dcim.alarm_journal import AlarmJournal
-from dcim.alarm_sources import conditions
-from dcim.alarms import AlarmEngine
+from dcim.config.alarms import ALARM_SOURCES, AlarmDelays, AlarmsConfig
+from dcim.alarms.journal import AlarmJournal
+from dcim.alarms.sources import conditions
+from dcim.alarms.engine import AlarmEngine
 from dcim.analytics.anomaly_base import Anomaly
 from dcim.analytics.redundancy import analyse
 from dcim.collectors.base import DeviceHealth, DeviceStatus

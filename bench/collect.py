@@ -31,7 +31,7 @@ from dcim.collectors.modbus_codec import plan_reads  # noqa: E402
 from dcim.simulators import procs  # noqa: E402
 from dcim.site import load_site  # noqa: E402
 from dcim.site.generate import SiteSpec, generate_site, to_yaml  # noqa: E402
-from dcim.site.schema import ModbusGateway, ModbusPoint  # noqa: E402
+from dcim.config.site import ModbusGateway, ModbusPoint  # noqa: E402
 
 REFERENCE = REPO / "config" / "cyberport5.yaml"
 RACKS = {"100": (80, 1), "500": (450, 2), "2000": (1800, 4)}

@@ -29,7 +29,7 @@ from dcim.dashboards.state import dashboard_state, live_points
 from dcim.site import Site, load_site, site_from_dict
 from dcim.site.generate import SiteSpec, generate_site
 from dcim.storage.base import Quality, Sample
-from dcim.storage.config import EmbeddedStorageConfig
+from dcim.config.storage import EmbeddedStorageConfig
 from dcim.storage.embedded import EmbeddedStorage
 
 REPO = Path(__file__).resolve().parent.parent

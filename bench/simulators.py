@@ -27,7 +27,7 @@ from _common import REPO, cpu_seconds, machine, table
 
 from dcim.collectors.modbus_codec import plan_reads
 from dcim.site import Site, load_site
-from dcim.site.schema import ModbusPoint
+from dcim.config.site import ModbusPoint
 
 REFERENCE = REPO / "config" / "cyberport5.yaml"
 WARMUP_S = 0.5

@@ -19,7 +19,7 @@ from _common import REPO, cpu_seconds, table
 from asyncua import Client, Node, ua
 
 from dcim.site import load_site
-from dcim.site.schema import OpcuaGateway
+from dcim.config.site import OpcuaGateway
 
 REFERENCE = REPO / "config" / "cyberport5.yaml"
 READ_BATCH = 100

@@ -21,7 +21,7 @@ import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from dcim.storage.base import Quality, Sample, SeriesKey, Storage  # noqa: E402
-from dcim.storage.config import (  # noqa: E402
+from dcim.config.storage import (  # noqa: E402
     EmbeddedStorageConfig,
     InfluxDB1StorageConfig,
     InfluxDB2StorageConfig,

@@ -10,20 +10,65 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from dcim.storage.base import Quality, Sample, SampleColumns, SeriesKey
 
 log = logging.getLogger(__name__)
 
 
+@runtime_checkable
 class SampleSink(Protocol):
-    """Where collectors put samples (StoreAndForward, BatchWriter, a list in tests)."""
+    """Where collectors put samples (StoreAndForward, LiveState). BatchWriter and test lists
+    have only `add(samples)`: collectors take those too (PlainSink, see CycleMarks)."""
+
+    def begin_cycle(self, tag: str, expected: int) -> None:
+        """Announce a cycle of at most `expected` samples before its reads; a crash before
+        the add that closes it is reported as a lost cycle on restart."""
+
+    def add(self, samples: Sample | Iterable[Sample], *, cycle: str | None = None) -> None:
+        """Accept samples without blocking; `cycle` closes the cycle begun with that tag."""
+
+
+class PlainSink(Protocol):
+    """A sink that only takes samples, without cycle markers."""
 
     def add(self, samples: Sample | Iterable[Sample]) -> None:
         """Accept samples without blocking."""
+
+
+def _no_begin(tag: str, expected: int) -> None:
+    pass
+
+
+class CycleMarks:
+    """A sink's cycle markers, looked up once when a collector is built.
+
+    `begin(tag, expected)` goes before a cycle's reads, `add(samples, tag)` delivers the
+    cycle's samples and closes it (even when there are none). For a sink without
+    `begin_cycle`, begin does nothing and add is the plain add, skipped when empty.
+    """
+
+    __slots__ = ("begin", "add")
+
+    def __init__(self, sink: SampleSink | PlainSink):
+        self.begin: Callable[[str, int], None]
+        self.add: Callable[[Sequence[Sample], str], None]
+        if isinstance(sink, SampleSink):
+            marked = sink
+
+            def add_closing(samples: Sequence[Sample], tag: str) -> None:
+                marked.add(samples, cycle=tag)
+            self.begin, self.add = marked.begin_cycle, add_closing
+        else:
+            plain = sink
+
+            def add_plain(samples: Sequence[Sample], tag: str) -> None:
+                if samples:
+                    plain.add(samples)
+            self.begin, self.add = _no_begin, add_plain
 
 
 class Collector(Protocol):
@@ -34,6 +79,10 @@ class Collector(Protocol):
 
     async def close(self) -> None:
         """Stop collecting and release connections."""
+
+    @property
+    def gateway_down(self) -> bool:
+        """True while none of the gateway's devices answers (after they have been tried)."""
 
 
 class DeviceStatus(str, enum.Enum):
@@ -91,6 +140,12 @@ class DeviceHealth:
     latency_ewma_s: float = 0.0
     skipped_backoff: int = 0
     next_attempt_s: float = 0.0
+
+    @property
+    def connecting(self) -> bool:
+        """Not answered once yet and no error yet: still starting up (shown as STALE)."""
+        return self.last_ok_ns is None and not self.last_error and \
+            self.status is DeviceStatus.STALE
 
     def ok(self, t_ns: int, latency_s: float) -> None:
         """A good poll."""

@@ -4,16 +4,20 @@ Layout of `directory`: segment files `seg-<16-digit sequence>.log` and the ack c
 A segment is a 16-byte header (magic, sequence) followed by frames, one per append:
 
     frame   = payload length u32 | crc32(payload) u32 | payload
-    payload = new key count u32 | row count u32 | new keys | index u32[n] | time_ns i64[n]
-              | value f64[n] | quality u8[n]
+    payload = new key count u32 | row count u32 | [marks] | new keys | index u32[n]
+              | time_ns i64[n] | value f64[n] | quality u8[n]
+    marks   = count u16 | (kind u8 | expected samples u32 | tag length u16 | tag UTF-8)...
     key     = three u16 byte lengths | measurement, device, point (UTF-8)
 
-All little-endian. A segment's key table grows as frames introduce keys, so a row costs
-21 bytes whatever the key. See docs/collectors.md, "Durable buffer".
+All little-endian. Marks (cycle begin / done) are present when the key count's top bit is set.
+A segment's key table grows as frames introduce keys, so a row costs 21 bytes whatever the
+key. See docs/collectors.md, "Durable buffer", and docs/storage.md, "Durable buffer".
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -23,9 +27,11 @@ import time
 import zlib
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
+from dcim.config.storage import BufferConfig
 from dcim.storage.base import Quality, Sample, SampleColumns, SeriesKey
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,12 @@ PAYLOAD_HEADER = struct.Struct("<II")  # keys new to the segment, rows
 KEY_HEADER = struct.Struct("<HHH")  # byte lengths of measurement, device, point
 ACK_RECORD = struct.Struct("<QQQI")  # segment, offset, row index in that frame, crc32
 ROW_BYTES = 4 + 8 + 8 + 1
+MARKS_FLAG = 0x8000_0000  # in a payload's key count: a table of cycle marks follows the header
+MARKS_COUNT = struct.Struct("<H")
+MARK_HEADER = struct.Struct("<BIH")  # kind, expected samples, tag byte length
+MARK_BEGIN, MARK_DONE = 1, 2
+# Free space is asked of the filesystem (statvfs) at most this often, and once per new segment.
+FREE_CHECK_INTERVAL_S = 1.0
 # Rows per frame at most: bounds the memory one read or one torn write can involve.
 MAX_FRAME_ROWS = 65_536
 SEGMENT_GLOB = "seg-*.log"
@@ -62,7 +74,7 @@ class Cursor:
 
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
-    """What opening the buffer found: unacked samples kept and torn or corrupt bytes cut."""
+    """What opening the buffer found: unacked samples kept, torn bytes cut, cycles lost."""
 
     recovered_samples: int
     discarded_bytes: int
@@ -71,6 +83,18 @@ class RecoveryReport:
     oldest_time_ns: int | None
     newest_time_ns: int | None
     segments: int
+    # Cycles begun (begin_cycle) whose samples never reached the buffer before the process died.
+    lost_cycles: int = 0
+    lost_cycle_samples: int = 0
+    lost_cycle_tags: tuple[str, ...] = ()
+
+
+class Mark(NamedTuple):
+    """A cycle marker: a collector began a cycle of `expected` samples, or finished it."""
+
+    kind: int  # MARK_BEGIN or MARK_DONE
+    tag: str
+    expected: int
 
 
 @dataclass(slots=True)
@@ -87,6 +111,17 @@ class _Segment:
     key_ids: dict[int, int] = field(default_factory=dict)
 
 
+def open_cycles(marks: Sequence[Mark]) -> dict[str, int]:
+    """Cycles begun and not done after marks, in order: tag -> expected samples."""
+    begun: dict[str, int] = {}
+    for kind, tag, expected in marks:
+        if kind == MARK_BEGIN:
+            begun[tag] = expected  # a new cycle of the same group replaces an abandoned one
+        else:
+            begun.pop(tag, None)
+    return begun
+
+
 class BufferFormatError(ValueError):
     """A frame that does not parse although its CRC matched (treated like a torn frame)."""
 
@@ -96,11 +131,39 @@ def segment_name(seq: int) -> str:
     return f"seg-{seq:016d}.log"
 
 
-def _frame_keys(payload: memoryview, keys: list[SeriesKey]) -> tuple[int, int]:
-    """Append the frame's new keys to keys; return (row count, offset of the row columns)."""
+def disk_free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged writer can still put on directory's filesystem (statvfs)."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int, path: Path) -> None:
+    """Write all of data at offset; a short write is retried so the kernel names the error."""
+    view, done = memoryview(data), 0
+    while done < len(view):
+        n = os.pwrite(fd, view[done:], offset + done)
+        if n == 0:
+            raise OSError(errno.EIO, f"short write to {path}: {done} of {len(view)} bytes")
+        done += n
+
+
+def _frame_keys(payload: memoryview, keys: list[SeriesKey],
+                marks: list[Mark] | None = None) -> tuple[int, int]:
+    """Append the frame's new keys to keys (its marks to marks); (row count, row offset)."""
     n_keys, n_rows = PAYLOAD_HEADER.unpack_from(payload, 0)
     pos = PAYLOAD_HEADER.size
     try:
+        if n_keys & MARKS_FLAG:
+            n_keys ^= MARKS_FLAG
+            (n_marks,) = MARKS_COUNT.unpack_from(payload, pos)
+            pos += MARKS_COUNT.size
+            for _ in range(n_marks):
+                kind, expected, length = MARK_HEADER.unpack_from(payload, pos)
+                pos += MARK_HEADER.size
+                tag = bytes(payload[pos : pos + length]).decode()
+                pos += length
+                if marks is not None:
+                    marks.append(Mark(kind, tag, expected))
         for _ in range(n_keys):
             lm, ld, lp = KEY_HEADER.unpack_from(payload, pos)
             pos += KEY_HEADER.size
@@ -108,7 +171,7 @@ def _frame_keys(payload: memoryview, keys: list[SeriesKey]) -> tuple[int, int]:
             keys.append(SeriesKey(raw[:lm].decode(), raw[lm : lm + ld].decode(), raw[lm + ld :].decode()))
             pos += lm + ld + lp
     except (struct.error, UnicodeDecodeError) as exc:
-        raise BufferFormatError(f"bad key table: {exc}") from exc
+        raise BufferFormatError(f"bad key or mark table: {exc}") from exc
     if pos + n_rows * ROW_BYTES != len(payload):
         raise BufferFormatError(f"{n_rows} rows do not fill a {len(payload)}-byte payload")
     return n_rows, pos
@@ -135,22 +198,31 @@ class DurableBuffer:
         directory: str | Path,
         *,
         max_bytes: int = 2 * GiB,
+        min_free_bytes: int = 256 * MiB,
         segment_bytes: int = 16 * MiB,
         fsync_interval_s: float = 1.0,
         fsync_samples: int = 5000,
         fsync: Callable[[int], None] = os.fsync,
         clock: Callable[[], float] = time.monotonic,
+        disk_free: Callable[[Path], int] = disk_free_bytes,
     ) -> None:
-        if segment_bytes < 4096 or max_bytes < 2 * segment_bytes:
-            raise ValueError(f"need segment_bytes >= 4096 and max_bytes >= 2 * segment_bytes, "
-                             f"got segment_bytes={segment_bytes}, max_bytes={max_bytes}")
+        if segment_bytes < 4096 or max_bytes < 2 * segment_bytes or min_free_bytes < 0:
+            raise ValueError(f"need segment_bytes >= 4096, max_bytes >= 2 * segment_bytes and "
+                             f"min_free_bytes >= 0, got segment_bytes={segment_bytes}, "
+                             f"max_bytes={max_bytes}, min_free_bytes={min_free_bytes}")
         self.directory = Path(directory)
         self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
         self.segment_bytes = segment_bytes
         self.fsync_interval_s = fsync_interval_s
         self.fsync_samples = fsync_samples
         self._fsync = fsync
         self._clock = clock
+        self._disk_free = disk_free
+        self._free_bytes = 0  # statvfs's answer less what was appended since
+        self._free_checked_at: float | None = None  # None: ask statvfs before the next append
+        self._open_cycles: dict[str, int] = {}  # tag -> expected samples, begun and not done
+        self._ack_error = ""  # why the ack file could not be written, while that lasts
         self._frame_rows = max(1, min(MAX_FRAME_ROWS, (segment_bytes // 2) // ROW_BYTES))
         self._segments: list[_Segment] = []
         self._fd = -1  # the last segment's, open for appending
@@ -180,6 +252,12 @@ class DurableBuffer:
         self._ack = self._load_ack()
         self.recovery = self._with_unacked_stats(self.recovery)
         self._open_last()
+        self._close_lost_cycles()
+
+    @classmethod
+    def from_config(cls, directory: str | Path, config: BufferConfig) -> DurableBuffer:
+        """A buffer in directory bounded as the site's `storage.buffer` section says."""
+        return cls(directory, max_bytes=config.max_bytes, min_free_bytes=config.min_free_bytes)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -207,12 +285,13 @@ class DurableBuffer:
 
     def _recover(self) -> RecoveryReport:
         discarded = torn = lost_rows = 0
+        marks: list[Mark] = []
         for path in sorted(self.directory.glob(SEGMENT_GLOB)):
             try:
                 seq = int(path.name[4:-4])
             except ValueError:
                 continue
-            seg, cut_bytes, cut_rows = self._scan(path, seq)
+            seg, cut_bytes, cut_rows = self._scan(path, seq, marks)
             if cut_bytes:
                 torn += 1
                 discarded += cut_bytes
@@ -227,11 +306,15 @@ class DurableBuffer:
             self._next_number += seg.samples
         if not self._segments:
             self._segments.append(self._create_segment(1))
+        lost = open_cycles(marks)
         return RecoveryReport(self._next_number, discarded, torn, lost_rows, None, None,
-                              len(self._segments))
+                              len(self._segments), len(lost), sum(lost.values()), tuple(lost))
 
-    def _scan(self, path: Path, seq: int) -> tuple[_Segment | None, int, int]:
-        """Parse a segment; truncate it at the first bad frame. (segment, cut bytes, cut rows)."""
+    def _scan(self, path: Path, seq: int, marks: list[Mark]) -> tuple[_Segment | None, int, int]:
+        """Parse a segment, adding its marks to marks; truncate it at the first bad frame.
+
+        Returns (segment, cut bytes, cut rows).
+        """
         data = memoryview(path.read_bytes())
         if len(data) < SEGMENT_HEADER.size or SEGMENT_HEADER.unpack_from(data, 0) != (MAGIC, seq):
             return None, len(data), 0
@@ -248,11 +331,13 @@ class DurableBuffer:
             if length < PAYLOAD_HEADER.size or len(payload) < length or zlib.crc32(payload) != crc:
                 break
             keys_before = len(seg.keys)
+            frame_marks: list[Mark] = []
             try:
-                n_rows, _ = _frame_keys(payload, seg.keys)
+                n_rows, _ = _frame_keys(payload, seg.keys, frame_marks)
             except BufferFormatError:
                 del seg.keys[keys_before:]
                 break
+            marks += frame_marks
             cut_rows = 0
             seg.samples += n_rows
             pos += FRAME_HEADER.size + length
@@ -312,8 +397,18 @@ class DurableBuffer:
                 lo, hi = min(times[skip:]), max(times[skip:])
                 oldest = lo if oldest is None else min(oldest, lo)
                 newest = hi if newest is None else max(newest, hi)
-        return RecoveryReport(self.depth, report.discarded_bytes, report.torn_frames,
-                              report.discarded_samples, oldest, newest, len(self._segments))
+        return replace(report, recovered_samples=self.depth, oldest_time_ns=oldest,
+                       newest_time_ns=newest, segments=len(self._segments))
+
+    def _close_lost_cycles(self) -> None:
+        """Mark the cycles recovery found lost as done, so the next start does not count them again."""
+        lost = self.recovery.lost_cycle_tags
+        if lost:
+            try:
+                self._append_frame(SampleColumns([], [], [], []), [Mark(MARK_DONE, t, 0) for t in lost])
+            except OSError as exc:  # the next start reports them again: better than not starting
+                log.warning("durable buffer: cannot record the lost cycles as counted",
+                            extra={"error": str(exc), "cycles": list(lost)})
 
     def _frames(self, seg: _Segment) -> list[tuple[int, int, memoryview]]:
         """(offset, rows, payload) of every frame of a (recovered, valid) segment."""
@@ -330,24 +425,38 @@ class DurableBuffer:
     # -- segments ------------------------------------------------------------------------
 
     def _create_segment(self, seq: int) -> _Segment:
+        """A new segment file holding its header, fsync'd; removed again if any step fails."""
         path = self.directory / segment_name(seq)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, SEGMENT_HEADER.pack(MAGIC, seq))
-            self._fsync(fd)
-        finally:
-            os.close(fd)
-        self._sync_dir()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _pwrite_all(fd, SEGMENT_HEADER.pack(MAGIC, seq), 0, path)
+                self._fsync(fd)
+            finally:
+                os.close(fd)
+            self._sync_dir()
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         return _Segment(seq, path, self._next_number)
 
     def _open_last(self) -> None:
-        self._fd = os.open(self._segments[-1].path, os.O_WRONLY | os.O_APPEND)
+        # Not O_APPEND: frames are written with pwrite at the segment's known good size, so
+        # bytes of a failed write that could not be truncated are overwritten, never built on.
+        self._fd = os.open(self._segments[-1].path, os.O_WRONLY)
 
     def _rotate(self) -> None:
         self.sync()
+        seg = self._create_segment(self._segments[-1].seq + 1)  # on failure the old one stays
+        try:
+            fd = os.open(seg.path, os.O_WRONLY)
+        except BaseException:
+            seg.path.unlink(missing_ok=True)
+            raise
         os.close(self._fd)
-        self._segments.append(self._create_segment(self._segments[-1].seq + 1))
-        self._open_last()
+        self._fd = fd
+        self._segments.append(seg)
+        self._free_checked_at = None  # statvfs once per segment
 
     def _delete(self, seg: _Segment) -> None:
         if self._read is not None and self._read[0] == seg.seq:
@@ -357,7 +466,7 @@ class DurableBuffer:
         seg.path.unlink(missing_ok=True)
         self._forget(lambda pos: pos[0] <= seg.seq)  # segments go oldest first
 
-    def _drop_oldest(self) -> None:
+    def _drop_oldest(self, reason: str) -> None:
         """Bound policy: drop the oldest segment whole, counting its unacked samples."""
         seg = self._segments[0]
         unacked = seg.first_number + seg.samples - max(self._ack.number, seg.first_number)
@@ -366,9 +475,23 @@ class DurableBuffer:
         if self._ack.segment <= seg.seq:
             self._ack = Cursor(nxt.seq, SEGMENT_HEADER.size, 0, nxt.first_number)
         self.dropped_samples += unacked
-        log.error("durable buffer full: dropped the oldest segment",
-                  extra={"segment": seg.path.name, "dropped_samples": unacked,
-                         "dropped_total": self.dropped_samples, "max_bytes": self.max_bytes})
+        log.error("durable buffer full (%s): dropped the oldest segment", reason,
+                  extra={"segment": seg.path.name, "dropped_samples": unacked, "reason": reason,
+                         "dropped_total": self.dropped_samples, "max_bytes": self.max_bytes,
+                         "min_free_bytes": self.min_free_bytes, "free_bytes": self._free_bytes})
+
+    def _make_room(self, frame_bytes: int) -> None:
+        """Drop oldest segments while frame_bytes would pass max_bytes or leave too little free."""
+        while self.bytes_on_disk + frame_bytes > self.max_bytes and len(self._segments) > 1:
+            self._drop_oldest("max_bytes")
+        if not self.min_free_bytes:
+            return
+        now = self._clock()
+        if self._free_checked_at is None or now - self._free_checked_at >= FREE_CHECK_INTERVAL_S:
+            self._free_bytes, self._free_checked_at = self._disk_free(self.directory), now
+        while self._free_bytes - frame_bytes < self.min_free_bytes and len(self._segments) > 1:
+            self._drop_oldest("min_free_bytes")
+            self._free_bytes = self._disk_free(self.directory)
 
     def _sync_dir(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY)
@@ -379,39 +502,76 @@ class DurableBuffer:
 
     # -- append --------------------------------------------------------------------------
 
-    def append(self, samples: Sequence[Sample]) -> None:
-        """Append samples in order (one frame per chunk); fsync when a batch is due."""
+    def _check_open(self) -> None:
         if self._fd < 0:
             raise RuntimeError(f"durable buffer {self.directory} is closed")
+
+    def append(self, samples: Sequence[Sample], *, done_cycle: str | None = None) -> None:
+        """Append samples in order (one frame per chunk); fsync when a batch is due.
+
+        done_cycle closes that tag's cycle (begin_cycle) in the last frame, so the mark is on
+        disk exactly when every sample of the append is. An OSError leaves no partial frame
+        behind; frames before the failing one stay (appended_number tells how many samples).
+        """
+        self._check_open()
         columns = SampleColumns.of(samples)
+        marks = [Mark(MARK_DONE, done_cycle, 0)] if done_cycle in self._open_cycles else []
         step = self._frame_rows
         for i in range(0, len(columns), step):
-            self._append_frame(columns[i : i + step] if len(columns) > step else columns)
+            last = i + step >= len(columns)
+            self._append_frame(columns[i : i + step] if len(columns) > step else columns,
+                               marks if last else [])
+        if marks and not columns:
+            self._append_frame(columns, marks)
         self.sync_if_due()
 
-    def _append_frame(self, samples: SampleColumns) -> None:
+    def begin_cycle(self, tag: str, expected: int) -> None:
+        """Record that a cycle of `expected` samples under tag is polled and on its way."""
+        self._check_open()
+        if not 0 <= expected < 1 << 32 or len(tag.encode()) >= 1 << 16:
+            raise ValueError(f"cycle {tag[:80]!r}: need 0 <= expected < 2**32 and a tag under "
+                             f"64 KiB, got expected={expected}")
+        self._append_frame(SampleColumns([], [], [], []), [Mark(MARK_BEGIN, tag, expected)])
+
+    @property
+    def open_cycles(self) -> dict[str, int]:
+        """Cycles begun and not done since open: tag -> expected samples."""
+        return dict(self._open_cycles)
+
+    def _append_frame(self, samples: SampleColumns, marks: list[Mark]) -> None:
         n = len(samples)
         seg = self._segments[-1]
         if seg.samples and seg.size + FRAME_HEADER.size + PAYLOAD_HEADER.size + n * ROW_BYTES > self.segment_bytes:
             self._rotate()
             seg = self._segments[-1]
+        if seg.size == SEGMENT_HEADER.size and self._open_cycles:
+            # A segment's first frame repeats the open cycles: dropping or deleting older
+            # segments must not lose the begin of a cycle still in flight.
+            marks = [Mark(MARK_BEGIN, t, e) for t, e in self._open_cycles.items()] + marks
         n_keys_before = len(seg.keys)
         try:
-            frame, stored = self._encode(seg, samples)
-            while self.bytes_on_disk + len(frame) > self.max_bytes and len(self._segments) > 1:
-                self._drop_oldest()
-            written = os.write(self._fd, frame)
-            if written != len(frame):
-                raise OSError(f"short write to {seg.path}: {written} of {len(frame)} bytes")
+            frame, stored = self._encode(seg, samples, marks)
+            self._make_room(len(frame))
+            _pwrite_all(self._fd, frame, seg.size, seg.path)
         except BaseException:
             for key in seg.keys[n_keys_before:]:
                 del seg.key_index[key]
                 seg.key_ids.pop(id(key), None)
             del seg.keys[n_keys_before:]
-            os.ftruncate(self._fd, seg.size)  # no half frame stays behind a failed write
+            self._free_checked_at = None  # the disk may be full: ask statvfs before the next
+            with contextlib.suppress(OSError):  # best effort: the next frame overwrites anyway
+                os.ftruncate(self._fd, seg.size)
             raise
-        self._remember(seg.seq, seg.size, stored)
+        self._remember(seg.seq, seg.size, stored)  # marks-only frames too: no disk read later
         seg.size += len(frame)
+        self._free_bytes -= len(frame)
+        for kind, tag, expected in marks:
+            if kind == MARK_BEGIN:
+                self._open_cycles[tag] = expected
+            else:
+                self._open_cycles.pop(tag, None)
+        if not n:
+            return
         seg.samples += n
         self._next_number += n
         if not self._unsynced:
@@ -434,8 +594,9 @@ class DurableBuffer:
                 break
             self._recent_samples -= len(recent.pop(pos))
 
-    def _encode(self, seg: _Segment, samples: SampleColumns) -> tuple[bytes, SampleColumns]:
-        """The frame for samples, and the samples as they read back from it."""
+    def _encode(self, seg: _Segment, samples: SampleColumns,
+                marks: list[Mark]) -> tuple[bytes, SampleColumns]:
+        """The frame for samples and marks, and the samples as they read back from it."""
         keys, key_index, key_ids = seg.keys, seg.key_index, seg.key_ids
         first_new = len(keys)
         ids = list(map(id, samples.keys))
@@ -463,7 +624,13 @@ class DurableBuffer:
         if _SWAP:
             for col in (idx, times, values):
                 col.byteswap()
-        parts = [PAYLOAD_HEADER.pack(len(keys) - first_new, len(samples))]
+        parts = [PAYLOAD_HEADER.pack(len(keys) - first_new | (MARKS_FLAG if marks else 0),
+                                     len(samples))]
+        if marks:
+            parts.append(MARKS_COUNT.pack(len(marks)))
+            for kind, tag, expected in marks:
+                raw_tag = tag.encode()
+                parts += [MARK_HEADER.pack(kind, expected, len(raw_tag)), raw_tag]
         for key in keys[first_new:]:
             raw = [key.measurement.encode(), key.device.encode(), key.point.encode()]
             parts.append(KEY_HEADER.pack(*map(len, raw)))
@@ -560,17 +727,28 @@ class DurableBuffer:
         durable = durable or now - self._ack_synced_at >= self.fsync_interval_s
         head = ACK_RECORD.pack(self._ack.segment, self._ack.offset, self._ack.index, 0)[:-4]
         tmp = self.directory / "ack.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, head + struct.pack("<I", zlib.crc32(head)))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _pwrite_all(fd, head + struct.pack("<I", zlib.crc32(head)), 0, tmp)
+                if durable:
+                    self._fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.directory / "ack")
             if durable:
-                self._fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.directory / "ack")
-        if durable:
-            self._sync_dir()
-            self._ack_synced_at = now
+                self._sync_dir()
+                self._ack_synced_at = now
+        except OSError as exc:
+            # The ack in memory is right; a stale file only re-sends samples after a restart.
+            if not self._ack_error:
+                log.warning("durable buffer: cannot write the ack file; retrying at each ack",
+                            extra={"error": str(exc), "directory": str(self.directory)})
+            self._ack_error = str(exc)
+            return
+        if self._ack_error:
+            log.info("durable buffer: the ack file is written again", extra={"error": self._ack_error})
+            self._ack_error = ""
 
     # -- close ---------------------------------------------------------------------------
 
@@ -578,11 +756,13 @@ class DurableBuffer:
         """fsync, persist the ack cursor and close the files."""
         if self._fd < 0:
             return
-        self.sync()
-        self._write_ack(durable=True)
-        os.close(self._fd)
-        self._fd = -1
-        if self._read is not None:
-            os.close(self._read[1])
-            self._read = None
-        os.close(self._lock_fd)
+        try:
+            self.sync()
+            self._write_ack(durable=True)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+            if self._read is not None:
+                os.close(self._read[1])
+                self._read = None
+            os.close(self._lock_fd)

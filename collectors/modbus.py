@@ -22,14 +22,16 @@ from typing import Any
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from dcim.collectors.base import Backoff, DeviceHealth, DeviceStatus, PointTable, SampleSink
+from dcim.collectors.base import (
+    Backoff, CycleMarks, DeviceHealth, DeviceStatus, PlainSink, PointTable, SampleSink,
+)
 from dcim.collectors.modbus_codec import (
     DeviceDecoder, ReadRequest, engineering_to_registers, plan_reads,
 )
 from dcim.collectors.scheduler import Cadence, start_cadences
 from dcim.tasks import cancel_and_wait
 from dcim.site.model import SiteDevice
-from dcim.site.schema import ModbusGateway, ModbusPoint, ModbusRtuGateway
+from dcim.config.site import ModbusGateway, ModbusPoint, ModbusRtuGateway
 from dcim.storage.base import Quality, SampleColumns
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class _Device:
     ops: tuple[tuple[str, int, int, bool], ...] = ()
     # picks the stored values out of the decoder's (None: all of them)
     pick: Callable[[list[float | None]], Sequence[float | None]] | None = None
+    silent: bool = False  # its last attempt got no answer at all (timeout, refused, reset)
+    warned: bool = False  # its own "not answering" warning is out for the current failure run
 
 
 # A poll whose reads all answered: the device, its answers, the round trip in seconds.
@@ -150,12 +154,13 @@ class ModbusCollector:
     """Polls every Modbus device behind one gateway on its interval, into a sample sink."""
 
     def __init__(self, gateway: ModbusGateway | ModbusRtuGateway, devices: list[SiteDevice],
-                 sink: SampleSink, *,
+                 sink: SampleSink | PlainSink, *,
                  clock: Callable[[], float] = time.time,
                  stale_after_intervals: int = STALE_AFTER_INTERVALS,
                  backoff_base_s: float = 1.0, backoff_cap_s: float = 60.0):
         self.gateway = gateway
         self.sink = sink
+        self._marks = CycleMarks(sink)
         self._clock = clock
         self._devices: dict[str, _Device] = {}
         # Devices of one profile share its read plan, decoder and picker (they hold no state):
@@ -188,11 +193,23 @@ class ModbusCollector:
         self.cadences: list[Cadence] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.requests = 0
+        # What the logs say about failures is settled after each cycle (_settle).
+        self._silent = 0  # devices whose last attempt got no answer
+        self._quiet = 0  # attempts that got no answer and polls skipped in backoff, ever
+        self._pending: dict[str, tuple[_Device, str, float]] = {}  # failed, not yet warned
+        self._last_error = ""  # of the last attempt that got no answer
+        self._down = False
+        self._down_since = 0.0
 
     @property
     def health(self) -> dict[str, DeviceHealth]:
         """Health of each device, by device id."""
         return {d: dev.health for d, dev in self._devices.items()}
+
+    @property
+    def gateway_down(self) -> bool:
+        """True while none of the gateway's devices answers (each tried at least once)."""
+        return self._down
 
     def requests_per_poll(self, device_id: str) -> int:
         """Reads one poll of a device takes (after planning)."""
@@ -212,15 +229,23 @@ class ModbusCollector:
             conn.drop()
 
     def _cycle_for(self, members: list[_Device]) -> Callable[[float], asyncio.Future[None]]:
+        tag = f"modbus:{self.gateway.id}:{members[0].device.interval_s:g}s"
+        # An upper bound: every device gives one sample per point, except one skipped in
+        # backoff whose points are not stale yet (none), which is only known at its turn.
+        expected = sum(len(dev.points.keys) for dev in members)
+        begin, add = self._marks.begin, self._marks.add
+
         async def cycle(boundary_s: float) -> None:
             # max_in_flight workers take the members in turn (no task per device) and only
             # read; the answers are decoded in one pass once every read is done, the same code
             # over and over while it is warm in the CPU caches, rather than between two rounds
             # of network code (docs/performance.md, "Sixth run"). The cycle hands all its
             # samples to the sink in one add: one durable-buffer frame per cycle.
+            begin(tag, expected)
             t_ns = int(round(boundary_s * 1e9))
             polls: list[SampleColumns | _Answered] = []
             todo = iter(members)
+            quiet = self._quiet
 
             async def worker() -> None:
                 task = asyncio.current_task()
@@ -237,13 +262,17 @@ class ModbusCollector:
             decoded = self._decoded
             batch = SampleColumns.join([decoded(*p, t_ns) if isinstance(p, tuple) else p
                                         for p in polls])
-            if batch:
-                self.sink.add(batch)
+            add(batch, tag)
+            if self._pending or self._silent or self._down:  # something is failing
+                self._settle(answered=self._quiet - quiet < len(members))
         return cycle  # type: ignore[return-value]
 
     async def poll(self, dev: _Device, boundary_s: float) -> None:
         """Poll one device for the cycle at boundary_s (skipped while in backoff)."""
+        quiet = self._quiet
         self.sink.add(await self._poll(dev, boundary_s))
+        if self._pending or self._silent or self._down:
+            self._settle(answered=self._quiet == quiet)
 
     async def _poll(self, dev: _Device, boundary_s: float) -> SampleColumns:
         """The samples of one poll of dev (or of its failure, or of its backoff)."""
@@ -256,19 +285,22 @@ class ModbusCollector:
         health = dev.health
         if health.next_attempt_s and self._clock() < health.next_attempt_s:
             health.skipped_backoff += 1
+            self._quiet += 1
             if health.status is DeviceStatus.UP:
                 health.status = DeviceStatus.STALE
             return dev.points.failed(t_ns, Quality.STALE)
         started = time.perf_counter()
         try:
             answers = await self._read_all(dev)
-        except (DeviceError, GatewayDown, ModbusException, asyncio.TimeoutError, OSError,
+        except DeviceError as exc:  # the gateway answered, with an exception or a short read
+            return self._failed(dev, t_ns, exc, answered=True)
+        except (GatewayDown, ModbusException, asyncio.TimeoutError, OSError,
                 ValueError, IndexError, AttributeError, struct.error, OverflowError) as exc:
-            return self._failed(dev, t_ns, exc)
+            return self._failed(dev, t_ns, exc, answered=False)
         except Exception as exc:  # a failure nobody foresaw stays with this device
             log.exception("unexpected error polling a device", extra={
                 "device": dev.device.id, "gateway": self.gateway.id})
-            return self._failed(dev, t_ns, exc)
+            return self._failed(dev, t_ns, exc, answered=False)
         return dev, answers, time.perf_counter() - started
 
     def _decoded(self, dev: _Device, answers: list[list[int] | list[bool]], latency_s: float,
@@ -277,30 +309,81 @@ class ModbusCollector:
         try:
             values = dev.decoder.values(answers)
         except (ValueError, IndexError, AttributeError, struct.error, OverflowError) as exc:
-            return self._failed(dev, t_ns, exc)
+            return self._failed(dev, t_ns, exc, answered=True)
         except Exception as exc:  # a failure nobody foresaw stays with this device
             log.exception("unexpected error polling a device", extra={
                 "device": dev.device.id, "gateway": self.gateway.id})
-            return self._failed(dev, t_ns, exc)
+            return self._failed(dev, t_ns, exc, answered=True)
         health = dev.health
         if health.consecutive_errors:
-            log.info("device recovered", extra={"device": dev.device.id, "gateway": self.gateway.id,
-                                                "after_errors": health.consecutive_errors})
+            if dev.silent:
+                dev.silent = False
+                self._silent -= 1
+            if dev.warned:  # a device whose failure was the gateway's says nothing here
+                dev.warned = False
+                log.info("device recovered", extra={
+                    "device": dev.device.id, "gateway": self.gateway.id,
+                    "after_errors": health.consecutive_errors})
             dev.backoff.reset()
             health.next_attempt_s = 0.0
         health.ok(t_ns, latency_s)
         pick = dev.pick
         return dev.points.good_values(values if pick is None else pick(values), t_ns)
 
-    def _failed(self, dev: _Device, t_ns: int, exc: BaseException) -> SampleColumns:
+    def _failed(self, dev: _Device, t_ns: int, exc: BaseException, *,
+                answered: bool) -> SampleColumns:
+        """The samples of a failed poll; answered: the gateway said something (not a timeout,
+        refusal or reset). The warning waits for the end of the cycle (_settle)."""
         message = f"{type(exc).__name__}: {exc}"
         delay = dev.backoff.next_delay()
         dev.health.next_attempt_s = self._clock() + delay
-        if dev.health.failed(message):
-            log.warning("device not answering, marked bad; retrying with backoff", extra={
-                "device": dev.device.id, "gateway": self.gateway.id, "unit_id": dev.device.unit_id,
-                "error": message, "retry_in_s": round(delay, 2)})
+        dev.health.failed(message)
+        if answered:
+            if dev.silent:
+                dev.silent = False
+                self._silent -= 1
+        else:
+            self._quiet += 1
+            self._last_error = message
+            if not dev.silent:
+                dev.silent = True
+                self._silent += 1
+        if not dev.warned:
+            self._pending[dev.device.id] = (dev, message, delay)
         return dev.points.failed(t_ns, Quality.BAD)
+
+    def _settle(self, *, answered: bool) -> None:
+        """After a cycle with failures: one warning for the gateway when none of its devices
+        answers, else one per failing device, once per failure run.
+
+        answered: some device of the cycle answered. Until one does, a failing device's
+        warning waits, so a gateway that goes down across several cycles (cadences of
+        different intervals, devices in backoff) is not first reported device by device.
+        """
+        gateway = self.gateway.id
+        if self._silent == len(self._devices):
+            self._pending.clear()  # the gateway's warning covers its devices
+            if not self._down:
+                self._down, self._down_since = True, self._clock()
+                log.warning("gateway %s unreachable: %d devices not answering: %s", gateway,
+                            self._silent, self._last_error, extra={
+                                "gateway": gateway, "devices": self._silent,
+                                "error": self._last_error})
+            return
+        if self._down:
+            self._down = False
+            log.info("gateway %s answers again", gateway, extra={
+                "gateway": gateway, "down_s": round(self._clock() - self._down_since, 2),
+                "not_answering": self._silent})
+        if not answered:
+            return
+        for dev, message, delay in self._pending.values():
+            if dev.health.consecutive_errors and not dev.warned:
+                dev.warned = True
+                log.warning("device not answering, marked bad; retrying with backoff", extra={
+                    "device": dev.device.id, "gateway": gateway, "unit_id": dev.device.unit_id,
+                    "error": message, "retry_in_s": round(delay, 2)})
+        self._pending.clear()
 
     async def _read_all(self, dev: _Device) -> list[list[int] | list[bool]]:
         pool = self._pool

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dcim.site.schema import MODBUS_TYPE_REGISTERS, ModbusPoint
+from dcim.config.site import MODBUS_TYPE_REGISTERS, ModbusPoint
 
 MAX_READ_REGISTERS = 125  # FC 3/4 limit (Modbus application protocol 1.1b3, 6.3/6.4)
 MAX_READ_BITS = 2000  # FC 1/2 limit

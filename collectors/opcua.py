@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
-from dcim.collectors.base import Backoff, DeviceHealth, DeviceStatus, SampleSink
+from dcim.collectors.base import (
+    Backoff, CycleMarks, DeviceHealth, DeviceStatus, PlainSink, SampleSink,
+)
 from dcim.collectors.opcua_client import (
     ClientSettings,
     UntrustedServer,
@@ -42,7 +44,7 @@ from dcim.collectors.scheduler import Cadence, start_cadences
 from dcim.tasks import cancel_and_wait
 
 from dcim.site.model import SiteDevice
-from dcim.site.schema import OpcuaGateway, OpcuaPoint
+from dcim.config.site import OpcuaGateway, OpcuaPoint
 from dcim.storage.base import Quality, Sample, SeriesKey
 
 log = logging.getLogger(__name__)
@@ -124,12 +126,14 @@ class _Connection:
 class OpcuaCollector:
     """Collects every OPC UA device of one server (gateway) into a sample sink."""
 
-    def __init__(self, gateway: OpcuaGateway, devices: list[SiteDevice], sink: SampleSink, *,
+    def __init__(self, gateway: OpcuaGateway, devices: list[SiteDevice],
+                 sink: SampleSink | PlainSink, *,
                  clock: Callable[[], float] = time.time,
                  stale_after_intervals: int = STALE_AFTER_INTERVALS,
                  backoff_base_s: float = 1.0, backoff_cap_s: float = 30.0):
         self.gateway = gateway
         self.sink = sink
+        self._marks = CycleMarks(sink)
         self._clock = clock
         self._stale_intervals = stale_after_intervals
         self._settings = ClientSettings.from_gateway(gateway)
@@ -170,6 +174,11 @@ class OpcuaCollector:
     def health(self) -> dict[str, DeviceHealth]:
         """Health of each device, by device id."""
         return {d: dev.health for d, dev in self._devices.items()}
+
+    @property
+    def gateway_down(self) -> bool:
+        """True from a failed or lost connection until data flows again on a new one."""
+        return self._outage_since is not None
 
     @property
     def connected(self) -> bool:
@@ -365,12 +374,20 @@ class OpcuaCollector:
             self._recovered(conn)
 
     def _cycle_for(self, members: list[_Device]) -> Callable[[float], Awaitable[None]]:
+        tag = f"opcua:{self.gateway.id}:{members[0].device.interval_s:g}s"
+        # An upper bound: one sample per point at most; points whose first value is still on
+        # its way, and every point before the first connection attempt, give none.
+        expected = sum(len(dev.points) for dev in members)
+
         async def cycle(boundary_s: float) -> None:
-            await self._cycle(members, boundary_s)
+            await self._cycle(members, boundary_s, tag, expected)
         return cycle
 
-    async def _cycle(self, members: list[_Device], boundary_s: float) -> None:
-        """One boundary: read the poll-mode devices, then sample every member."""
+    async def _cycle(self, members: list[_Device], boundary_s: float, tag: str,
+                     expected: int) -> None:
+        """One boundary: read the poll-mode devices, then sample every member (a cycle of the
+        sink's, `tag`, of at most `expected` samples)."""
+        self._marks.begin(tag, expected)
         t_ns = round(boundary_s * 1e9)
         conn = self._conn
         latency = 0.0
@@ -380,8 +397,7 @@ class OpcuaCollector:
         samples: list[Sample] = []
         for dev in members:
             samples += self._sample_device(dev, conn, t_ns, latency if dev in polled else 0.0)
-        if samples:
-            self.sink.add(samples)
+        self._marks.add(samples, tag)
 
     async def _poll(self, conn: _Connection, devices: list[_Device]) -> float:
         """Batched Read of value and status of every resolved point; returns the round trip."""

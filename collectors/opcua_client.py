@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from dcim.collectors.opcua_nodes import status_name
 
-from dcim.site.schema import OpcuaGateway
+from dcim.config.site import OpcuaGateway
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 from asyncua import Client, ua
 
 from dcim.site.model import SiteDevice
-from dcim.site.schema import OpcuaPoint
+from dcim.config.site import OpcuaPoint
 from dcim.storage.base import Quality
 
 log = logging.getLogger(__name__)

@@ -12,27 +12,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dcim.collectors.base import DeviceHealth, DeviceStatus, SampleSink
+from dcim.collectors.base import DeviceHealth, DeviceStatus, PlainSink, SampleSink
 from dcim.site import Site
 from dcim.site.model import SiteDevice
-from dcim.site.schema import ModbusGateway, ModbusRtuGateway, OpcuaGateway
+from dcim.config.site import ModbusGateway, ModbusRtuGateway, OpcuaGateway
 
 log = logging.getLogger(__name__)
 
 
-def _modbus(gateway: Any, devices: list[SiteDevice], sink: SampleSink) -> Any:
+Sink = SampleSink | PlainSink
+
+
+def _modbus(gateway: Any, devices: list[SiteDevice], sink: Sink) -> Any:
     from dcim.collectors.modbus import ModbusCollector
 
     return ModbusCollector(gateway, devices, sink)
 
 
-def _opcua(gateway: Any, devices: list[SiteDevice], sink: SampleSink) -> Any:
+def _opcua(gateway: Any, devices: list[SiteDevice], sink: Sink) -> Any:
     from dcim.collectors.opcua import OpcuaCollector
 
     return OpcuaCollector(gateway, devices, sink)
 
 
-REGISTRY: dict[type, Callable[[Any, list[SiteDevice], SampleSink], Any]] = {
+REGISTRY: dict[type, Callable[[Any, list[SiteDevice], Sink], Any]] = {
     ModbusGateway: _modbus,
     ModbusRtuGateway: _modbus,
     OpcuaGateway: _opcua,
@@ -45,8 +48,9 @@ class ServiceSummary:
 
     devices: int
     up: int
-    stale: int
+    stale: int  # answered before, nothing fresh now
     down: int
+    connecting: int  # not answered once yet and no error yet (start-up); not in stale
     polls: int
     errors: int
     requests: int
@@ -56,7 +60,7 @@ class ServiceSummary:
 class CollectorService:
     """All collectors of a site, started and closed together."""
 
-    def __init__(self, site: Site, sink: SampleSink, *, protocols: tuple[str, ...] = ("modbus",
+    def __init__(self, site: Site, sink: Sink, *, protocols: tuple[str, ...] = ("modbus",
                                                                                    "opcua")):
         self.site = site
         self.sink = sink
@@ -88,14 +92,20 @@ class CollectorService:
             out.update(collector.health)
         return out
 
+    def gateways_down(self) -> tuple[str, ...]:
+        """Ids of the gateways none of whose devices answer (once they have been tried)."""
+        return tuple(c.gateway.id for c in self.collectors if c.gateway_down)
+
     def summary(self) -> ServiceSummary:
         """Counts across all collectors."""
         health = list(self.health().values())
+        connecting = sum(h.connecting for h in health)
         return ServiceSummary(
             devices=len(health),
             up=sum(h.status is DeviceStatus.UP for h in health),
-            stale=sum(h.status is DeviceStatus.STALE for h in health),
+            stale=sum(h.status is DeviceStatus.STALE for h in health) - connecting,
             down=sum(h.status is DeviceStatus.DOWN for h in health),
+            connecting=connecting,
             polls=sum(h.polls for h in health),
             errors=sum(h.errors for h in health),
             requests=sum(getattr(c, "requests", 0) for c in self.collectors),

@@ -1,9 +1,12 @@
-"""The live dashboard: an aiohttp app over a running System, bound to 127.0.0.1 by default.
+"""The live dashboard: an aiohttp app over the live state, bound to 127.0.0.1 by default.
 
-Routes:
-- `GET /`: the page (dashboards/static/index.html; app.js polls the API every 2 s)
-- `GET /api/state`: what the page shows (dashboards/state.py), rebuilt at most once a second
-  however many browsers ask
+`create_app` takes the narrow things it shows (a `StateSource`, an `AlarmView`, and
+callables for metrics, health and stored trends), never the whole system. Routes:
+
+- `GET /`: the page (dashboards/static/index.html; app.js listens on /api/events)
+- `GET /api/events`: Server-Sent Events: the current document on connect, then each newer
+  one (at most `max_pushes_per_s` a second), a heartbeat comment every `heartbeat_s`
+- `GET /api/state`: the same document (dashboards/state.py) as one JSON answer, with an ETag
 - `GET /api/trend?point=pue_live&hours=6`: a stored analytics series, mean per bucket
 - `GET /metrics`: the collectors' health in Prometheus' text format
 - `GET /healthz`: 200 while collectors run and storage answers, 503 otherwise
@@ -12,28 +15,32 @@ Routes:
   does not allow it. There is no login yet: the name given is journaled as given, so keep
   the dashboard on 127.0.0.1 or behind a proxy that authenticates.
 - `GET /api/alarms/history?hours=24&alarm_id=...`: the alarm journal's events
+
+The document is rendered and serialised once per (state version, alarm version) and the
+same bytes go to every stream and every /api/state request (`StateFeed`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from dcim.alarm_types import AlarmEvent
-from dcim.alarms import AlarmError
+from dcim.alarms.engine import AlarmError
+from dcim.alarms.types import AlarmEvent
 from dcim.analysis import MEASUREMENT as ANALYTICS_MEASUREMENT
-from dcim.collectors.metrics import collect_metrics, prometheus_text
-from dcim.dashboards.state import dashboard_state, live_points
-from dcim.storage.base import Aggregate, SeriesKey, StorageError
-
-if TYPE_CHECKING:
-    from dcim.system import System
+from dcim.dashboards.state import state_document, state_health
+from dcim.live.source import AlarmView, StateSource, Version
+from dcim.storage.base import Aggregate, SeriesKey, Storage, StorageError
+from dcim.tasks import cancel_task
 
 log = logging.getLogger(__name__)
 
@@ -42,183 +49,288 @@ TREND_POINTS = ("pue_live", "pue_today", "ppue_cooling_live", "ppue_distribution
                 "dcie_live", "pue_live_coverage")
 MAX_TREND_HOURS = 24 * 7
 TREND_BUCKETS = 72  # points per trend line, whatever the period
-STATE_MAX_AGE_S = 1.0
 
-class Dashboard:
-    """Builds the dashboard's documents from a System and serves them."""
+TrendReader = Callable[[str, int, int, int], Awaitable[list[tuple[int, float | None]]]]
+"""(point, start_ns, end_ns, every_ns) -> [(bucket start ns, mean or None)]; StorageError."""
+HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
-    def __init__(self, system: System, *, host: str = "127.0.0.1", port: int = 8080,
-                 clock: Any = time.time):
-        self.system = system
-        self.host = host
-        self.port = port
-        self._clock = clock
-        self._points = live_points(system.site)
-        self._state: dict[str, Any] | None = None
-        self._state_at = -math.inf
-        self._lock = asyncio.Lock()
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """Where the dashboard listens and how it pushes."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0: any free port
+    heartbeat_s: float = 15.0  # a comment on an idle stream, so proxies keep it open
+    max_pushes_per_s: float = 5.0  # changes closer together than this are sent as one
+    retry_ms: int = 2000  # how soon a browser reconnects a broken stream
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One rendering of the page's document, serialised once and shared by every client."""
+
+    key: tuple[int, int]  # (state version, alarm version) it was rendered at
+    seq: int  # the live state's seq
+    etag: str
+    body: bytes  # JSON, for /api/state
+    event: bytes  # the same JSON as one Server-Sent Event
+
+
+class StateFeed:
+    """The current document and a `changed` version that readers wait on."""
+
+    def __init__(self, state: StateSource, alarms: AlarmView | None, *,
+                 clock: Callable[[], float] = time.time,
+                 device_types: Mapping[str, str] | None = None,
+                 max_per_s: float = 5.0) -> None:
+        self._state, self._alarms, self._clock = state, alarms, clock
+        self._device_types = dict(device_types or {})
+        self._min_interval_s = 1.0 / max_per_s
+        self._doc: Document | None = None
+        self.changed = Version()  # moves when a newer document is available (rate-limited)
+        self.closing = False
+        self.renders = 0  # documents rendered and serialised so far
+        self.streams = 0  # event streams open now
+
+    def key(self) -> tuple[int, int]:
+        """The versions the document depends on."""
+        return (self._state.version.value,
+                self._alarms.version.value if self._alarms is not None else 0)
+
+    def document(self) -> Document:
+        """The document of the current versions, rendered at most once per version pair."""
+        key = self.key()
+        if self._doc is None or self._doc.key != key:
+            state = self._state.current()
+            alarms = self._alarms.active() if self._alarms is not None else []
+            doc = state_document(state, alarms, int(self._clock() * 1e9),
+                                 device_types=self._device_types)
+            body = json.dumps(doc, separators=(",", ":")).encode()
+            etag = f"{key[0]}.{key[1]}"
+            event = b"".join((b"event: state\nid: ", etag.encode(), b"\ndata: ", body, b"\n\n"))
+            self._doc = Document(key, state.seq, f'"{etag}"', body, event)
+            self.renders += 1
+        return self._doc
+
+    async def follow(self) -> None:
+        """Move `changed` when the state or the alarms change, at most max_per_s a second."""
+        sources = [self._state.version]
+        if self._alarms is not None:
+            sources.append(self._alarms.version)
+        seen = [v.value for v in sources]
+        while True:
+            if [v.value for v in sources] == seen:
+                waits = [asyncio.ensure_future(v.wait_past(s)) for v, s in zip(sources, seen)]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+            seen = [v.value for v in sources]
+            self.changed.bump()
+            await asyncio.sleep(self._min_interval_s)  # what changes meanwhile goes as one
+
+    def close(self) -> None:
+        """End every open stream (they return at once)."""
+        self.closing = True
+        self.changed.bump()
+
+
+SETTINGS = web.AppKey("settings", DashboardSettings)
+FEED = web.AppKey("feed", StateFeed)
+ALARMS: web.AppKey[AlarmView | None] = web.AppKey("alarms")
+METRICS: web.AppKey[Callable[[], str] | None] = web.AppKey("metrics")
+HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")
+TREND: web.AppKey[TrendReader | None] = web.AppKey("trend")
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+
+
+def create_app(settings: DashboardSettings, state: StateSource, alarms: AlarmView | None, *,
+               metrics: Callable[[], str] | None = None,
+               health: HealthCheck | None = None,
+               trend: TrendReader | None = None,
+               device_types: Mapping[str, str] | None = None,
+               clock: Callable[[], float] = time.time) -> web.Application:
+    """The dashboard app. Without `health`, /healthz judges the live state's collection;
+    without `metrics`, `trend` or `alarms` those routes answer 503."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[FEED] = StateFeed(state, alarms, clock=clock, device_types=device_types,
+                          max_per_s=settings.max_pushes_per_s)
+    app[ALARMS] = alarms
+    app[METRICS] = metrics
+    app[HEALTH] = health if health is not None else lambda: state_health(state.current())
+    app[TREND] = trend
+    app[CLOCK] = clock
+    app.add_routes(routes)
+    app.router.add_static("/static/", STATIC)
+    app.cleanup_ctx.append(_follow_changes)
+    app.on_shutdown.append(_close_streams)
+    return app
+
+
+async def _follow_changes(app: web.Application) -> AsyncIterator[None]:
+    """The task that turns state and alarm changes into pushes, for the app's lifetime."""
+    feed = app[FEED]
+    task = asyncio.create_task(feed.follow(), name="dashboard-feed")
+    yield
+    feed.close()
+    await cancel_task(task)
+
+
+async def _close_streams(app: web.Application) -> None:
+    # before the server waits for handlers to end: an open stream would hold it
+    app[FEED].close()
+
+
+def store_trend(storage: Storage, site_id: str) -> TrendReader:
+    """A TrendReader over the stored analytics series of one site."""
+    async def read(point: str, start_ns: int, end_ns: int,
+                   every_ns: int) -> list[tuple[int, float | None]]:
+        key = SeriesKey(ANALYTICS_MEASUREMENT, site_id, point)
+        buckets = await storage.read_aggregate(key, start_ns, end_ns, every_ns, Aggregate.MEAN)
+        return [(b.start_ns, b.value) for b in buckets]
+    return read
+
+
+class DashboardServer:
+    """Serves an app on host:port (port 0: a free one); `url` tells where once started."""
+
+    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 8080,
+                 shutdown_timeout_s: float = 5.0) -> None:
+        self.app, self.host, self.port = app, host, port
+        self._shutdown_timeout_s = shutdown_timeout_s
         self._runner: web.AppRunner | None = None
         self.url = ""
 
-    # -- documents -------------------------------------------------------------------------
-
-    async def state(self) -> dict[str, Any]:
-        """The /api/state document, rebuilt when older than STATE_MAX_AGE_S."""
-        async with self._lock:
-            now = time.monotonic()
-            if self._state is None or now - self._state_at >= STATE_MAX_AGE_S:
-                self._state = await self._build_state()
-                self._state_at = now
-            return self._state
-
-    async def _build_state(self) -> dict[str, Any]:
-        system = self.system
-        latest = {}
-        storage_error = None
-        if system.storage is not None:
-            try:
-                latest = await system.storage.read_latest(self._points.keys)
-            except StorageError as exc:  # the page says so; the rest still shows
-                storage_error = str(exc)
-        health = system.collectors.health() if system.collectors is not None else {}
-        collection: dict[str, Any] = {}
-        if system.collectors is not None:
-            s = system.collectors.summary()
-            elapsed = max(1e-9, time.time() - system.collectors.started_at)
-            collection = {"devices": s.devices, "up": s.up, "stale": s.stale, "down": s.down,
-                          "polls": s.polls, "polls_per_s": s.polls / elapsed,
-                          "errors": s.errors, "missed_cycles": s.missed_cycles}
-        if system.forward is not None:
-            f = system.forward.stats()
-            collection |= {"stored": f.written, "buffered": f.buffered,
-                           "storage_outage_s": f.outage_s}
-        collection["storage_error"] = storage_error
-        service = getattr(system, "alarms", None)
-        alarms = service.engine.active() if service is not None else None
-        return dashboard_state(system.site, latest, points=self._points,
-                               now_ns=int(self._clock() * 1e9),
-                               analysis=getattr(system.analytics, "last", None),
-                               health=health, collection=collection, alarms=alarms)
-
-    def now_ns(self) -> int:
-        """The dashboard's clock, in ns."""
-        return int(self._clock() * 1e9)
-
-    def invalidate(self) -> None:
-        """Rebuild /api/state on the next request (an operator just changed an alarm)."""
-        self._state = None
-
-    async def trend(self, point: str, hours: float) -> dict[str, Any]:
-        """Mean of a stored analytics series per bucket over the last hours."""
-        if self.system.storage is None:
-            raise StorageError("storage is not running")
-        end_ns = int(self._clock() * 1e9)
-        every_ns = max(1, int(hours * 3600e9 / TREND_BUCKETS))
-        every_ns = max(60_000_000_000, every_ns - every_ns % 60_000_000_000)  # whole minutes
-        end_ns -= end_ns % every_ns
-        end_ns += every_ns  # the bucket in progress too
-        start_ns = end_ns - every_ns * math.ceil(hours * 3600e9 / every_ns)
-        key = SeriesKey(ANALYTICS_MEASUREMENT, self.system.site.id, point)
-        buckets = await self.system.storage.read_aggregate(key, start_ns, end_ns, every_ns,
-                                                           Aggregate.MEAN)
-        return {"point": point, "every_s": every_ns / 1e9,
-                "points": [[b.start_ns // 1_000_000,
-                            None if b.value is None or not math.isfinite(b.value) else b.value]
-                           for b in buckets]}
-
-    def healthy(self) -> tuple[bool, dict[str, Any]]:
-        """Whether collection and storage work, with the figures that say so."""
-        system = self.system
-        info: dict[str, Any] = {}
-        ok = system.collectors is not None and system.forward is not None
-        if system.forward is not None:
-            stats = system.forward.stats()
-            info |= {"buffered": stats.buffered, "storage_outage_s": stats.outage_s,
-                     "last_error": stats.last_error}
-            ok = ok and stats.outage_s == 0
-        if system.collectors is not None:
-            s = system.collectors.summary()
-            info |= {"devices": s.devices, "up": s.up}
-        return ok, info
-
-    # -- server ----------------------------------------------------------------------------
-
-    def make_app(self) -> web.Application:
-        """The aiohttp application (also used directly by tests)."""
-        app = web.Application()
-        app[DASHBOARD] = self
-        app.router.add_get("/", _index)
-        app.router.add_get("/api/state", _state)
-        app.router.add_get("/api/trend", _trend)
-        app.router.add_get("/metrics", _metrics)
-        app.router.add_get("/healthz", _healthz)
-        app.router.add_get("/api/alarms/history", _alarm_history)
-        app.router.add_post("/api/alarms/{action}", _alarm_action)
-        app.router.add_static("/static/", STATIC)
-        return app
-
     async def start(self) -> None:
-        """Serve on host:port (port 0: a free one); `url` tells where."""
-        self._runner = web.AppRunner(self.make_app(), access_log=None)
+        """Bind and serve."""
+        self._runner = web.AppRunner(self.app, access_log=None,
+                                     shutdown_timeout=self._shutdown_timeout_s)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        await web.TCPSite(self._runner, self.host, self.port).start()
         if self._runner.addresses:  # the port actually bound (port 0 asks for a free one)
             self.port = self._runner.addresses[0][1]
         self.url = f"http://{self.host}:{self.port}/"
         log.info("dashboard serving", extra={"url": self.url})
 
     async def stop(self) -> None:
-        """Stop serving."""
+        """Close open streams, stop serving, run the app's cleanup."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
 
-DASHBOARD: web.AppKey[Dashboard] = web.AppKey("dashboard", Dashboard)
+# -- handlers -----------------------------------------------------------------------------
+
+routes = web.RouteTableDef()
 
 
+@routes.get("/")
 async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+@routes.get("/api/state")
 async def _state(request: web.Request) -> web.Response:
-    state = await request.app[DASHBOARD].state()
-    return web.json_response(state, headers={"Cache-Control": "no-store"})
+    doc = request.app[FEED].document()
+    headers = {"Cache-Control": "no-cache", "ETag": doc.etag}
+    if request.headers.get("If-None-Match") == doc.etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=doc.body, content_type="application/json", headers=headers)
+
+
+@routes.get("/api/events")
+async def _events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: the document now, then each newer one; heartbeats between."""
+    feed, settings = request.app[FEED], request.app[SETTINGS]
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no"})  # nginx: pass events on as they come
+    await response.prepare(request)
+    feed.streams += 1
+    try:
+        await response.write(f"retry: {settings.retry_ms}\n\n".encode())
+        # a browser reconnecting with the newest id has it already
+        sent = request.headers.get("Last-Event-ID")
+        seen = feed.changed.value
+        while not feed.closing:
+            doc = feed.document()
+            if doc.etag.strip('"') != sent:
+                await response.write(doc.event)
+                sent = doc.etag.strip('"')
+            try:
+                seen = await feed.changed.wait_past(seen, settings.heartbeat_s)
+            except TimeoutError:
+                await response.write(b": heartbeat\n\n")
+    except ConnectionResetError:  # the browser went away
+        pass
+    finally:
+        feed.streams -= 1
+    return response
 
 
 def _bad_request(message: str) -> web.Response:
     return web.json_response({"error": message}, status=400)
 
 
-async def _trend(request: web.Request) -> web.Response:
-    point = request.query.get("point", "pue_live")
-    if point not in TREND_POINTS:
-        return _bad_request(f"point must be one of {', '.join(TREND_POINTS)}, not {point!r}")
+def _hours(request: web.Request, default: str) -> float | web.Response:
+    """The hours query parameter, or the 400 that says what is wrong with it."""
     try:
-        hours = float(request.query.get("hours", "6"))
+        hours = float(request.query.get("hours", default))
     except ValueError:
         return _bad_request(f"hours must be a number, not {request.query.get('hours')!r}")
     if not 0 < hours <= MAX_TREND_HOURS:
         return _bad_request(f"hours must be in (0, {MAX_TREND_HOURS}], not {hours:g}")
+    return hours
+
+
+@routes.get("/api/trend")
+async def _trend(request: web.Request) -> web.Response:
+    read = request.app[TREND]
+    point = request.query.get("point", "pue_live")
+    if point not in TREND_POINTS:
+        return _bad_request(f"point must be one of {', '.join(TREND_POINTS)}, not {point!r}")
+    hours = _hours(request, "6")
+    if isinstance(hours, web.Response):
+        return hours
+    if read is None:
+        return web.json_response({"error": "storage is not running"}, status=503)
+    every_ns, start_ns, end_ns = trend_window(int(request.app[CLOCK]() * 1e9), hours)
     try:
-        trend = await request.app[DASHBOARD].trend(point, hours)
+        buckets = await read(point, start_ns, end_ns, every_ns)
     except StorageError as exc:
         return web.json_response({"error": f"storage: {exc}"}, status=503)
-    return web.json_response(trend, headers={"Cache-Control": "no-store"})
+    return web.json_response(
+        {"point": point, "every_s": every_ns / 1e9,
+         "points": [[start // 1_000_000, None if v is None or not math.isfinite(v) else v]
+                    for start, v in buckets]},
+        headers={"Cache-Control": "no-store"})
 
 
+def trend_window(now_ns: int, hours: float) -> tuple[int, int, int]:
+    """(every_ns, start_ns, end_ns): about TREND_BUCKETS whole-minute buckets, the current one
+    included."""
+    every_ns = max(1, int(hours * 3600e9 / TREND_BUCKETS))
+    every_ns = max(60_000_000_000, every_ns - every_ns % 60_000_000_000)
+    end_ns = now_ns - now_ns % every_ns + every_ns
+    start_ns = end_ns - every_ns * math.ceil(hours * 3600e9 / every_ns)
+    return every_ns, start_ns, end_ns
+
+
+@routes.get("/metrics")
 async def _metrics(request: web.Request) -> web.Response:
-    system = request.app[DASHBOARD].system
-    if system.collectors is None:
+    metrics = request.app[METRICS]
+    if metrics is None:
         return web.Response(status=503, text="collectors not running\n")
-    text = prometheus_text(collect_metrics(system.collectors, system.forward))
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+    return web.Response(text=metrics(), content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 
 
+@routes.get("/healthz")
 async def _healthz(request: web.Request) -> web.Response:
-    ok, info = request.app[DASHBOARD].healthy()
+    ok, info = request.app[HEALTH]()
     return web.json_response({"ok": ok, **info}, status=200 if ok else 503)
 
 
@@ -228,12 +340,12 @@ ALARM_ACTIONS = ("ack", "shelve", "unshelve", "reset", "out_of_service", "return
 MAX_TEXT = 500
 
 
+@routes.post("/api/alarms/{action}")
 async def _alarm_action(request: web.Request) -> web.Response:
     """POST /api/alarms/{action} with JSON {alarm_id, user, comment | reason, minutes}."""
-    dashboard = request.app[DASHBOARD]
-    service = dashboard.system.alarms
+    alarms = request.app[ALARMS]
     action = request.match_info["action"]
-    if service is None:
+    if alarms is None:
         return web.json_response({"error": "alarms are not running"}, status=503)
     if action not in ALARM_ACTIONS:
         return web.json_response({"error": f"action must be one of {', '.join(ALARM_ACTIONS)}"},
@@ -255,44 +367,44 @@ async def _alarm_action(request: web.Request) -> web.Response:
         if not isinstance(value, str) or len(value) > MAX_TEXT:
             return _bad_request(f"{name} must be a string of at most {MAX_TEXT} characters")
     assert isinstance(alarm_id, str) and isinstance(user, str) and isinstance(text, str)
+    shelve_s = 0.0
+    if action == "shelve":
+        minutes = body.get("minutes")
+        if not isinstance(minutes, int | float) or isinstance(minutes, bool):
+            return _bad_request("minutes must be a number")
+        shelve_s = float(minutes) * 60.0
     try:
         if action == "ack":
-            event = service.acknowledge(alarm_id, user, text)
+            event = alarms.acknowledge(alarm_id, user, text)
         elif action == "shelve":
-            minutes = body.get("minutes")
-            if not isinstance(minutes, int | float) or isinstance(minutes, bool):
-                return _bad_request("minutes must be a number")
-            event = service.shelve(alarm_id, user, float(minutes) * 60.0, text)
+            event = alarms.shelve(alarm_id, user, shelve_s, text)
         elif action == "unshelve":
-            event = service.unshelve(alarm_id, user, text)
+            event = alarms.unshelve(alarm_id, user, text)
         elif action == "reset":
-            event = service.reset(alarm_id, user, text)
+            event = alarms.reset(alarm_id, user, text)
         elif action == "out_of_service":
-            event = service.remove_from_service(alarm_id, user, text)
+            event = alarms.remove_from_service(alarm_id, user, text)
         else:
-            event = service.return_to_service(alarm_id, user, text)
-    except AlarmError as exc:
-        dashboard.invalidate()  # a refusal means the page was out of date: refresh it at once
+            event = alarms.return_to_service(alarm_id, user, text)
+    except AlarmError as exc:  # the page was out of date; the alarm view pushes the truth
         return web.json_response({"error": str(exc)}, status=409)
-    dashboard.invalidate()
+    # the alarm view bumps its version: every stream gets the change pushed
     return web.json_response({"seq": event.seq, "alarm_id": event.alarm_id,
                               "action": event.action.value, "state": event.state.value})
 
 
+@routes.get("/api/alarms/history")
 async def _alarm_history(request: web.Request) -> web.Response:
     """GET /api/alarms/history?hours=24[&alarm_id=...]: journal events, newest last."""
-    service = request.app[DASHBOARD].system.alarms
-    if service is None or service.engine.journal is None:
-        return web.json_response({"error": "the alarm journal is not open"}, status=503)
-    try:
-        hours = float(request.query.get("hours", "24"))
-    except ValueError:
-        return _bad_request("hours must be a number")
-    if not 0 < hours <= MAX_TREND_HOURS:
-        return _bad_request(f"hours must be in (0, {MAX_TREND_HOURS}], not {hours:g}")
-    end_ns = request.app[DASHBOARD].now_ns() + 1
-    events = service.engine.journal.events(end_ns - int(hours * 3600e9), end_ns,
-                                           alarm_id=request.query.get("alarm_id"), limit=1000)
+    alarms = request.app[ALARMS]
+    if alarms is None:
+        return web.json_response({"error": "alarms are not running"}, status=503)
+    hours = _hours(request, "24")
+    if isinstance(hours, web.Response):
+        return hours
+    end_ns = int(request.app[CLOCK]() * 1e9) + 1
+    events = alarms.history(end_ns - int(hours * 3600e9), end_ns,
+                            alarm_id=request.query.get("alarm_id"), limit=1000)
     return web.json_response({"events": [event_doc(e) for e in events]},
                              headers={"Cache-Control": "no-store"})
 
@@ -303,3 +415,4 @@ def event_doc(e: AlarmEvent) -> dict[str, Any]:
             "action": e.action.value, "state": e.state.value, "priority": e.priority.value,
             "message": e.message, "user": e.user, "comment": e.comment,
             "announced": e.announce}
+

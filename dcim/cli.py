@@ -3,11 +3,68 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from dcim.logs import setup_logging
+
+log = logging.getLogger("dcim")
+
+# What stops a long-running verb cleanly: Ctrl-C, and what systemd (and `kill`) send.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def run_until_stopped(main: Coroutine[Any, Any, None], *,
+                      seconds: float | None = None) -> str | None:
+    """Run main in a new event loop until it returns, seconds pass, SIGINT or SIGTERM comes.
+
+    Ctrl-C (SIGINT) and SIGTERM take the path the end of `seconds` takes: main's task is
+    cancelled once and its own cleanup runs to the end (`dcim run`: collectors closed, buffer
+    flushed and closed, alarm journal saved). Another signal does not cut that cleanup short,
+    except a second Ctrl-C, which gives up waiting (KeyboardInterrupt). Returns the name of
+    the signal that stopped main, or None.
+    """
+    return asyncio.run(_until_stopped(main, seconds))
+
+
+async def _until_stopped(main: Coroutine[Any, Any, None], seconds: float | None) -> str | None:
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(main, name="dcim-main")
+    stopped_by: list[str | None] = []
+
+    def stop(reason: str | None) -> None:
+        if not stopped_by:
+            stopped_by.append(reason)
+            if reason is not None:
+                log.info("%s received; stopping", reason, extra={"signal": reason})
+            task.cancel()
+        elif reason == "SIGINT":
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the cleanup
+
+    installed = []
+    for sig in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(sig, stop, sig.name)
+            installed.append(sig)
+        except (ValueError, RuntimeError):  # not the main thread: signals stay as they are
+            pass
+    timer = loop.call_later(seconds, stop, None) if seconds is not None else None
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not stopped_by:  # cancelled from elsewhere, not by us
+            raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return stopped_by[0] if stopped_by else None
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -105,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run dcim on a site: start its simulators on loopback, the "
                                    "collectors, the durable buffer, the store and analytics, serve "
                                    "the live dashboard (http://127.0.0.1:8080/ by default) and "
-                                   "print a status line until Ctrl-C.")
+                                   "print a status line until Ctrl-C or SIGTERM, then stop "
+                                   "cleanly (exit 0).")
     d.add_argument("site", nargs="?", default="config/cyberport5.yaml", help="site YAML file")
     d.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     d.add_argument("--no-simulate", action="store_true",
@@ -128,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="collect from the site's real devices into its store",
                        description="Production mode: the collectors of every gateway in the site "
                                    "file, the durable buffer, the store and the analytics, with a "
-                                   "live status line, until Ctrl-C. Nothing is written to a "
+                                   "live status line, until Ctrl-C or SIGTERM (systemd's stop), "
+                                   "then stop cleanly: collectors closed, buffer flushed and "
+                                   "closed, alarm journal saved, exit 0. Nothing is written to a "
                                    "device unless its profile marks the point writable.")
     r.add_argument("site", help="site YAML file")
     r.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
@@ -160,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         return int(args.func(args))
-    except KeyboardInterrupt:
-        logging.getLogger("dcim").info("interrupted")
+    except KeyboardInterrupt:  # before the event loop runs, or a second Ctrl-C while stopping
+        log.info("interrupted")
         return 130
 
 

@@ -43,8 +43,8 @@ def _local(time_ns: int | None, tz: str) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from dcim.alarm_journal import AlarmJournal
-    from dcim.alarms import AlarmEngine
+    from dcim.alarms.journal import AlarmJournal
+    from dcim.alarms.engine import AlarmEngine
 
     path, tz = _journal_path(args)
     journal = AlarmJournal(path)
@@ -68,7 +68,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from dcim.alarm_journal import AlarmJournal
+    from dcim.alarms.journal import AlarmJournal
 
     path, tz = _journal_path(args)
     journal = AlarmJournal(path)
@@ -88,7 +88,7 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from dcim.alarm_journal import AlarmJournal
+    from dcim.alarms.journal import AlarmJournal
 
     path, _ = _journal_path(args)
     journal = AlarmJournal(path)
@@ -106,7 +106,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _kpi(args: argparse.Namespace) -> int:
-    from dcim.alarm_journal import AlarmJournal
+    from dcim.alarms.journal import AlarmJournal
     from dcim.analytics.alarm_kpi import alarm_kpis, verdicts
 
     path, tz = _journal_path(args)

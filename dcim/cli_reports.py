@@ -23,7 +23,7 @@ def _when(text: str, tz: str) -> int:
 
 
 async def _availability(args: argparse.Namespace) -> int:
-    from dcim.alarm_journal import AlarmJournal
+    from dcim.alarms.journal import AlarmJournal
     from dcim.reports import (build_availability, load_planned, plot_timeline, render_csv,
                               render_markdown, report_json)
     from dcim.site import load_site

@@ -1,13 +1,17 @@
-"""`dcim demo`: the whole system on a site, simulators included, until Ctrl-C."""
+"""`dcim demo` and `dcim run`: the whole system on a site (simulators in the demo) until
+Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from pathlib import Path
 
+from dcim.cli import run_until_stopped
 from dcim.site import load_site
 from dcim.site.summary import summarize
 from dcim.system import System, SystemOptions, run_until_interrupted
+
+log = logging.getLogger(__name__)
 
 
 def run_demo(path: str | Path, *, seconds: float | None = None, simulate: bool = True,
@@ -21,14 +25,15 @@ def run_demo(path: str | Path, *, seconds: float | None = None, simulate: bool =
                                         dashboard_host=host))
     what = "simulators, collectors" if simulate else "collectors"
     print(f"\nstarting {what}, the durable buffer, the store and analytics (Ctrl-C to stop) ...")
-    try:
-        asyncio.run(run_until_interrupted(system, seconds=seconds, on_started=_announce))
-    except KeyboardInterrupt:
-        pass
+    # SIGTERM and Ctrl-C cancel the run, whose finally stops the system in order
+    stopped_by = run_until_stopped(run_until_interrupted(system, on_started=_announce),
+                                   seconds=seconds)
     if system.forward is not None:
         stats = system.forward.stats()
         print(f"stopped: {stats.written:,} samples stored in {site.config.storage.backend}, "
-              f"{stats.buffered:,} left in the durable buffer for the next start")
+              f"{stats.buffered:,} left in the durable buffer for the next start", flush=True)
+    if stopped_by is not None:
+        log.info("stopped on %s", stopped_by, extra={"signal": stopped_by})
     return 0
 
 

@@ -8,6 +8,25 @@ import time
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
+# The protocol stacks. A device that stops answering is dcim's news, told once with the
+# device or gateway; the stacks tell it again per request (pymodbus at ERROR, with a hex
+# dump of the last frames appended, asyncua with a traceback), so their records reach the
+# root logger at DEBUG at most unless the user asks for library logs.
+LIBRARIES = ("pymodbus", "asyncua")
+
+
+class _AsDebug(logging.Handler):
+    """Hands a library's records to the root logger's handlers as DEBUG, or drops them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        root = logging.getLogger()
+        if root.isEnabledFor(logging.DEBUG):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            root.handle(record)
+
+
+_AS_DEBUG = _AsDebug()
+
 
 class _Formatter(logging.Formatter):
     def __init__(self, as_json: bool):
@@ -32,17 +51,36 @@ class _Formatter(logging.Formatter):
         return text
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Configure the root logger once, for the CLI."""
+def setup_logging(level: str = "INFO", fmt: str = "text", library_level: str | None = None
+                  ) -> None:
+    """Configure the root logger once, for the CLI; library_level (e.g. "DEBUG") lets the
+    protocol stacks log as they do themselves, at that level."""
     handler = logging.StreamHandler()
     handler.setFormatter(_Formatter(fmt == "json"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Third-party libraries are chatty at INFO (asyncua logs every node it builds).
-    quiet = max(logging.WARNING, root.level)
-    for name in ("asyncua", "pymodbus", "aiohttp.access"):
-        logging.getLogger(name).setLevel(quiet)
+    logging.getLogger("aiohttp.access").setLevel(max(logging.WARNING, root.level))
+    for name in LIBRARIES:
+        library = logging.getLogger(name)
+        library.removeHandler(_AS_DEBUG)
+        if library_level is not None:
+            library.setLevel(library_level.upper())
+            library.propagate = True
+        else:
+            # WARNING and up only: their INFO is chatter (asyncua logs every node it builds),
+            # and pymodbus hex-dumps every frame once DEBUG is enabled for it.
+            library.setLevel(logging.WARNING)
+            library.propagate = False
+            library.addHandler(_AS_DEBUG)
+    # pymodbus logs everything through "pymodbus.logging"; pymodbus_apply_logging_config()
+    # gives that logger a level and a stream handler of its own, which would bypass the above.
+    frames = logging.getLogger("pymodbus.logging")
+    frames.setLevel(logging.NOTSET)
+    frames.propagate = True
+    for own in [h for h in frames.handlers if not isinstance(h, logging.NullHandler)]:
+        frames.removeHandler(own)
     # asyncua logs a traceback at ERROR for every lost connection; the collector logs the
     # loss once, with the device and gateway, so that one is silenced.
-    logging.getLogger("asyncua.client.ua_session").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncua.client.ua_session").setLevel(
+        logging.NOTSET if library_level is not None else logging.CRITICAL)

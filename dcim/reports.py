@@ -34,8 +34,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dcim.alarm_journal import AlarmJournal
-from dcim.alarm_types import AlarmEvent
+from dcim.alarms.journal import AlarmJournal
+from dcim.alarms.types import AlarmEvent
 from dcim.analytics.availability import (UTILITY_LOST_KW, Incident, SystemAvailability,
                                          combined, flag_states,
                                          group_states, planned_mask, rack_states,

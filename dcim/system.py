@@ -1,5 +1,5 @@
-"""The running system: (simulators) -> collectors -> durable buffer -> storage -> analytics
--> dashboard.
+"""The running system: (simulators) -> collectors -> live state -> alarms and dashboard, and
+live state -> durable buffer -> storage -> history analytics and reports.
 
 `dcim demo` runs it with the site's simulators on loopback; `dcim collect` runs it against
 the real devices of the site file. Both show a live summary in the terminal.
@@ -14,18 +14,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dcim.alarm_types import AlarmState
+from dcim.alarms.types import AlarmState
 from dcim.collectors.buffer import DurableBuffer
 from dcim.collectors.forward import StoreAndForward
 from dcim.collectors.service import CollectorService
+from dcim.live.service import LiveState
+from dcim.live.state import Collection
 from dcim.site import Site
 from dcim.storage.base import Storage
 from dcim.storage.factory import open_storage
 
 if TYPE_CHECKING:  # imported lazily at run time: only the demo needs the simulators
-    from dcim.alarm_service import AlarmService
+    from dcim.alarms.service import AlarmService
+    from dcim.analysis import AnalyticsService
+    from dcim.dashboards.app import DashboardServer
+    from dcim.notify.notifier import Notifier
     from dcim.simulators.plant import PlantModel
     from dcim.simulators.runner import Simulator
 
@@ -51,7 +57,12 @@ class SystemOptions:
 
 
 class System:
-    """Every moving part of dcim for one site, started and stopped in order."""
+    """Every moving part of dcim for one site, started in order and stopped in reverse.
+
+    The parts never see each other or this object: each gets the narrow thing it needs (the
+    collectors a sample sink, the alarms a state source, the dashboard a state source and an
+    alarm view). A part that fails to start stops everything started before it.
+    """
 
     def __init__(self, site: Site, options: SystemOptions | None = None):
         self.options = options or SystemOptions()
@@ -59,20 +70,27 @@ class System:
         self.simulator: Simulator | None = None
         self.storage: Storage | None = None
         self.forward: StoreAndForward | None = None
+        self.live: LiveState | None = None
         self.collectors: CollectorService | None = None
-        self.analytics: Any = None
-        self.dashboard: Any = None
+        self.analytics: AnalyticsService | None = None
         self.alarms: AlarmService | None = None
-        self.notifier: Any = None
+        self.notifier: Notifier | None = None
+        self.dashboard: DashboardServer | None = None
         self.started_s = 0.0
+        self._stack: AsyncExitStack | None = None
 
     async def start(self) -> None:
-        """Start simulators (if any), storage, the buffer and forwarder, then the collectors."""
+        """Start the parts in data-flow order; on failure, stop what was started and re-raise."""
         self.started_s = time.time()
+        async with AsyncExitStack() as stack:
+            await self._start_parts(stack)
+            self._stack = stack.pop_all()
+
+    async def _start_parts(self, stack: AsyncExitStack) -> None:
         site = self.site
         notifications = site.config.notifications
         if notifications is not None:  # built first: a missing secret stops us before anything runs
-            from dcim.notify import Notifier
+            from dcim.notify.notifier import Notifier
 
             outbox = self.options.notify_outbox or f"var/notify-{site.id}.sqlite"
             self.notifier = Notifier(notifications, outbox, tz=site.config.site.timezone)
@@ -82,52 +100,122 @@ class System:
         if self.options.simulate:
             from dcim.simulators.runner import Simulator
 
-            self.simulator = Simulator(site, seed=self.options.seed, free_ports=True, plant=plant)
-            await self.simulator.start()
-            site = self.simulator.client_site()
+            self.simulator = simulator = Simulator(site, seed=self.options.seed, free_ports=True,
+                                                   plant=plant)
+            await simulator.start()
+            stack.push_async_callback(simulator.stop)
+            site = simulator.client_site()
         # The forwarder retries forever with backoff and keeps everything on disk meanwhile,
         # so the backend itself should fail fast rather than hold a batch for a minute.
         config = site.config.storage
         write = config.write.model_copy(update={"max_retries": min(config.write.max_retries, 1),
                                                 "timeout_s": min(config.write.timeout_s, 5.0)})
-        self.storage = open_storage(config.model_copy(update={"write": write}), site_id=site.id)
-        await self.storage.start()
+        self.storage = storage = open_storage(config.model_copy(update={"write": write}),
+                                              site_id=site.id)
+        await storage.start()
+        stack.push_async_callback(storage.close)
         buffer_dir = Path(self.options.buffer_dir or f"var/buffer-{site.id}")
-        self.forward = StoreAndForward(self.storage, DurableBuffer(buffer_dir))
-        await self.forward.start()
-        self.collectors = CollectorService(site, self.forward, protocols=self.options.protocols)
-        await self.collectors.start()
+        self.forward = forward = StoreAndForward(
+            storage, DurableBuffer.from_config(buffer_dir, config.buffer))
+        await forward.start()
+        stack.push_async_callback(forward.close)
+        # collectors -> live state -> durable forwarder: the live path never waits on storage
+        collectors: CollectorService | None = None
+        analytics: AnalyticsService | None = None
+        self.live = live = LiveState(
+            self.site, forward,
+            health=lambda: collectors.health() if collectors is not None else {},
+            collection=lambda: self._collection(),
+            analytics=lambda: analytics.latest() if analytics is not None else (None, ()),
+            history=storage, store_every_s=self.options.analytics_interval_s)
+        await live.start()
+        stack.push_async_callback(live.close)
+        self.collectors = collectors = CollectorService(site, live,
+                                                        protocols=self.options.protocols)
+        await collectors.start()
+        stack.push_async_callback(collectors.close)
         from dcim.analysis import AnalyticsService
 
-        self.analytics = AnalyticsService(self.site, self.storage,
-                                          interval_s=self.options.analytics_interval_s)
-        await self.analytics.start()
-        await self._start_alarms()
+        self.analytics = analytics = AnalyticsService(
+            self.site, storage, sink=forward, interval_s=self.options.analytics_interval_s)
+        await analytics.start()
+        stack.push_async_callback(analytics.close)
+        await self._start_alarms(stack, live)
         if self.options.dashboard_port is not None:
-            from dcim.dashboards.app import Dashboard
+            await self._start_dashboard(stack, live)
 
-            self.dashboard = Dashboard(self, host=self.options.dashboard_host,
-                                       port=self.options.dashboard_port)
-            await self.dashboard.start()
-
-    async def _start_alarms(self) -> None:
-        """The alarm engine on its journal, evaluating what collectors and analytics know."""
-        from dcim.alarm_journal import AlarmJournal
-        from dcim.alarm_service import AlarmService
-        from dcim.alarms import AlarmEngine
+    async def _start_alarms(self, stack: AsyncExitStack, live: LiveState) -> None:
+        """The alarm engine on its journal, evaluating each new live snapshot."""
+        from dcim.alarms.engine import AlarmEngine
+        from dcim.alarms.journal import AlarmJournal
+        from dcim.alarms.service import AlarmService
 
         config = self.site.config.alarms
         path = self.options.alarm_journal or config.journal_file(self.site.id)
-        engine = AlarmEngine(config, AlarmJournal(path))
+        journal = AlarmJournal(path)
+        stack.callback(journal.close)
+        engine = AlarmEngine(config, journal)
         if self.notifier is not None:
             await self.notifier.start()
-        assert self.collectors is not None and self.forward is not None
-        analytics, forward = self.analytics, self.forward
-        self.alarms = AlarmService(self.site, engine, health=self.collectors.health,
-                                   storage=self.storage,
-                                   analysis=lambda: getattr(analytics, "last", None),
-                                   forward_stats=forward.stats, sink=self.notifier)
-        await self.alarms.start()
+            stack.push_async_callback(self.notifier.close)  # after the alarms: their last events
+        self.alarms = alarms = AlarmService(self.site, engine, live,
+                                            backend=self.site.config.storage.backend,
+                                            sink=self.notifier)
+        await alarms.start()
+        stack.push_async_callback(alarms.close)
+
+    async def _start_dashboard(self, stack: AsyncExitStack, live: LiveState) -> None:
+        from dcim.dashboards.app import DashboardServer, DashboardSettings, create_app
+
+        storage, alarms = self.storage, self.alarms
+        settings = DashboardSettings(site_id=self.site.id)
+        app = create_app(settings, live, alarms, metrics=self.metrics_text,
+                         health=self.healthy,
+                         trend=storage.read_aggregate if storage is not None else None)
+        self.dashboard = server = DashboardServer(app, host=self.options.dashboard_host,
+                                                  port=self.options.dashboard_port or 0)
+        await server.start()
+        stack.push_async_callback(server.stop)
+
+    def _collection(self) -> Collection:
+        """Collection and store-and-forward health, for the live snapshot."""
+        if self.collectors is None or self.forward is None:
+            return Collection()
+        s = self.collectors.summary()
+        f = self.forward.stats()
+        elapsed = max(1e-9, time.time() - self.collectors.started_at)
+        return Collection(
+            devices=s.devices, up=s.up, stale=s.stale, down=s.down,
+            connecting=getattr(s, "connecting", 0), polls=s.polls, polls_per_s=s.polls / elapsed,
+            errors=s.errors, missed_cycles=s.missed_cycles, stored=f.written,
+            buffered=f.buffered, storage_outage_s=f.outage_s, storage_error=f.last_error,
+            lost_samples=getattr(f, "lost_samples", 0) + getattr(f, "lost_at_restart", 0),
+            buffer_error=getattr(f, "buffer_error", ""),
+            gateways_down=tuple(self.collectors.gateways_down())
+            if hasattr(self.collectors, "gateways_down") else ())
+
+    def metrics_text(self) -> str:
+        """The Prometheus exposition of the collectors, the buffer and the live state."""
+        from dcim.collectors.metrics import collect_metrics, prometheus_text
+
+        assert self.collectors is not None
+        return prometheus_text(collect_metrics(self.collectors, self.forward))
+
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        """Whether collection and storage work, with the figures that say so (/healthz)."""
+        info: dict[str, Any] = {}
+        ok = self.collectors is not None and self.forward is not None
+        if self.forward is not None:
+            stats = self.forward.stats()
+            info |= {"buffered": stats.buffered, "storage_outage_s": stats.outage_s,
+                     "last_error": stats.last_error}
+            ok = ok and stats.outage_s == 0
+        if self.collectors is not None:
+            s = self.collectors.summary()
+            info |= {"devices": s.devices, "up": s.up}
+        if self.live is not None:
+            info["state_seq"] = self.live.current().seq
+        return ok, info
 
     async def _backfill(self) -> PlantModel:
         """Write recent simulated history, so PUE and trends show at once; returns the plant."""
@@ -153,55 +241,44 @@ class System:
                                 "backfill_s": round(max(0.0, now - start), 1)})
             if now - start >= BACKFILL_STEP_S:
                 await backfill(self.site, storage, start_s=start, end_s=now,
-                               step_s=BACKFILL_STEP_S, plant=plant)
+                               step_s=BACKFILL_STEP_S, plant=plant, live=True)
         finally:
             await storage.close()
         return plant
 
     async def stop(self) -> None:
         """Stop in reverse order; what storage did not take stays in the buffer."""
-        if self.dashboard is not None:
-            await self.dashboard.stop()
-        if self.alarms is not None:
-            await self.alarms.close()
-            if self.alarms.engine.journal is not None:
-                self.alarms.engine.journal.close()
-        if self.notifier is not None:  # after the alarms: their last events are queued
-            await self.notifier.close()
-        if self.analytics is not None:
-            await self.analytics.close()
-        if self.collectors is not None:
-            await self.collectors.close()
-        if self.forward is not None:
-            await self.forward.close()
-        if self.storage is not None:
-            await self.storage.close()
-        if self.simulator is not None:
-            await self.simulator.stop()
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
 
     def status_line(self) -> str:
-        """One line: devices up/stale/down, polls, errors, samples stored, buffer depth."""
-        assert self.collectors is not None and self.forward is not None
-        s = self.collectors.summary()
-        elapsed = max(1e-9, time.time() - self.started_s)
-        f = self.forward.stats()
-        pue = "PUE live: -"
-        last = getattr(self.analytics, "last", None)
-        if last is not None:
-            fig = last.live.pue
-            pue = (f"PUE live {fig.value:.3f} ({fig.category})" if fig.value is not None
-                   else f"PUE live: withheld, coverage {fig.coverage:.0%}")
-            pue += " | CM yes" if last.redundancy.concurrently_maintainable else " | CM NO"
-            pue += f" | anomalies {len(last.anomalies)}"
+        """One line from the live state: PUE, Tier III, alarms, devices, polls, storage."""
+        assert self.live is not None
+        state = self.live.current()
+        c = state.collection
+        fig = state.pue_live.pue if state.pue_live is not None else None
+        if fig is None:
+            pue = "PUE live: -"
+        elif fig.value is not None:
+            pue = f"PUE live {fig.value:.3f} ({fig.category})"
+        else:
+            pue = f"PUE live: withheld, coverage {fig.coverage:.0%}"
+        if state.redundancy is not None:
+            pue += " | CM yes" if state.redundancy.concurrently_maintainable else " | CM NO"
+        pue += f" | anomalies {len(state.anomalies)}"
         if self.alarms is not None:
             shown = [a for a in self.alarms.engine.active() if a.announced
                      and a.state is not AlarmState.NORMAL]
             unack = sum(a.state is not AlarmState.ACKED for a in shown)
             pue += f" | alarms {len(shown)} ({unack} unacknowledged)"
-        return (f"{pue} | devices {s.up}/{s.devices} up, {s.stale} stale, {s.down} down | "
-                f"polls {s.polls:,} ({s.polls / elapsed:,.0f}/s) errors {s.errors:,} "
-                f"missed cycles {s.missed_cycles} | stored {f.written:,} "
-                f"({f.written / elapsed:,.0f} points/s) buffered {f.buffered:,}")
+        devices = (f"devices {c.up}/{c.devices} up, {c.connecting} connecting, {c.stale} stale, "
+                   f"{c.down} down" if c.connecting else
+                   f"devices {c.up}/{c.devices} up, {c.stale} stale, {c.down} down")
+        lost = f" LOST {c.lost_samples:,}" if c.lost_samples else ""
+        return (f"{pue} | {devices} | polls {c.polls:,} ({c.polls_per_s:,.0f}/s) errors "
+                f"{c.errors:,} missed cycles {c.missed_cycles} | stored {c.stored:,} "
+                f"buffered {c.buffered:,}{lost}")
 
 
 async def run_until_interrupted(system: System, *, seconds: float | None = None,

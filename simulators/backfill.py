@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -14,6 +15,9 @@ from dcim.simulators.plant import PlantModel
 from dcim.simulators.snapshot import DeviceHealth, Snapshot
 from dcim.storage.base import Quality, Sample, SeriesKey, Storage
 from dcim.storage.writer import BatchWriter
+
+if TYPE_CHECKING:
+    from dcim.live.service import LiveState
 
 
 BACKFILL_BATCH = 100_000
@@ -59,16 +63,23 @@ def equipment_timeline(faults: Sequence[FaultSpec], start_s: float, end_s: float
 async def backfill(site: Site, storage: Storage, *, start_s: float, end_s: float, step_s: float,
                    seed: int = 0, progress: bool = True,
                    plant: PlantModel | None = None,
-                   faults: Sequence[FaultSpec] = ()) -> dict[str, float]:
+                   faults: Sequence[FaultSpec] = (), live: bool = False) -> dict[str, float]:
     """Step the plant from start to end and write every point; returns counts and timings.
 
     Equipment faults of a scenario (`faults`, offsets from start_s) trip and restore units
-    on the way, so the history holds incidents as the live simulators would produce them."""
+    on the way, so the history holds incidents as the live simulators would produce them.
+    With `live`, every step also goes through a live state (dcim/live/), so the history holds
+    what the running system derives and stores too: live PUE, redundancy, unit transitions."""
     plant = plant if plant is not None else PlantModel(site, seed=seed)
     # history goes straight to the store in large transactions (no live data to interleave)
     writer = BatchWriter(storage, site.config.storage.write.model_copy(
         update={"batch_size": BACKFILL_BATCH}))
     keys: dict[tuple[str, str], SeriesKey] = {}
+    state: LiveState | None = None
+    if live:
+        from dcim.live.service import LiveState
+
+        state = LiveState(site, writer, store_every_s=max(step_s, 60.0))
     steps = int((end_s - start_s) // step_s) + 1
     stop_s = start_s + steps * step_s
     changes = equipment_timeline(faults, start_s, stop_s, step_s)
@@ -82,7 +93,11 @@ async def backfill(site: Site, storage: Storage, *, start_s: float, end_s: float
                     plant.set_fault(kind, target, active)
             for snapshot in plant.simulate_range(lo, hi, step_s):
                 batch = list(snapshot_samples(site, snapshot, keys))
-                writer.add(batch)
+                if state is not None:
+                    state.add(batch)
+                    state.rebuild(int(round(snapshot.time_s * 1e9)))
+                else:
+                    writer.add(batch)
                 written += len(batch)
                 if writer.pending >= writer.options.batch_size:
                     await writer.flush()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dcim.site.loader import load_site
 from dcim.site.model import Site, SiteDevice
-from dcim.site.schema import ModbusGateway, ModbusPoint, ModbusProfile
+from dcim.config.site import ModbusGateway, ModbusPoint, ModbusProfile
 from dcim.simulators.modbus_server import EXC_GATEWAY_TARGET
 from dcim.simulators.registers import (
     NOT_IMPLEMENTED, ORDERS, SUNSPEC_METER_LENGTH, DeviceEncoder, encode_value,

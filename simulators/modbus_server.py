@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dcim.site.model import Site, SiteDevice
-from dcim.site.schema import ModbusGateway
+from dcim.config.site import ModbusGateway
 from dcim.simulators.registers import DeviceEncoder
 from dcim.simulators.snapshot import Snapshot
 

@@ -11,7 +11,7 @@ from dcim.simulators.opcua_space import (
 )
 
 from dcim.site.model import Site, SiteDevice
-from dcim.site.schema import OpcuaGateway
+from dcim.config.site import OpcuaGateway
 
 STATUS_TABLE = """\
 | device health (plant model) | StatusCode | value |

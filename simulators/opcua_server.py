@@ -37,7 +37,7 @@ from dcim.simulators.opcua_space import (
 from dcim.simulators.snapshot import DeviceHealth, DeviceReading, Snapshot
 
 from dcim.site.model import SiteDevice
-from dcim.site.schema import OpcuaGateway
+from dcim.config.site import OpcuaGateway
 
 __all__ = ["OpcuaSimServer", "ServerSecurity", "free_port", "opcua_device_docs", "point_value"]
 

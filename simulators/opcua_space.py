@@ -19,7 +19,7 @@ from asyncua import ua
 from dcim.simulators.snapshot import DeviceHealth
 
 from dcim.site.model import SiteDevice
-from dcim.site.schema import OpcuaPoint
+from dcim.config.site import OpcuaPoint
 
 ROOT_FOLDER = "BMS"
 # System folder under Objects/BMS per device type.

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dcim.site import Site
-from dcim.site.schema import ElectricalComponent, MechanicalComponent
+from dcim.config.site import ElectricalComponent, MechanicalComponent
 
 Array = NDArray[np.float64]
 IntArray = NDArray[np.int64]

@@ -30,7 +30,7 @@ from operator import itemgetter
 from typing import Callable
 
 from dcim.site.model import SiteDevice
-from dcim.site.schema import ModbusPoint, ModbusProfile
+from dcim.config.site import ModbusPoint, ModbusProfile
 from dcim.simulators.snapshot import DeviceHealth, DeviceReading
 
 BIT_TABLES = ("coil", "discrete_input")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dcim.site import Site
-from dcim.site.schema import OpcuaGateway
+from dcim.config.site import OpcuaGateway
 from dcim.simulators.faults import (
     Fault, FaultSpec, Scenario, SensorFaults, TruthLog, category_of, check_fault, parse_duration,
 )

@@ -17,7 +17,7 @@ from dcim.collectors.buffer import DurableBuffer
 from dcim.collectors.forward import StoreAndForward
 from dcim.logs import setup_logging
 from dcim.storage.base import Sample, SeriesKey
-from dcim.storage.config import EmbeddedStorageConfig
+from dcim.config.storage import EmbeddedStorageConfig
 from dcim.storage.embedded import EmbeddedStorage
 
 T0 = 1_700_000_000_000_000_000

@@ -1,4 +1,4 @@
-"""dcim/alarm_journal.py: every event kept, chained, and alarms restored after a restart."""
+"""dcim/alarms/journal.py: every event kept, chained, and alarms restored after a restart."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dcim.alarm_config import AlarmsConfig
-from dcim.alarm_journal import GENESIS, AlarmJournal
-from dcim.alarm_types import Action, AlarmState, Condition, Priority
-from dcim.alarms import AlarmEngine
+from dcim.config.alarms import AlarmsConfig
+from dcim.alarms.journal import GENESIS, AlarmJournal
+from dcim.alarms.types import Action, AlarmState, Condition, Priority
+from dcim.alarms.engine import AlarmEngine
 
 S = 1_000_000_000
 T0 = 1_800_000_000 * S

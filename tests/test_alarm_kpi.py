@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dcim.alarm_types import Action, AlarmEvent, AlarmState, Priority
+from dcim.alarms.types import Action, AlarmEvent, AlarmState, Priority
 from dcim.analytics.alarm_kpi import (
     AlarmKpis, BadActor, Chattering, Flood, ShelvedAlarm, StaleAlarm, alarm_kpis, verdicts,
 )

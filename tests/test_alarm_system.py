@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from dcim.alarm_types import Action, AlarmState
+from dcim.alarms.types import Action, AlarmState
 from dcim.simulators.faults import FaultSpec
 from dcim.site.loader import parse_site
 from dcim.system import System, SystemOptions

@@ -1,12 +1,12 @@
-"""dcim/alarms.py: ISA-18.2 states, delays, operator actions, suppression (the clock is moved)."""
+"""dcim/alarms/engine.py: ISA-18.2 states, delays, operator actions, suppression (the clock is moved)."""
 
 from __future__ import annotations
 
 import pytest
 
-from dcim.alarm_config import AlarmDelays, AlarmsConfig
-from dcim.alarm_types import Action, AlarmState, Condition, Priority
-from dcim.alarms import AlarmEngine, AlarmError
+from dcim.config.alarms import AlarmDelays, AlarmsConfig
+from dcim.alarms.types import Action, AlarmState, Condition, Priority
+from dcim.alarms.engine import AlarmEngine, AlarmError
 
 S = 1_000_000_000
 T0 = 1_800_000_000 * S

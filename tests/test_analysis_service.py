@@ -1,7 +1,11 @@
-"""The analytics service: storage in, PUE and redundancy series out."""
+"""The history-side analytics service: stored counters and series in, today's PUE and
+anomalies out (into the sink). Live PUE and redundancy are tests/test_live_state.py."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -10,8 +14,8 @@ from dcim.analysis import AnalyticsService
 from dcim.site import load_site
 from dcim.simulators.backfill import snapshot_samples
 from dcim.simulators.plant import PlantModel
-from dcim.storage.base import Quality, SeriesKey
-from dcim.storage.config import EmbeddedStorageConfig
+from dcim.storage.base import Quality, Sample, SeriesKey
+from dcim.config.storage import EmbeddedStorageConfig
 from dcim.storage.embedded import EmbeddedStorage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,43 +46,48 @@ async def _store_history(tmp_path: Path, faults: list[tuple[str, str]], minutes:
     return storage, plant, ratios
 
 
-async def test_pue_and_redundancy_of_a_healthy_site(tmp_path: Path) -> None:
+async def test_todays_pue_from_the_store_goes_into_the_sink(tmp_path: Path) -> None:
+    """History-side analytics: today's PUE from stored counters, results handed to the sink
+    (the durable forwarder in the running system) rather than written to the store."""
     storage, _, ratios = await _store_history(tmp_path, [])
     site = load_site(ROOT / "config" / "cyberport5.yaml")
-    service = AnalyticsService(site, storage)
+    sink: list[Sample] = []
+    service = AnalyticsService(site, storage, sink=SinkList(sink), anomalies=False)
     result = await service.run_once(int((T0 + 40 * STEP) * 1e9))
-    # an independent estimate: mean of the instantaneous power ratio over the same 15 minutes
+    # an independent estimate: mean of the instantaneous power ratio over the last 15 minutes
     assert result.live.pue.value == pytest.approx(sum(ratios) / len(ratios), rel=0.01)
-    assert result.live.pue.category == "PUE3"
-    assert result.redundancy.concurrently_maintainable
-    assert result.redundancy.group("crah-h1").available == 7
-    stored = await storage.read_latest([SeriesKey("analytics", site.id, "pue_live"),
-                                        SeriesKey("analytics", site.id, "concurrently_maintainable"),
-                                        SeriesKey("analytics", site.id,
-                                                  "redundancy_ups-a-modules_spare")])
+    # 40 minutes of a day that began at midnight: today's figure is withheld, with why
+    assert result.today.pue.value is None and "coverage" in (result.today.pue.reason or "")
+    stored = await storage.read_latest([SeriesKey("analytics", site.id, "pue_today")])
     await storage.close()
-    values = {k.point: s.value for k, s in stored.items()}
-    assert values["pue_live"] == pytest.approx(result.live.pue.value)
-    assert values["concurrently_maintainable"] == 1.0
-    assert values["redundancy_ups-a-modules_spare"] >= 1
+    assert stored == {}  # nothing written past the sink
+    values = {s.series.point: s for s in sink}
+    assert math.isnan(values["pue_today"].value) and values["pue_today"].quality is Quality.BAD
+    assert service.latest()[0] is result.today
 
 
-async def test_injected_faults_change_the_stored_redundancy(tmp_path: Path) -> None:
-    storage, _, _ = await _store_history(
-        tmp_path, [("crah_trip", "CRAH-H1-1"), ("pdu_breaker_open", "PDU-A-H1-1")])
+async def test_a_failing_run_logs_one_line_per_cause(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    storage, _, _ = await _store_history(tmp_path, [], minutes=2)
+    await storage.close()  # every read now fails the same way
     site = load_site(ROOT / "config" / "cyberport5.yaml")
-    result = await AnalyticsService(site, storage).run_once(int((T0 + 40 * STEP) * 1e9))
-    report = result.redundancy
-    crah = report.group("crah-h1")
-    assert crah.available == 6  # the tripped CRAH reported unit_status 3
-    assert len(report.one_feed_racks) == 20  # PDU-A-H1-1's racks run on their B feed
-    assert not report.concurrently_maintainable
-    latest = await storage.read_latest([SeriesKey("analytics", site.id, "racks_on_one_feed"),
-                                        SeriesKey("analytics", site.id, "concurrently_maintainable")])
-    await storage.close()
-    values = {k.point: (s.value, s.quality) for k, s in latest.items()}
-    assert values["racks_on_one_feed"] == (20.0, Quality.GOOD)
-    assert values["concurrently_maintainable"] == (0.0, Quality.GOOD)
+    service = AnalyticsService(site, storage, sink=SinkList([]), anomalies=False,
+                               interval_s=0.01)
+    with caplog.at_level(logging.INFO, logger="dcim.analysis"):
+        await service.start()
+        await asyncio.sleep(0.3)
+        await service.close()
+    assert service.failures >= 5
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and lines[0].exc_info is None  # one line, no traceback
+
+
+class SinkList:
+    def __init__(self, out: list[Sample]) -> None:
+        self.out = out
+
+    def add(self, samples: object) -> None:
+        self.out.extend(samples)  # type: ignore[call-overload]
 
 
 async def test_anomalies_from_stored_data_untrained_and_trained(tmp_path: Path) -> None:

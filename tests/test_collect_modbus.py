@@ -18,7 +18,7 @@ from dcim.collectors.scheduler import Cadence, next_boundary
 from dcim.site import Site, site_from_dict
 from dcim.site.generate import SiteSpec, generate_site
 from dcim.site.model import SiteDevice
-from dcim.site.schema import ModbusGateway
+from dcim.config.site import ModbusGateway
 from dcim.simulators.faults import FaultSpec
 from dcim.simulators.runner import Simulator
 from dcim.storage.base import Quality, Sample

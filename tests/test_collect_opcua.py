@@ -23,7 +23,7 @@ from dcim.simulators.snapshot import DeviceHealth, DeviceReading, Snapshot
 
 from dcim.site import Site, load_site
 from dcim.site.model import SiteDevice
-from dcim.site.schema import OpcuaGateway, OpcuaPoint, OpcuaProfile, OpcuaSecurity
+from dcim.config.site import OpcuaGateway, OpcuaPoint, OpcuaProfile, OpcuaSecurity
 from dcim.storage.base import Quality, Sample
 
 ROOT = Path(__file__).resolve().parents[1]

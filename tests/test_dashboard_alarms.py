@@ -1,9 +1,11 @@
 """The alarm panel in a real headless Chromium, driven over the DevTools protocol.
 
-The dashboard serves a stand-in system whose only live part is a real AlarmService (engine
-and SQLite journal); conditions are fed to the engine directly, so no simulator, collector or
-store is started. The browser types an operator's name, acknowledges one alarm and shelves
-another, and the engine and the journal must hold what the page shows.
+The dashboard (`create_app`) serves a real LiveState that nothing feeds and a real
+AlarmService (engine and SQLite journal) that is not started: conditions are fed to the
+engine directly, so no simulator, collector or store runs. The browser types an operator's
+name, acknowledges one alarm and shelves another, and the engine and the journal must hold
+what the page shows; changes come to the page over the event stream, or by polling when the
+stream fails.
 """
 
 from __future__ import annotations
@@ -18,26 +20,27 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, cast
 
 import aiohttp
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
-from dcim.alarm_config import AlarmsConfig
+from dcim.config.alarms import AlarmsConfig
 from dcim.analytics.anomaly_base import Anomaly
-from dcim.alarm_journal import AlarmJournal
-from dcim.alarm_service import AlarmService
-from dcim.alarm_types import Action, AlarmState, Condition, Priority
-from dcim.alarms import AlarmEngine
-from dcim.dashboards.app import Dashboard
+from dcim.alarms.journal import AlarmJournal
+from dcim.alarms.service import AlarmService
+from dcim.alarms.types import Action, AlarmState, Condition, Priority
+from dcim.alarms.engine import AlarmEngine
+from dcim.dashboards.app import DashboardServer, DashboardSettings, create_app
+from dcim.live.service import LiveState
 from dcim.site import Site, load_site
 from dcim.storage.base import SeriesKey
 from tests.conftest import require_program
 
 ROOT = Path(__file__).resolve().parents[1]
-STEP_TIMEOUT_S = 10.0  # for any one thing the page must show (it polls every 2 s)
+STEP_TIMEOUT_S = 10.0  # for any one thing the page must show (pushed; polled every 2 s)
 
 TRIP = Condition(alarm_id="unit:UPS-A3:down", source="unit", priority=Priority.CRITICAL,
                  message="UPS-A3 is down: module trip", unit="UPS-A3", device="UPS-A3")
@@ -186,36 +189,64 @@ def site() -> Site:
     return load_site(ROOT / "config" / "cyberport5.yaml")
 
 
-@pytest_asyncio.fixture
-async def served(tmp_path: Path, site: Site) -> AsyncIterator[Served]:
+Middleware = Any  # an aiohttp middleware: (request, handler) -> response
+
+
+async def _serve(tmp_path: Path, site: Site,
+                 middlewares: tuple[Middleware, ...] = ()) -> AsyncIterator[Served]:
     """The dashboard over a real alarm engine with three alarms raised and one pending."""
     journal = AlarmJournal(tmp_path / "alarms.sqlite")
     engine = AlarmEngine(AlarmsConfig(), journal)
-    service = AlarmService(site, engine, health=lambda: {})
     raised = engine.evaluate([TRIP, ONE_FEED, RISING, PENDING], time.time_ns())
     assert {e.alarm_id for e in raised} == {TRIP.alarm_id, ONE_FEED.alarm_id, RISING.alarm_id}
-    # analytics' last run carries only the detector episode behind the RISING alarm
+    # the live state carries only the detector episode behind the RISING alarm
     now_ns = time.time_ns()
     episode = Anomaly(series=SeriesKey("rack_monitor", "RM-H1-A01", "inlet_temp_top_c"),
                       layer="rate", kind="rate_of_change", since_ns=now_ns - 120 * 10**9,
                       last_ns=now_ns, raised_ns=now_ns - 60 * 10**9, value=29.4, expected=None,
                       score=4.2, severity="minor", message="inlet rising 2.1 °C/min")
-    analytics = SimpleNamespace(last=SimpleNamespace(live=None, today=None, redundancy=None,
-                                                     anomalies=[episode]))
-    system = SimpleNamespace(site=site, storage=None, collectors=None, forward=None,
-                             analytics=analytics, alarms=service)
-    dashboard = Dashboard(cast(Any, system), host="127.0.0.1", port=0)
-    await dashboard.start()
+    live = LiveState(site, None, analytics=lambda: (None, [episode]))
+    await live.start()
+    service = AlarmService(site, engine, live)  # not started: the test raises the conditions
+    app = create_app(DashboardSettings(), live, service,
+                     device_types={d.id: d.device_type for d in site.devices.values()})
+    app.middlewares.extend(middlewares)
+    server = DashboardServer(app, "127.0.0.1", 0)
+    await server.start()
     try:
-        yield Served(dashboard.url, service, journal)
+        yield Served(server.url, service, journal)
     finally:
-        await dashboard.stop()
+        await server.stop()
+        await live.close()
         journal.close()
 
 
-async def _open(page: Page, served: Served) -> None:
+@pytest_asyncio.fixture
+async def served(tmp_path: Path, site: Site) -> AsyncIterator[Served]:
+    """The dashboard, its page fed by the event stream."""
+    async for s in _serve(tmp_path, site):
+        yield s
+
+
+@web.middleware
+async def _no_stream(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A proxy that will not pass event streams on."""
+    if request.path == "/api/events":
+        return web.Response(status=502, text="no streams here")
+    return cast(web.StreamResponse, await handler(request))
+
+
+@pytest_asyncio.fixture
+async def served_without_stream(tmp_path: Path, site: Site) -> AsyncIterator[Served]:
+    """The dashboard behind a proxy that refuses /api/events: the page must poll."""
+    async for s in _serve(tmp_path, site, middlewares=(_no_stream,)):
+        yield s
+
+
+async def _open(page: Page, served: Served, feed: str = "live") -> None:
     await page.call("Page.navigate", url=served.url)
     await page.until(f"{row(TRIP.alarm_id)} !== null")
+    await page.until(f"document.getElementById('conn-state').dataset.mode === {feed!r}")
 
 
 # ---------------------------------------------------------------- tests
@@ -322,3 +353,19 @@ async def test_the_page_asks_for_a_name_shows_refusals_and_lists_the_journal(
     assert served.journaled(TRIP.alarm_id)[-1] == ("ack", "chan", "module 2 reset by vendor")
     assert [e.action for e in served.journal.events(alarm_id=ONE_FEED.alarm_id)] == [
         Action.RAISE, Action.ACK]
+
+
+async def test_without_the_stream_the_page_polls_and_still_shows_changes(
+        page: Page, served_without_stream: Served) -> None:
+    served = served_without_stream
+    await _open(page, served, feed="polling")
+    assert "polling" in await page.js("document.getElementById('conn-state').textContent")
+    assert await page.js("document.getElementById('conn-banner').hidden")
+    # a colleague acknowledges: the next poll shows it
+    served.service.acknowledge(TRIP.alarm_id, "kwong", "on it")
+    await page.until(f"{row(TRIP.alarm_id)}?.dataset.state === 'active_acknowledged'")
+    # an action from this page goes through and shows too
+    await page.type("operator", "chan")
+    await page.click(button(ONE_FEED.alarm_id, "ack"))
+    await page.until(f"{row(ONE_FEED.alarm_id)}?.dataset.state === 'active_acknowledged'")
+    assert served.journaled(ONE_FEED.alarm_id)[-1] == ("ack", "chan", "")

@@ -13,11 +13,11 @@ from dcim.collectors.buffer import DurableBuffer
 from dcim.collectors.forward import StoreAndForward
 from dcim.collectors.service import CollectorService
 from dcim.site import Site, load_site
-from dcim.site.schema import OpcuaSecurity
+from dcim.config.site import OpcuaSecurity
 from dcim.simulators.opcua_security import make_test_pki
 from dcim.simulators.runner import Simulator
 from dcim.storage.base import Quality
-from dcim.storage.config import InfluxDB1StorageConfig, WriteOptions
+from dcim.config.storage import InfluxDB1StorageConfig, WriteOptions
 from dcim.storage.factory import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]

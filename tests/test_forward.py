@@ -19,7 +19,7 @@ import pytest
 from dcim.collectors.buffer import DurableBuffer
 from dcim.collectors.forward import StoreAndForward
 from dcim.storage.base import Aggregate, Bucket, Sample, SeriesKey, Storage, StorageError
-from dcim.storage.config import InfluxDB1StorageConfig, WriteOptions
+from dcim.config.storage import InfluxDB1StorageConfig, WriteOptions
 from dcim.storage.factory import open_storage
 from dcim.storage.influxdb1 import InfluxDB1Storage
 from dcim.storage.lineprotocol import InvalidSeriesKey

@@ -16,7 +16,7 @@ from dcim.analysis import AnalyticsService
 from dcim.dashboards.grafana import export, facility_dashboard
 from dcim.simulators.backfill import backfill
 from dcim.site import load_site
-from dcim.storage.config import InfluxDB1StorageConfig
+from dcim.config.storage import InfluxDB1StorageConfig
 from dcim.storage.factory import open_storage
 from tests import influxd
 
@@ -56,7 +56,9 @@ async def test_every_panel_query_returns_data(influxd_server: str, influx_databa
     start = midnight.timestamp()
     now = start + 3600
     try:
-        await backfill(site, storage, start_s=start, end_s=now, step_s=120.0, progress=False)
+        # the history with what the running system derives (live PUE, redundancy) on the way
+        await backfill(site, storage, start_s=start, end_s=now, step_s=120.0, progress=False,
+                       live=True)
         analytics = AnalyticsService(site, storage, anomalies=False)
         for minutes_ago in (20, 10, 0):  # three analytics runs: a short history of results
             await analytics.run_once(int((now - 60 * minutes_ago) * 1e9))

@@ -14,7 +14,7 @@ from dcim.collectors.modbus_codec import (
     registers_to_raw, registers_to_string,
 )
 from dcim.simulators.registers import encode_string, encode_value
-from dcim.site.schema import ModbusPoint
+from dcim.config.site import ModbusPoint
 
 ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 TYPES = {

@@ -11,19 +11,18 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from dcim.alarm_types import Action, AlarmEvent, AlarmState, Priority
-from dcim.notify import (
+from dcim.alarms.types import Action, AlarmEvent, AlarmState, Priority
+from dcim.notify.notifier import (
     NS,
     Escalation,
-    NotificationsConfig,
     Planner,
-    RotaConfig,
     format_alarm,
     format_duration,
     on_call,
     select_route,
 )
-from dcim.notify_channels import DeliveryConfig, Message, retry_delay_s
+from dcim.config.notifications import DeliveryConfig, NotificationsConfig, RotaConfig
+from dcim.notify.channels import Message, retry_delay_s
 
 HK = ZoneInfo("Asia/Hong_Kong")
 # Monday 2025-01-06 09:00 HKT, the rota's first handover

@@ -23,9 +23,10 @@ import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from dcim.alarm_types import Action, AlarmEvent, AlarmState, Priority
-from dcim.notify import NotificationsConfig, Notifier
-from dcim.notify_channels import SIGNATURE_HEADER, Outbox
+from dcim.alarms.types import Action, AlarmEvent, AlarmState, Priority
+from dcim.config.notifications import NotificationsConfig
+from dcim.notify.notifier import Notifier
+from dcim.notify.channels import SIGNATURE_HEADER, Outbox
 
 SECRET = "s3cret-for-tests"
 FAST = {"first_backoff_s": 0.05, "max_backoff_s": 0.2, "poll_s": 0.05}
@@ -261,7 +262,7 @@ async def test_too_old_marked_failed_and_logged(receiver: Receiver, caplog: pyte
     receiver.status = 503
     notifier = notifier_factory(make_config(receiver.url, max_age_s=0.3))
     await notifier.start()
-    with caplog.at_level(logging.ERROR, logger="dcim.notify_channels"):
+    with caplog.at_level(logging.ERROR, logger="dcim.notify.channels"):
         notifier.submit([raised("old")])  # email to port 9 also fails
         await until(lambda: notifier.stats().failed == 2)
     assert notifier.stats().queued == 0 and len(receiver.requests) >= 2
@@ -298,7 +299,7 @@ async def test_slow_channel_does_not_hold_up_others(
 async def test_log_channel_and_stats(receiver: Receiver, caplog: pytest.LogCaptureFixture,
                                      notifier_factory: Callable[..., Notifier]) -> None:
     notifier = notifier_factory(make_config(receiver.url))
-    with caplog.at_level(logging.INFO, logger="dcim.notify_channels"):
+    with caplog.at_level(logging.INFO, logger="dcim.notify.channels"):
         await notifier.start()
         notifier.submit([raised("device:CRAH-2:fan")])
         await until(lambda: any(getattr(r, "channel", None) == "ops-log" for r in caplog.records))

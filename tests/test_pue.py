@@ -25,7 +25,7 @@ from dcim.analytics.pue import (
 from dcim.analytics.pue_meters import EnergyMeters, energy_meters, energy_totals
 from dcim.simulators.plant import PlantHistory, PlantModel
 from dcim.site import Site, load_site
-from dcim.site.schema import EmissionFactor, ModbusProfile
+from dcim.config.site import EmissionFactor, ModbusProfile
 from dcim.storage.base import Quality, SeriesKey
 
 NS = 1_000_000_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,11 @@ def test_level_text_and_design(design: str, needed: int, available: int, level: 
 @pytest.mark.parametrize("load,units,needed", [
     (1600, [400] * 5, 4), (1601, [400] * 5, 5), (840, [150] * 7, 6), (0, [400] * 2, 1),
     (900, [600, 300, 300], 2), (2000, [400, 400], 5),
-], ids=["exact", "just-over", "crah", "no-load", "mixed-sizes", "more-than-installed"])
+    # not finite: cannot be shown to fit, so one more than installed (once a ValueError)
+    (math.nan, [400] * 5, 6), (math.inf, [400] * 5, 6), (-math.inf, [400] * 5, 1),
+    (math.nan, [], 1),
+], ids=["exact", "just-over", "crah", "no-load", "mixed-sizes", "more-than-installed",
+        "nan-load", "inf-load", "minus-inf-load", "nan-load-no-units"])
 def test_needed_units(load: float, units: list[float], needed: int) -> None:
     assert needed_units(load, np.array(units, dtype=float)) == needed
 
@@ -317,6 +322,29 @@ def test_two_modules_down_each_side_overloads_after_a_system_loss(reference: Top
     spofs = {c.component: len(c.dropped_racks) for c in report.single_points_of_failure}
     # a module more down on one side still leaves 800 kW for its 800 kW share: not a SPOF
     assert spofs == {c: 200 for c in ("ATS-A", "MSB-A", "UPS-A", "ATS-B", "MSB-B", "UPS-B")}
+
+
+def test_unknown_rack_loads_take_the_design_load(reference: Topology) -> None:
+    """A rack load read as NaN (a half-stored reading) once made needed_units raise
+    'cannot convert float NaN to integer' in about 5 % of analytics runs."""
+    racks = reference.rack_ids
+    measured = {r: 3.0 for r in racks[::2]}
+    unknown = {r: (math.nan if i % 2 else math.inf) for i, r in enumerate(racks[1::2])}
+    lv = resolve_loads(reference, Loads(rack_kw={**measured, **unknown}))
+    want = np.where(np.isin(racks, list(measured)), 3.0, reference.rack_design_kw)
+    assert np.array_equal(lv.rack_kw, want)
+    assert np.isfinite(lv.group_load_kw).all() and np.isfinite(lv.check_heat_kw).all()
+    # every load unknown is the design case, hall, plant and facility figures included
+    nan_everywhere = Loads(rack_kw=dict.fromkeys(racks, math.nan),
+                           hall_heat_kw=dict.fromkeys(reference.hall_ids, math.nan),
+                           plant_heat_kw=math.nan, facility_kw=math.inf)
+    design = resolve_loads(reference)
+    got = resolve_loads(reference, nan_everywhere)
+    assert np.array_equal(got.group_load_kw, design.group_load_kw)
+    assert np.array_equal(got.group_needed, design.group_needed)
+    assert got.facility_kw == design.facility_kw and got.plant_heat_kw == design.plant_heat_kw
+    report = analyse(reference, loads=nan_everywhere, on_generators=False)
+    assert report.groups == analyse(reference, on_generators=False).groups
 
 
 def test_unknown_ids_are_errors(reference: Topology) -> None:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from dcim.alarm_config import AlarmsConfig
-from dcim.alarm_journal import AlarmJournal
-from dcim.alarm_types import Condition, Priority
-from dcim.alarms import AlarmEngine
+from dcim.config.alarms import AlarmsConfig
+from dcim.alarms.journal import AlarmJournal
+from dcim.alarms.types import Condition, Priority
+from dcim.alarms.engine import AlarmEngine
 from dcim.reports import (MaintenanceLogError, build_availability, load_planned, plot_timeline,
                           render_csv, render_markdown, report_json)
 from dcim.site import load_site
 from dcim.storage.base import Quality, Sample, SeriesKey
-from dcim.storage.config import EmbeddedStorageConfig
+from dcim.config.storage import EmbeddedStorageConfig
 from dcim.storage.embedded import EmbeddedStorage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from pymodbus.exceptions import ModbusException
 
 from dcim.collectors.modbus_codec import DeviceDecoder, plan_reads
 from dcim.site import Site, load_site
-from dcim.site.schema import ModbusPoint
+from dcim.config.site import ModbusPoint
 from dcim.simulators.faults import ConfigError, FaultSpec, load_scenario
 from dcim.simulators.runner import FaultError, Simulator
 

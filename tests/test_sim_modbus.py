@@ -17,7 +17,7 @@ from pymodbus.exceptions import ModbusException
 
 from dcim.site.loader import load_site
 from dcim.site.model import Site, SiteDevice
-from dcim.site.schema import ModbusGateway, ModbusPoint, ModbusProfile
+from dcim.config.site import ModbusGateway, ModbusPoint, ModbusProfile
 from dcim.simulators.modbus_server import ModbusSimServer, serve_site_modbus
 from dcim.simulators.registers import (
     DeviceEncoder, choose_scale_factor, encode_string, encode_value, reorder, to_raw,

@@ -28,7 +28,7 @@ from dcim.simulators.snapshot import DeviceHealth, DeviceReading, Snapshot
 
 from dcim.site import Site, load_site
 from dcim.site.model import SiteDevice
-from dcim.site.schema import OpcuaGateway, OpcuaPoint, OpcuaProfile
+from dcim.config.site import OpcuaGateway, OpcuaPoint, OpcuaProfile
 from tests.conftest import require_program, servers_required
 
 ROOT = Path(__file__).resolve().parents[1]

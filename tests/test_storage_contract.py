@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dcim.storage.base import Aggregate, Quality, Sample, SampleColumns, SeriesKey, Storage
-from dcim.storage.config import EmbeddedStorageConfig, InfluxDB1StorageConfig, StorageConfig
+from dcim.config.storage import EmbeddedStorageConfig, InfluxDB1StorageConfig, StorageConfig
 from dcim.storage.factory import open_storage
 from tests import influxd
 from tests.storage_data import SERIES, T0_NS, SeriesData, expected_buckets, generate
@@ -167,3 +167,20 @@ async def test_columns_write_as_the_same_samples(storage: Storage) -> None:
     assert [(s.time_ns, s.quality) for s in got_a] == [(T0_NS, Quality.GOOD), (T0_NS + 1, Quality.BAD)]
     assert got_a[0].value == 1.25 and math.isnan(got_a[1].value)
     assert await storage.read_range(key_b, 0, 2**62) == [rows[1], rows[3]]
+
+
+async def test_a_value_less_sample_is_never_good(storage: Storage) -> None:
+    """A good quality without a finite value (written so, or an InfluxDB point half stored
+    when read) reads as BAD: analytics once summed such a GOOD NaN into a rack load."""
+    key = SERIES[3]
+    await storage.write([Sample(key, T0_NS, math.nan), Sample(key, T0_NS + 1, 2.0)])
+    got = await storage.read_range(key, 0, 2**62)
+    assert [(s.time_ns, s.quality) for s in got] == [(T0_NS, Quality.BAD), (T0_NS + 1, Quality.GOOD)]
+    assert math.isnan(got[0].value)
+    assert await storage.read_range(key, 0, 2**62, good_only=True) == [got[1]]
+    await storage.write([Sample(key, T0_NS + 2, math.inf)])
+    latest = (await storage.read_latest([key]))[key]
+    assert (latest.time_ns, latest.quality, math.isnan(latest.value)) == (
+        T0_NS + 2, Quality.BAD, True)
+    buckets = await storage.read_aggregate(key, T0_NS, T0_NS + 3, 3, Aggregate.COUNT)
+    assert sum(b.count for b in buckets) == 1

@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from dcim.storage.base import Sample, SeriesKey, StorageError
-from dcim.storage.config import InfluxDB1StorageConfig, WriteOptions
+from dcim.config.storage import InfluxDB1StorageConfig, WriteOptions
 from dcim.storage.influxdb1 import InfluxDB1Storage
 from dcim.storage.retry import StorageRejected
 from tests import influxd

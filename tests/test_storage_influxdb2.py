@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from dcim.storage.base import Aggregate, Bucket, Quality, Sample, SeriesKey, StorageError
-from dcim.storage.config import InfluxDB2StorageConfig, WriteOptions
+from dcim.config.storage import InfluxDB2StorageConfig, WriteOptions
 from dcim.storage.influxdb2 import InfluxDB2Storage, parse_annotated_csv, parse_rfc3339_ns
 from dcim.storage.retry import StorageRejected, StorageUnavailable
 
@@ -197,3 +197,33 @@ def test_flux_error_table_raises() -> None:
 ])
 def test_parse_rfc3339_ns(text: str, ns: int) -> None:
     assert parse_rfc3339_ns(text) == ns
+
+
+async def test_partial_and_odd_rows_never_raise(storage: InfluxDB2Storage,
+                                                server: RecordingServer) -> None:
+    """Rows with a field missing, an unknown quality code, a value that is not a number or
+    no time read by the rules every backend shares (dcim.storage.base.sample_from_row)."""
+    range_rows = [",_result,0,2023-11-14T22:13:20Z,1.25,0",
+                  ",_result,0,2023-11-14T22:13:21Z,,0",  # good quality, value not there
+                  ",_result,0,2023-11-14T22:13:22Z,3.5,",  # value, quality not there
+                  ",_result,0,2023-11-14T22:13:23Z,4.5,7",  # unknown quality code
+                  ",_result,0,2023-11-14T22:13:24Z,abc,0",  # not a number
+                  ",_result,0,,1.0,0",  # no time
+                  ",_result,0,2023-11-14T22:13:26Z,,"]  # neither field
+    table = csv_table("string,long,dateTime:RFC3339Nano,double,long",
+                      ",result,table,_time,value,quality", range_rows)
+    server.csv_answers = [table, table]
+    got = await storage.read_range(KEY, T0, T0 + 10**10)
+    s = 10**9
+    assert [(x.time_ns - T0, x.quality) for x in got] == [
+        (0, Quality.GOOD), (s, Quality.BAD), (2 * s, Quality.BAD), (3 * s, Quality.BAD),
+        (4 * s, Quality.BAD)]
+    assert [x.value for x in got][2:4] == [3.5, 4.5] and got[1].value != got[1].value
+    assert await storage.read_range(KEY, T0, T0 + 10**10, good_only=True) == [got[0]]
+    server.csv_answers = [
+        csv_table("string,long,dateTime:RFC3339Nano,double", ",result,table,_time,_value",
+                  [",agg,0,2023-11-14T22:13:20Z,x", ",agg,0,,1"])
+        + csv_table("string,long,dateTime:RFC3339Nano,long", ",result,table,_time,_value",
+                    [",count,0,2023-11-14T22:13:20Z,2", ",count,0,,1"])]
+    assert await storage.read_aggregate(KEY, T0, T0 + 10 * s, 10 * s, Aggregate.MEAN) == [
+        Bucket(T0, None, 2)]

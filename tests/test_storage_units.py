@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
-from dcim.storage.base import Quality, Sample, SeriesKey, StorageError
+from dcim.storage.base import Quality, Sample, SeriesKey, StorageError, sample_from_row
 from dcim.storage.buckets import MAX_BUCKETS, bucket_start, bucket_starts
-from dcim.storage.config import (
+from dcim.config.storage import (
     EmbeddedStorageConfig,
     InfluxDB1StorageConfig,
     InfluxDB2StorageConfig,
@@ -173,3 +174,38 @@ def test_line_protocol_of_a_batch_is_each_sample_formatted_alone() -> None:
     for _ in range(2):  # the second time from the caches
         assert builder.build(batch) == "\n".join(map(alone, batch))
         assert builder.build(batch[::-1]) == "\n".join(map(alone, batch[::-1]))
+
+
+_K = SeriesKey("m", "d", "p")
+_NAN = "nan"
+
+
+@pytest.mark.parametrize("time_ns,value,quality,want", [
+    (5, 1.5, 0, (1.5, Quality.GOOD)),
+    (5, 2, 1, (2.0, Quality.STALE)),
+    (5, 2.5, None, (2.5, Quality.BAD)),
+    (5, None, 2, (_NAN, Quality.BAD)),
+    (5, None, 1, (_NAN, Quality.STALE)),
+    (5, None, 0, (_NAN, Quality.BAD)),
+    (5, math.inf, 0, (_NAN, Quality.BAD)),
+    (5, math.nan, 1, (_NAN, Quality.STALE)),
+    (5, 1.0, 9, (1.0, Quality.BAD)),
+    (5, 1.0, 0.0, (1.0, Quality.BAD)),
+    (5, 1.0, True, (1.0, Quality.BAD)),
+    (5, "1.0", 0, (_NAN, Quality.BAD)),
+    (5, 10**400, 0, (_NAN, Quality.BAD)),
+    (5, None, None, None),
+    (None, 1.0, 0, None),
+    ("5", 1.0, 0, None),
+], ids=["good", "int-value-stale", "no-quality", "no-value-bad", "no-value-stale",
+        "no-value-good", "inf-good", "nan-stale", "unknown-code", "float-code", "bool-code",
+        "string-value", "huge-int", "neither", "no-time", "string-time"])
+def test_sample_from_row(time_ns: object, value: object, quality: object,
+                         want: tuple[float | str, Quality] | None) -> None:
+    """Every backend reads a stored row by these rules; a partial row never raises."""
+    got = sample_from_row(_K, time_ns, value, quality)
+    if want is None:
+        assert got is None
+        return
+    assert got is not None and got.time_ns == 5 and got.quality is want[1]
+    assert (_NAN if math.isnan(got.value) else got.value) == want[0]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dcim.storage.base import Sample, SeriesKey, StorageError
-from dcim.storage.config import EmbeddedStorageConfig, InfluxDB1StorageConfig, WriteOptions
+from dcim.config.storage import EmbeddedStorageConfig, InfluxDB1StorageConfig, WriteOptions
 from dcim.storage.embedded import EmbeddedStorage
 from dcim.storage.influxdb1 import InfluxDB1Storage
 from dcim.storage.lineprotocol import InvalidSeriesKey

@@ -1,20 +1,27 @@
 /*
  * dcim live dashboard: browser side (plain ES2020, no dependencies).
  *
- * Polls GET /api/state every 2 s (the next poll is scheduled after each response) and
- * GET /api/trend?point=pue_live&hours=6 every 60 s, and renders each section of
- * index.html with one small function per section. Data only ever enters the page
- * through textContent and attributes (createElement), never through innerHTML.
+ * Listens on GET /api/events (Server-Sent Events): the server pushes the /api/state document
+ * on connect and whenever the live state or the alarms change. If the stream fails
+ * repeatedly it falls back to polling GET /api/state every 2 s (and tries the stream again
+ * every minute); the header says which ("live", "reconnecting…", "polling"). The PUE trend
+ * comes from GET /api/trend?point=pue_live&hours=6 every 60 s. Each section of index.html
+ * is rendered by one small function. Data only ever enters the page through textContent
+ * and attributes (createElement), never through innerHTML.
  * Missing numbers render as "–"; times are on the site's clock (Asia/Hong_Kong unless
- * /api/state names another zone in site.timezone).
+ * the document names another zone in site.timezone); alarm ages tick every second.
  *
  * Alarm actions POST JSON to /api/alarms/{action} with the operator's name (remembered in
- * localStorage), then refresh the state at once; "history" lists an alarm's journal from
- * GET /api/alarms/history.
+ * localStorage); the change comes back on the stream (when polling, the page refreshes at
+ * once). "history" lists an alarm's journal from GET /api/alarms/history.
  */
 'use strict';
 
 const STATE_URL = '/api/state';
+const EVENTS_URL = '/api/events';
+const HAS_EVENT_SOURCE = typeof EventSource === 'function';
+const STREAM_FAILURES_BEFORE_POLLING = 3;
+const STREAM_RETRY_MS = 60000;
 const TREND_URL = '/api/trend?point=pue_live&hours=6';
 const STATE_EVERY_MS = 2000;
 const TREND_EVERY_MS = 60000;
@@ -672,22 +679,32 @@ function alarmRow(a) {
   el('td', {class: 'msg'}, el('div', {class: 'alarm-msg', text: text(a.message)}),
     where ? el('div', {class: 'alarm-where', text: where}) : null),
   el('td', {class: 'time'}, el('div', {class: 'since', text: fmtClock(a.since_ms), title: fmtDateTime(a.since_ms)}),
-    el('div', {class: 'age', text: isNum(a.age_s) ? `${fmtAge(a.age_s)} ago` : ''})),
+    el('div', {class: 'age', text: ageText(a)})),
   el('td', {class: 'flags-cell'}, alarmFlags(a)),
   el('td', {class: 'actions'}, buttons, history));
 }
 
+/** "12 min ago": from when it became active to the server's clock now (ticks every second). */
+function ageText(a) {
+  const age = isNum(a.since_ms) ? Math.max(0, (serverNowMs() - a.since_ms) / 1000) : a.age_s;
+  return isNum(age) ? `${fmtAge(age)} ago` : '';
+}
+
+function updateAlarmAges() {
+  for (const row of document.querySelectorAll('#alarms tr.alarm')) {
+    const a = alarmsById.get(row.dataset.id);
+    const age = row.querySelector('.age');
+    if (a && age) age.textContent = ageText(a);
+  }
+}
+
 function renderAlarms(alarms) {
   alarmsById = new Map(alarms.map((a) => [a.id, a]));
-  // Redraw only when something but the ages changed: a redraw every 2 s would eat clicks
-  // that straddle it and the keyboard focus.
+  // Redraw only when something but the ages changed: a redraw on every push would eat
+  // clicks that straddle it and the keyboard focus.
   const key = JSON.stringify([siteTimezone, alarms.map((a) => ({...a, age_s: null}))]);
   if (key === alarmsKey) {
-    for (const row of document.querySelectorAll('#alarms tr.alarm')) {
-      const a = alarmsById.get(row.dataset.id);
-      const age = row.querySelector('.age');
-      if (a && age) age.textContent = isNum(a.age_s) ? `${fmtAge(a.age_s)} ago` : '';
-    }
+    updateAlarmAges();
     return;
   }
   alarmsKey = key;
@@ -998,22 +1015,50 @@ function renderTrend(data) {
   box.replaceChildren(root);
 }
 
-// ---------------------------------------------------------------- polling
+// ---------------------------------------------------------------- the live feed
 
-let lastDataMs = null; // data time of the last good /api/state
+let lastDataMs = null; // data time of the last document shown
+let clockSkewMs = 0; // the server's clock minus this browser's, from the newest document
+let feedMode = 'starting'; // starting | live | reconnecting | polling | lost
+let stream = null; // the EventSource while one is open
+let streamFailures = 0; // errors in a row without a document
+let polling = false;
+let pollTimer = null;
+let streamRetryAt = 0;
 
-function setConnection(ok, err) {
+const FEED_TEXT = {
+  starting: 'connecting…',
+  live: 'live',
+  reconnecting: 'reconnecting…',
+  polling: `polling every ${STATE_EVERY_MS / 1000} s`,
+  lost: 'offline',
+};
+
+/** The indicator in the header, the banner and the dimming of stale data. */
+function setFeed(mode, err) {
+  feedMode = mode;
+  const badge = $('conn-state');
+  badge.dataset.mode = mode;
+  badge.textContent = FEED_TEXT[mode] || mode;
+  const ok = mode === 'live' || mode === 'polling';
+  document.body.dataset.conn = ok ? 'ok' : mode === 'starting' ? 'starting' : 'lost';
   const banner = $('conn-banner');
-  document.body.dataset.conn = ok ? 'ok' : 'lost';
-  if (ok) {
+  if (ok || mode === 'starting') {
     banner.hidden = true;
     banner.textContent = '';
     return;
   }
   const reason = err && err.message ? err.message : 'no answer';
   const since = isNum(lastDataMs) ? ` Showing data as of ${fmtClock(lastDataMs)}.` : '';
-  banner.textContent = `Connection lost (${reason}): retrying every ${STATE_EVERY_MS / 1000} s.${since}`;
+  banner.textContent = mode === 'reconnecting'
+    ? `Live updates interrupted: reconnecting.${since}`
+    : `Connection lost (${reason}): retrying every ${STATE_EVERY_MS / 1000} s.${since}`;
   banner.hidden = false;
+}
+
+/** The server's clock now, as far as the newest document tells. */
+function serverNowMs() {
+  return Date.now() + clockSkewMs;
 }
 
 function renderState(state) {
@@ -1042,8 +1087,14 @@ function renderState(state) {
   }
 }
 
-// Requests are numbered so that an older answer never overwrites a newer one (an action's
-// refresh can overtake a poll already on its way).
+function showDocument(state) {
+  lastDataMs = state && state.site && isNum(state.site.time_ms) ? state.site.time_ms : null;
+  if (lastDataMs !== null) clockSkewMs = lastDataMs - Date.now();
+  renderState(state);
+}
+
+// Polled answers are numbered so that an older one never overwrites a newer one (an action's
+// refresh can overtake a poll already on its way); a pushed document outranks them all.
 let stateRequests = 0;
 let stateShown = 0;
 
@@ -1051,31 +1102,87 @@ async function loadState() {
   const request = ++stateRequests;
   let state;
   try {
-    state = await fetchJson(STATE_URL);
+    // no-cache: the browser revalidates with the ETag and the server answers 304 if unchanged
+    state = await requestJson(STATE_URL, {cache: 'no-cache'});
   } catch (err) {
     if (request < stateShown) return;
     throw err;
   }
   if (request < stateShown) return;
   stateShown = request;
-  lastDataMs = state && state.site ? state.site.time_ms : null;
-  setConnection(true);
-  renderState(state);
+  showDocument(state);
 }
 
-/** Refresh now (after an operator action), outside the 2 s cadence. */
-function refreshState() {
-  loadState().catch((err) => setConnection(false, err));
+/**
+ * Listen on /api/events: the server pushes the document on connect and on every change.
+ * The browser reconnects by itself after an error; after STREAM_FAILURES_BEFORE_POLLING
+ * errors in a row (or when it gives up) the page polls /api/state instead, and tries the
+ * stream again every STREAM_RETRY_MS.
+ */
+function startStream() {
+  const source = new EventSource(EVENTS_URL);
+  stream = source;
+  source.addEventListener('state', (event) => {
+    if (stream !== source) return;
+    let state;
+    try {
+      state = JSON.parse(event.data);
+    } catch (err) {
+      console.error('dcim dashboard: a pushed document is not JSON', err);
+      return;
+    }
+    streamFailures = 0;
+    stopPolling();
+    stateShown = ++stateRequests;
+    setFeed('live');
+    showDocument(state);
+  });
+  source.addEventListener('error', () => {
+    if (stream !== source) return;
+    streamFailures += 1;
+    if (source.readyState === EventSource.CLOSED || streamFailures >= STREAM_FAILURES_BEFORE_POLLING) {
+      source.close();
+      stream = null;
+      startPolling();
+    } else if (!polling) {
+      setFeed('reconnecting');
+    }
+  });
+}
+
+function startPolling() {
+  if (polling) return;
+  polling = true;
+  streamRetryAt = Date.now() + STREAM_RETRY_MS;
+  pollState();
+}
+
+function stopPolling() {
+  polling = false;
+  clearTimeout(pollTimer);
+  pollTimer = null;
 }
 
 async function pollState() {
+  pollTimer = null;
   try {
     await loadState();
+    if (polling) setFeed('polling');
   } catch (err) {
-    setConnection(false, err);
-  } finally {
-    setTimeout(pollState, STATE_EVERY_MS);
+    if (polling) setFeed('lost', err);
   }
+  if (!polling) return;
+  if (stream === null && HAS_EVENT_SOURCE && Date.now() >= streamRetryAt) {
+    streamRetryAt = Date.now() + STREAM_RETRY_MS;
+    startStream(); // polling goes on until the stream delivers
+  }
+  pollTimer = setTimeout(pollState, STATE_EVERY_MS);
+}
+
+/** Refresh now (after an operator action) unless the stream will push the change. */
+function refreshState() {
+  if (feedMode === 'live') return;
+  loadState().catch((err) => setFeed('lost', err));
 }
 
 async function pollTrend() {
@@ -1099,5 +1206,7 @@ new ResizeObserver((entries) => {
 }).observe($('pue-trend'));
 
 setUpAlarmControls();
-pollState();
+setInterval(updateAlarmAges, 1000);
+if (HAS_EVENT_SOURCE) startStream();
+else startPolling();
 pollTrend();

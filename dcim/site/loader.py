@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from dcim.site import schema
-from dcim.alarm_config import ALARM_SOURCES
+from dcim.config import site as schema
+from dcim.config.alarms import ALARM_SOURCES
 from dcim.site.errors import ConfigError, ConfigIssue, Loc
 from dcim.site.model import Rack, Site, SiteDevice, expand_racks, rack_monitor_devices
 from dcim.site.roles import DEVICE_TYPE_ROLES, MONITORS, ROLES

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dcim.site.schema import (
+from dcim.config.site import (
     ElectricalComponent, Hall, MechanicalComponent, ModbusGateway, ModbusProfile,
     ModbusRtuGateway, OpcuaGateway,
     OpcuaProfile, RedundancyGroup, SiteConfig,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, overload, runtime_checkable
@@ -135,6 +136,43 @@ class Bucket:
     start_ns: int
     value: float | None
     count: int
+
+
+# Quality codes as stored; a code outside these reads as BAD (see sample_from_row).
+QUALITY_CODES: dict[int, Quality] = {int(q): q for q in Quality}
+
+
+def sample_from_row(series: SeriesKey, time_ns: object, value: object,
+                    quality: object) -> Sample | None:
+    """The sample a stored row stands for, or None when the row holds none; never raises.
+
+    Every backend reads its rows through this, so a row means the same everywhere. Rows can
+    be partial: InfluxDB 1.x returns null for the fields of a point it has not seen yet (a
+    reader querying while a batch is written), and a field of another type (a conflict
+    across shards) or an unknown quality code can come back from any server.
+
+    - no integer time, or neither value nor quality: no sample (None);
+    - a value that is missing, not a number or not finite reads as NaN, and NaN is never
+      GOOD: a good quality without its value reads as BAD (non-finite values are written as
+      their quality alone, so a stored NaN otherwise keeps its STALE or BAD);
+    - a missing or unknown quality reads as BAD (the value is kept, not trusted).
+    """
+    if value is None and quality is None:
+        return None
+    if not isinstance(time_ns, int) or isinstance(time_ns, bool):
+        return None
+    code = Quality.BAD
+    if isinstance(quality, int) and not isinstance(quality, bool):
+        code = QUALITY_CODES.get(quality, Quality.BAD)
+    number = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            pass
+    if number - number == 0.0:  # finite
+        return Sample(series, time_ns, number, code)
+    return Sample(series, time_ns, math.nan, Quality.BAD if code is Quality.GOOD else code)
 
 
 class StorageError(Exception):

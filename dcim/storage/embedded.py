@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -12,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dcim.storage.base import Aggregate, Bucket, Quality, Sample, SampleColumns, SeriesKey, StorageError
+from dcim.storage.base import (
+    Aggregate, Bucket, Sample, SampleColumns, SeriesKey, StorageError, sample_from_row,
+)
 from dcim.storage.buckets import bucket_starts, fill_buckets
-from dcim.storage.config import EmbeddedStorageConfig
+from dcim.config.storage import EmbeddedStorageConfig
 from dcim.storage.lineprotocol import InvalidSeriesKey, validate_series_key
 from dcim.storage.retry import StorageRejected
 from dcim.tasks import cancel_task
@@ -42,8 +43,6 @@ CREATE TABLE IF NOT EXISTS samples (
 
 RETENTION_INTERVAL_S = 3600.0
 NS_PER_DAY = 86_400 * 10**9
-
-_QUALITIES = {int(q): q for q in Quality}
 
 # SQL aggregate per function; first and last use SQLite's documented "bare column with
 # min()/max()" rule: the bare value comes from the row holding the min or max time.
@@ -216,12 +215,11 @@ class EmbeddedStorage:
         if series_id is None:
             return []
         sql = "SELECT time_ns, value, quality FROM samples WHERE series_id = ? AND time_ns >= ? AND time_ns < ?"
-        if good_only:
-            sql += " AND quality = 0"
+        if good_only:  # a good quality without a value reads as BAD (sample_from_row)
+            sql += " AND quality = 0 AND value IS NOT NULL"
         rows = self._conn().execute(sql + " ORDER BY time_ns", (series_id, start_ns, end_ns))
-        nan = math.nan
-        qualities = _QUALITIES
-        return [Sample(series, t, nan if v is None else v, qualities[q]) for t, v, q in rows]
+        samples = [sample_from_row(series, t, v, q) for t, v, q in rows]
+        return [s for s in samples if s is not None]
 
     async def read_aggregate(
         self, series: SeriesKey, start_ns: int, end_ns: int, every_ns: int, fn: Aggregate
@@ -266,7 +264,7 @@ class EmbeddedStorage:
                 "SELECT time_ns, value, quality FROM samples WHERE series_id = ? ORDER BY time_ns DESC LIMIT 1",
                 (series_id,),
             ).fetchone()
-            if row is not None:
-                t, v, q = row
-                latest[key] = Sample(key, t, math.nan if v is None else v, _QUALITIES[q])
+            sample = None if row is None else sample_from_row(key, *row)
+            if sample is not None:
+                latest[key] = sample
         return latest

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dcim.storage.base import Storage
-from dcim.storage.config import (
+from dcim.config.storage import (
     EmbeddedStorageConfig,
     InfluxDB1StorageConfig,
     InfluxDB2StorageConfig,

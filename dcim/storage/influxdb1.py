@@ -12,9 +12,11 @@ from typing import Any
 
 import aiohttp
 
-from dcim.storage.base import Aggregate, Bucket, Quality, Sample, SeriesKey, StorageError
+from dcim.storage.base import (
+    Aggregate, Bucket, Quality, Sample, SeriesKey, StorageError, sample_from_row,
+)
 from dcim.storage.buckets import bucket_start, bucket_starts, fill_buckets
-from dcim.storage.config import InfluxDB1StorageConfig
+from dcim.config.storage import InfluxDB1StorageConfig
 from dcim.storage.lineprotocol import InvalidSeriesKey, LineBuilder, influxql_ident, influxql_string
 from dcim.storage.retry import (
     StorageRejected, StorageUnavailable, TransientError, excerpt, with_retries,
@@ -28,8 +30,6 @@ PAGE_ROWS = 50_000
 LARGE_BODY = 1 << 20  # bytes: larger write bodies are streamed
 # Series per read_latest statement, to keep the WHERE clause of one statement modest.
 LATEST_SERIES_PER_STATEMENT = 200
-
-_QUALITIES = {int(q): q for q in Quality}
 
 
 class InfluxDB1Storage:
@@ -116,11 +116,24 @@ class InfluxDB1Storage:
         """Run InfluxQL (statements separated by ';'); one result dict per statement."""
         params = {"db": self.config.database, "epoch": "ns", **self._auth}
         body = await self._post("/query", params, form={"q": influxql})
-        results: list[dict[str, Any]] = json.loads(body).get("results", [])
+        try:
+            answer = json.loads(body)
+        except ValueError as exc:
+            raise StorageRejected(f"{self.base_url}/query: not JSON: {excerpt(body)}") from exc
+        if not isinstance(answer, dict):
+            raise StorageRejected(f"{self.base_url}/query: unexpected answer {excerpt(body)}")
+        if "error" in answer:
+            raise StorageRejected(f"{self.base_url}/query: {answer['error']} (query: {influxql[:200]})")
+        results: list[dict[str, Any]] = answer.get("results") or []
         for result in results:
             if "error" in result:
                 raise StorageRejected(f"{self.base_url}/query: {result['error']} (query: {influxql[:200]})")
         return results
+
+    async def _query_one(self, influxql: str) -> dict[str, Any]:
+        """The result of a single-statement query (empty when the server gave none)."""
+        results = await self.query(influxql)
+        return results[0] if results else {}
 
     # -- writes --------------------------------------------------------------------------
 
@@ -168,13 +181,17 @@ class InfluxDB1Storage:
                 f" WHERE {self._where_series(series)}{quality_filter}"
                 f" AND time >= {cursor} AND time < {end_ns} ORDER BY time ASC LIMIT {PAGE_ROWS}"
             )
-            (result,) = await self.query(q)
-            rows = _rows(result)
+            result = await self._query_one(q)
+            rows = _rows(result, 3)
             for t, v, quality in rows:
-                samples.append(Sample(series, t, math.nan if v is None else float(v), _QUALITIES[quality]))
-            if not rows or (len(rows) < PAGE_ROWS and not result.get("partial")):
+                sample = sample_from_row(series, t, v, quality)
+                # a good quality whose value is not (yet) there reads as BAD: not for good_only
+                if sample is not None and (not good_only or sample.quality is Quality.GOOD):
+                    samples.append(sample)
+            last_ns = next((row[0] for row in reversed(rows) if _is_int(row[0])), None)
+            if last_ns is None or (len(rows) < PAGE_ROWS and not result.get("partial")):
                 break
-            cursor = rows[-1][0] + 1
+            cursor = last_ns + 1
         return samples
 
     async def read_aggregate(
@@ -189,11 +206,14 @@ class InfluxDB1Storage:
             f" AND time >= {start_ns} AND time < {end_ns}"
             f" GROUP BY time({every_ns}ns) fill(none)"
         )
-        (result,) = await self.query(q)
+        result = await self._query_one(q)
         found: dict[int, tuple[float | None, int]] = {}
-        for t, agg, n in _rows(result):
+        for t, agg, n in _rows(result, 3):
+            # count() is an integer; a bucket without one (a partial row) holds no good sample
+            if not _is_int(t) or not _is_int(n) or n <= 0:
+                continue
             # InfluxDB labels the first bucket with its aligned start, which may precede start_ns.
-            found[bucket_start(t, every_ns)] = (None if agg is None else float(agg), int(n or 0))
+            found[bucket_start(t, every_ns)] = (_finite(agg), n)
         return fill_buckets(start_ns, end_ns, every_ns, found)
 
     async def read_latest(self, series: Iterable[SeriesKey]) -> dict[SeriesKey, Sample]:
@@ -222,24 +242,44 @@ class InfluxDB1Storage:
         wanted = {(k.measurement, k.device, k.point) for keys in by_measurement.values() for k in keys}
         results = await self.query(";".join(q for _, q in statements))
         latest: dict[SeriesKey, Sample] = {}
-        for (measurement, _), result in zip(statements, results, strict=True):
-            for s in result.get("series", []):
-                tags = s.get("tags", {})
+        # zip without strict: a statement the server left unanswered gives no samples
+        for (measurement, _), result in zip(statements, results):
+            for s in result.get("series") or []:
+                tags = s.get("tags") or {}
                 key = SeriesKey(measurement, tags.get("device", ""), tags.get("point", ""))
-                if (key.measurement, key.device, key.point) not in wanted:
+                if (key.measurement, key.device, key.point) not in wanted or not s.get("values"):
                     continue
-                columns = s["columns"]
-                row = dict(zip(columns, s["values"][0], strict=True))
-                v = row.get("value")
-                latest[key] = Sample(key, row["time"], math.nan if v is None else float(v),
-                                     _QUALITIES[int(row["quality"])])
+                row = dict(zip(s.get("columns") or [], s["values"][0]))
+                sample = sample_from_row(key, row.get("time"), row.get("value"),
+                                         row.get("quality"))
+                if sample is not None:
+                    latest[key] = sample
         return latest
 
 
-def _rows(result: dict[str, Any]) -> list[list[Any]]:
-    """Rows of a single-series result (columns in SELECT order after time), or none."""
+def _rows(result: dict[str, Any], width: int) -> list[list[Any]]:
+    """Rows of a single-series result (time, then columns in SELECT order), each padded or cut
+    to width with None, or none."""
     series = result.get("series")
     if not series:
         return []
-    rows: list[list[Any]] = series[0]["values"]
-    return rows
+    rows: list[list[Any]] = series[0].get("values") or []
+    if all(len(row) == width for row in rows):
+        return rows
+    pad = [None] * width
+    return [(list(row) + pad)[:width] for row in rows]
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _finite(x: object) -> float | None:
+    """x as a float when it is a finite number, else None."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return None
+    try:
+        number = float(x)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return number if math.isfinite(number) else None

@@ -21,9 +21,11 @@ from influxdb_client.domain.dialect import Dialect
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from dcim.storage.base import Aggregate, Bucket, Quality, Sample, SeriesKey, StorageError
+from dcim.storage.base import (
+    Aggregate, Bucket, Quality, Sample, SeriesKey, StorageError, sample_from_row,
+)
 from dcim.storage.buckets import bucket_start, bucket_starts, fill_buckets
-from dcim.storage.config import InfluxDB2StorageConfig
+from dcim.config.storage import InfluxDB2StorageConfig
 from dcim.storage.lineprotocol import InvalidSeriesKey, LineBuilder, flux_string
 from dcim.storage.retry import StorageRejected, TransientError, excerpt, with_retries
 
@@ -36,7 +38,6 @@ T = TypeVar("T")
 DIALECT = Dialect(header=True, delimiter=",", comment_prefix="#",
                   annotations=["datatype", "group", "default"], date_time_format="RFC3339Nano")
 LATEST_SERIES_PER_QUERY = 200
-_QUALITIES = {int(q): q for q in Quality}
 
 
 class InfluxDB2Storage:
@@ -178,11 +179,12 @@ class InfluxDB2Storage:
     ) -> list[Sample]:
         """Raw samples with start_ns <= time < end_ns, oldest first."""
         rows = await self.query_csv(self.range_flux(series, start_ns, end_ns, good_only))
-        samples = [
-            Sample(series, parse_rfc3339_ns(r["_time"]), _float(r.get("value")),
-                   _QUALITIES[int(r["quality"])])
-            for r in rows if r.get("quality")
-        ]
+        samples = []
+        for r in rows:
+            sample = _sample(series, r)
+            # a good quality without its value reads as BAD: not for good_only
+            if sample is not None and (not good_only or sample.quality is Quality.GOOD):
+                samples.append(sample)
         samples.sort(key=lambda s: s.time_ns)
         return samples
 
@@ -195,13 +197,16 @@ class InfluxDB2Storage:
         values: dict[int, float | None] = {}
         counts: dict[int, int] = {}
         for r in rows:
+            time_ns = _time_ns(r)
+            if time_ns is None:
+                continue
             # The first window's _start is clipped to the range start: realign it.
-            start = bucket_start(parse_rfc3339_ns(r["_time"]), every_ns)
-            raw = r.get("_value", "")
+            start = bucket_start(time_ns, every_ns)
+            raw = _number(r.get("_value"))
             if r.get("result") == "count":
-                counts[start] = int(raw or 0)
+                counts[start] = int(raw) if raw is not None and math.isfinite(raw) else 0
             else:
-                values[start] = float(raw) if raw else None
+                values[start] = raw if raw is not None and math.isfinite(raw) else None
         found = {start: (values.get(start), n) for start, n in counts.items()}
         return fill_buckets(start_ns, end_ns, every_ns, found)
 
@@ -215,14 +220,36 @@ class InfluxDB2Storage:
                 key = SeriesKey(r.get("_measurement", ""), r.get("device", ""), r.get("point", ""))
                 if key not in wanted or not r.get("quality"):
                     continue  # a row holding only an older value, without its quality
-                t = parse_rfc3339_ns(r["_time"])
-                if key not in latest or t > latest[key].time_ns:
-                    latest[key] = Sample(key, t, _float(r.get("value")), _QUALITIES[int(r["quality"])])
+                sample = _sample(key, r)
+                if sample is not None and (key not in latest
+                                           or sample.time_ns > latest[key].time_ns):
+                    latest[key] = sample
         return latest
 
 
-def _float(raw: str | None) -> float:
-    return float(raw) if raw else math.nan
+def _number(raw: str | None) -> float | None:
+    """A CSV cell as a number; None when empty or not a number."""
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+def _time_ns(row: dict[str, str]) -> int | None:
+    """The row's _time in ns; None when missing or not an RFC3339 UTC time."""
+    try:
+        return parse_rfc3339_ns(row.get("_time", ""))
+    except (StorageError, ValueError):
+        return None
+
+
+def _sample(series: SeriesKey, row: dict[str, str]) -> Sample | None:
+    """The sample of one pivoted row (value and quality columns), by the shared row rules."""
+    quality = _number(row.get("quality"))
+    code = int(quality) if quality is not None and quality.is_integer() else quality
+    return sample_from_row(series, _time_ns(row), _number(row.get("value")), code)
 
 
 def parse_rfc3339_ns(text: str) -> int:

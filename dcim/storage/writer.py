@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from dcim.storage.base import Sample, SeriesKey, Storage, StorageError
-from dcim.storage.config import WriteOptions
+from dcim.config.storage import WriteOptions
 from dcim.storage.lineprotocol import validate_series_key
 from dcim.storage.retry import StorageRejected, backoff_s
 from dcim.tasks import cancel_task

@@ -7,6 +7,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 
+MiB = 1 << 20
+GiB = 1 << 30
+
+
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -21,7 +25,27 @@ class WriteOptions(_Base):
     timeout_s: float = Field(10.0, gt=0, le=300, description="HTTP request timeout")
 
 
-class EmbeddedStorageConfig(_Base):
+class BufferConfig(_Base):
+    """The durable buffer in front of storage: how much disk it may hold (docs/storage.md)."""
+
+    max_bytes: int = Field(
+        2 * GiB, ge=32 * MiB,
+        description="cap on the buffer's segment files (at least two 16 MiB segments); an append "
+                    "that would pass it drops the oldest segment, counted in dropped_samples")
+    min_free_bytes: int = Field(
+        256 * MiB, ge=0,
+        description="free space to leave on the buffer's filesystem; below it the oldest segments "
+                    "are dropped as if max_bytes were reached; 0 turns the check off")
+
+
+class _Backend(_Base):
+    """What every backend's section holds besides its own connection settings."""
+
+    buffer: BufferConfig = Field(default_factory=BufferConfig,
+                                 description="the durable buffer that collectors write through")
+
+
+class EmbeddedStorageConfig(_Backend):
     """SQLite in WAL mode in one file: zero set-up, for the demo and small sites."""
 
     backend: Literal["embedded"] = "embedded"
@@ -30,7 +54,7 @@ class EmbeddedStorageConfig(_Base):
     write: WriteOptions = WriteOptions()
 
 
-class InfluxDB1StorageConfig(_Base):
+class InfluxDB1StorageConfig(_Backend):
     """InfluxDB 1.x through /write (line protocol) and /query (InfluxQL)."""
 
     backend: Literal["influxdb1"]
@@ -43,7 +67,7 @@ class InfluxDB1StorageConfig(_Base):
     write: WriteOptions = WriteOptions()
 
 
-class InfluxDB2StorageConfig(_Base):
+class InfluxDB2StorageConfig(_Backend):
     """InfluxDB 2.x / 3.x (and 1.8+ compatibility endpoints) through influxdb-client's async API."""
 
     backend: Literal["influxdb2"]

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dcim.alarm_config import AlarmsConfig
-from dcim.notify import NotificationsConfig
-from dcim.storage.config import EmbeddedStorageConfig, StorageConfig
+from dcim.config.alarms import AlarmsConfig
+from dcim.config.notifications import NotificationsConfig
+from dcim.config.storage import EmbeddedStorageConfig, StorageConfig
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN, description="identifier: letters, digits, . _ -")]

@@ -23,10 +23,16 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Any, Protocol
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field
+
+from dcim.config.notifications import (
+    DeliveryConfig,
+    EmailChannelConfig,
+    LogChannelConfig,
+    WebhookChannelConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,63 +40,6 @@ SIGNATURE_HEADER = "X-DCIM-Signature"
 # HTTP answers worth repeating; any other 4xx means the request itself is wrong.
 RETRYABLE_4XX = frozenset({408, 425, 429})
 ERROR_EXCERPT_CHARS = 300
-
-
-class _Base(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class WebhookChannelConfig(_Base):
-    """POST each message as JSON, optionally signed with HMAC-SHA256 over the body."""
-
-    kind: Literal["webhook"]
-    url: str = Field(pattern=r"^https?://", description="receiver URL (http or https)")
-    secret_env: str | None = Field(
-        None, description="environment variable holding the HMAC secret; the signature is "
-        "sent as header X-DCIM-Signature: sha256=<hex of HMAC-SHA256(secret, body)>")
-    timeout_s: float = Field(10.0, gt=0, le=120, description="timeout of one request")
-
-
-class EmailChannelConfig(_Base):
-    """Send each message as a plain-text email through an SMTP relay."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    kind: Literal["email"]
-    host: str = Field(min_length=1, description="SMTP relay host")
-    port: int = Field(25, ge=1, le=65535, description="SMTP port (587 with starttls)")
-    sender: str = Field(alias="from", min_length=3, description="From: address")
-    to: tuple[str, ...] = Field((), description="fixed recipients when a route names this "
-                                "channel (a team list); people are emailed at their own address")
-    username: str | None = Field(None, description="SMTP login; none sends without AUTH")
-    password_env: str | None = Field(None, description="environment variable holding the password")
-    starttls: bool = Field(False, description="upgrade the connection with STARTTLS before AUTH")
-    timeout_s: float = Field(20.0, gt=0, le=300, description="timeout of one SMTP session")
-
-
-class LogChannelConfig(_Base):
-    """Write each message as one structured log line (the demo's channel)."""
-
-    kind: Literal["log"]
-    level: Literal["info", "warning", "error"] = Field("warning", description="log level")
-
-
-ChannelConfig = Annotated[
-    WebhookChannelConfig | EmailChannelConfig | LogChannelConfig, Field(discriminator="kind")
-]
-
-
-class DeliveryConfig(_Base):
-    """Retry policy of the outbox."""
-
-    first_backoff_s: float = Field(5.0, gt=0, le=3600, description="first retry delay")
-    max_backoff_s: float = Field(300.0, gt=0, le=86400, description="retry delays double up to this")
-    jitter: float = Field(0.2, ge=0, le=1, description="each delay is scaled by 1 +- this fraction")
-    max_age_s: float = Field(86400.0, gt=0, description="a message still undelivered this long "
-                             "after it was queued is marked failed and logged at ERROR")
-    poll_s: float = Field(5.0, gt=0, le=300, description="how often an idle worker rereads the outbox")
-    keep_delivered_s: float = Field(7 * 86400.0, gt=0, description="delivered and failed rows are "
-                                    "deleted from the outbox after this")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,11 @@
 """The alarm engine: conditions in, ISA-18.2 alarm states and journaled events out.
 
-Each evaluation is handed every condition that holds now (see dcim/alarm_sources.py).
+Each evaluation is handed every condition that holds now (see dcim/alarms/sources.py).
 A condition must hold for its source's on-delay before the alarm is raised and be gone for
 its off-delay before it clears, so a value hovering at a limit does not chatter. Operators
 acknowledge, shelve (for at most a shift), reset latched alarms and take alarms out of
 service; each of those is an event too, with who did it and why. Every event goes to the
-journal (dcim/alarm_journal.py) before it is returned, so notifications and the dashboard
+journal (dcim/alarms/journal.py) before it is returned, so notifications and the dashboard
 never see a transition the record does not hold.
 
 The engine is synchronous and takes the time as an argument: tests move the clock.
@@ -17,11 +17,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from dcim.alarm_config import AlarmsConfig
-from dcim.alarm_types import Action, Alarm, AlarmEvent, AlarmState, Condition, Priority
+from dcim.config.alarms import AlarmsConfig
+from dcim.alarms.types import Action, Alarm, AlarmEvent, AlarmState, Condition, Priority
 
 if TYPE_CHECKING:
-    from dcim.alarm_journal import AlarmJournal
+    from dcim.alarms.journal import AlarmJournal
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,22 @@ class AlarmEngine:
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, conditions: Iterable[Condition], now_ns: int, *,
-                 suppress: Mapping[str, str] | None = None) -> list[AlarmEvent]:
-        """Apply the conditions that hold now; ``suppress`` maps alarm ids to a reason."""
+                 suppress: Mapping[str, str] | None = None,
+                 suppress_by: Mapping[str, tuple[str, ...]] | None = None) -> list[AlarmEvent]:
+        """Apply the conditions that hold now; ``suppress`` maps alarm ids to a reason, and
+        ``suppress_by`` to the alarms that report their cause: such an alarm is suppressed
+        while any of those is present or not yet back to normal (a latched trip until reset)."""
         suppress = dict(suppress or {})
+        by = suppress_by or {}
         events: list[AlarmEvent] = []
         present: dict[str, Condition] = {}
         for cond in conditions:
             present.setdefault(cond.alarm_id, cond)
+        for alarm_id, causes in by.items():
+            if alarm_id not in suppress:
+                cause = next((c for c in causes if self._reports(c, present)), None)
+                if cause is not None:
+                    suppress[alarm_id] = f"reported by {cause}"
         for alarm_id, cond in present.items():
             alarm = self.alarms.get(alarm_id)
             if alarm is None:
@@ -128,6 +137,13 @@ class AlarmEngine:
             alarm.active_since_ns = None
         return [self._event(alarm, Action.CLEAR, now_ns, comment=comment,
                             announce=alarm.announced)]
+
+    def _reports(self, cause: str, present: Mapping[str, Condition]) -> bool:
+        """Whether the alarm `cause` is reporting its problem: present or not yet normal."""
+        if cause in present:
+            return True
+        alarm = self.alarms.get(cause)
+        return alarm is not None and (alarm.condition or alarm.state is not AlarmState.NORMAL)
 
     def _reason(self, alarm: Alarm, suppress: Mapping[str, str]) -> str | None:
         reason = suppress.get(alarm.id)

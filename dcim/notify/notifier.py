@@ -4,7 +4,7 @@ The core is pure (time is passed in): `on_call` resolves the rota, `select_route
 route for a priority, `format_alarm` writes the message, `FloodGate` turns a flood into
 summaries and `Planner` turns alarm events and the passage of time into Messages. `Notifier`
 is the thin edge around it: the durable outbox and one delivery worker per channel
-(dcim/notify_channels.py). See docs/notifications.md.
+(dcim/notify/channels.py). See docs/notifications.md.
 """
 
 from __future__ import annotations
@@ -16,27 +16,24 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime, timedelta, timezone
-from datetime import time as dt_time
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dcim.alarm_types import Action, AlarmEvent, AlarmState, Priority
-from dcim.notify_channels import (
-    ChannelConfig,
-    Delivery,
-    DeliveryConfig,
+from dcim.alarms.types import Action, AlarmEvent, AlarmState, Priority
+from dcim.config.notifications import (
     EmailChannelConfig,
-    Message,
-    Outbox,
-    WebhookChannelConfig,
-    make_sender,
+    FloodConfig,
+    NotificationsConfig,
+    PersonConfig,
+    RotaConfig,
+    RouteConfig,
 )
+from dcim.notify.channels import Delivery, Message, Outbox, make_sender
 from dcim.tasks import cancel_and_wait, cancel_task
 
 log = logging.getLogger(__name__)
@@ -45,127 +42,6 @@ DEFAULT_TZ = "Asia/Hong_Kong"
 NS = 1_000_000_000
 PRUNE_INTERVAL_S = 3600.0
 CLOSE_GRACE_S = 5.0  # close() lets a send in progress finish this long (no duplicate later)
-
-
-class _Base(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PersonConfig(_Base):
-    """Someone who can be paged."""
-
-    id: str = Field(min_length=1, description="short stable id used by the rota")
-    name: str = Field(min_length=1, description="full name, shown in escalations")
-    email: str | None = Field(None, description="personal address (sent through person_email_channel)")
-    webhook: str | None = Field(None, description="webhook channel that reaches this person "
-                                "(a pager or chat bridge); the payload names the recipient")
-
-
-class RotaOverride(_Base):
-    """A dated swap: `person` covers `tier` from `start` to `end` (site-local if naive)."""
-
-    start: datetime = Field(description="when the cover begins")
-    end: datetime = Field(description="when it ends (exclusive)")
-    tier: int = Field(0, ge=0, description="0 is the primary")
-    person: str = Field(description="person id")
-
-
-class RotaConfig(_Base):
-    """Tiers of people taking turns: tier 0 is paged first, the others on escalation."""
-
-    tiers: tuple[tuple[str, ...], ...] = Field(
-        min_length=1, description="per tier, the person ids in rotation order")
-    start: date = Field(description="the day the first person of every tier takes over")
-    rotate_days: int = Field(7, ge=1, le=366, description="length of one turn")
-    handover: dt_time = Field(dt_time(9, 0), description="site-local time of day of the handover")
-    overrides: tuple[RotaOverride, ...] = Field((), description="dated swaps, applied on top")
-
-
-class RouteConfig(_Base):
-    """Where events of at least `min_priority` go (the highest matching route applies)."""
-
-    min_priority: Priority = Field(description="lowest priority this route handles")
-    tier: int | None = Field(None, ge=0, description="rota tier paged at once (0 = primary); "
-                             "none pages nobody and nothing escalates")
-    channels: tuple[str, ...] = Field((), description="channels also sent every message "
-                                      "(a team email list, the log)")
-    notify_clear: bool = Field(True, description="also send 'cleared' when the alarm returns to normal")
-
-
-class FloodConfig(_Base):
-    """ISA-18.2 flood: more than `max_raises` alarms in `window_s`; pages become summaries."""
-
-    enabled: bool = Field(True, description="off sends every message however many")
-    max_raises: int = Field(10, ge=1, description="raises within the window that make a flood")
-    window_s: float = Field(600.0, gt=0, description="the sliding window")
-    summary_interval_s: float = Field(300.0, gt=0, description="how often a summary is sent "
-                                      "during a flood (the first at once)")
-    max_lines: int = Field(30, ge=1, description="alarms listed in one summary's text")
-
-
-class NotificationsConfig(_Base):
-    """The `notifications:` section of a site file."""
-
-    channels: dict[str, ChannelConfig] = Field(default_factory=dict, description="named channels")
-    people: tuple[PersonConfig, ...] = Field((), description="everyone who can be paged")
-    person_email_channel: str | None = Field(
-        None, description="email channel used to email people at their own address")
-    rota: RotaConfig | None = Field(None, description="the on-call rotation")
-    routes: tuple[RouteConfig, ...] = Field((), description="by priority, who and what is sent")
-    escalate_after_s: float | None = Field(
-        900.0, gt=0, description="an unacknowledged alarm is sent to the next tier after this, "
-        "then the next; none never escalates")
-    escalate_min_priority: Priority = Field(Priority.HIGH, description="lowest priority that escalates")
-    renotify_s: float | None = Field(None, gt=0, description="resend to the current tier while "
-                                     "unacknowledged this often; none sends once")
-    tick_s: float = Field(1.0, gt=0, le=60, description="how often escalation and floods are checked")
-    flood: FloodConfig = Field(default_factory=FloodConfig)
-    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
-
-    @model_validator(mode="after")
-    def _references(self) -> NotificationsConfig:
-        """Every name refers to something that exists and can be reached."""
-        people = {p.id: p for p in self.people}
-        if len(people) != len(self.people):
-            raise ValueError("people: duplicate person id")
-        known = ", ".join(sorted(self.channels)) or "none"
-
-        def channel(name: str, kind: type, where: str) -> None:
-            if not isinstance(self.channels.get(name), kind):
-                noun = "an email" if kind is EmailChannelConfig else "a webhook"
-                raise ValueError(f"{where}: {name!r} is not {noun} channel (channels: {known})")
-
-        if self.person_email_channel is not None:
-            channel(self.person_email_channel, EmailChannelConfig, "person_email_channel")
-        for p in self.people:
-            if p.webhook is not None:
-                channel(p.webhook, WebhookChannelConfig, f"people[{p.id}].webhook")
-        n_tiers = len(self.rota.tiers) if self.rota else 0
-        if self.rota is not None:
-            ids = [(f"rota.tiers[{i}]", pid) for i, t in enumerate(self.rota.tiers) for pid in t]
-            ids += [(f"rota.overrides[{i}]", o.person) for i, o in enumerate(self.rota.overrides)]
-            for where, pid in ids:
-                if pid not in people:
-                    raise ValueError(f"{where}: unknown person {pid!r}")
-                p = people[pid]
-                if p.webhook is None and (p.email is None or self.person_email_channel is None):
-                    raise ValueError(f"{where}: person {pid!r} cannot be reached: give a webhook, "
-                                     "or an email and person_email_channel")
-            for i, o in enumerate(self.rota.overrides):
-                if o.tier >= n_tiers or o.end <= o.start:
-                    raise ValueError(f"rota.overrides[{i}]: tier must be < {n_tiers}, end after start")
-        for i, r in enumerate(self.routes):
-            for name in r.channels:
-                if name not in self.channels:
-                    raise ValueError(f"routes[{i}].channels: unknown channel {name!r} (channels: {known})")
-                ch = self.channels[name]
-                if isinstance(ch, EmailChannelConfig) and not ch.to:
-                    raise ValueError(f"routes[{i}].channels: email channel {name!r} has no 'to' list")
-            if r.tier is not None and r.tier >= n_tiers:
-                raise ValueError(f"routes[{i}].tier: {r.tier} but the rota has {n_tiers} tiers")
-        if len({r.min_priority for r in self.routes}) != len(self.routes):
-            raise ValueError("routes: two routes with the same min_priority")
-        return self
 
 
 # ---------------------------------------------------------------------------- pure core

@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from dcim.alarm_types import Action, Alarm, AlarmEvent, AlarmState, Priority
+from dcim.alarms.types import Action, Alarm, AlarmEvent, AlarmState, Priority
 
 GENESIS = "0" * 64
 SCHEMA = """

@@ -10,18 +10,27 @@ Five sources, each giving one alarm per problem rather than one per series:
 - anomaly: the anomaly detectors' open episodes, grouped per device and detector layer
   (a CRAH trip warms many inlets of one rack monitor: one alarm for the rack, not six).
 
-Suppression by design: the anomaly alarms of a device that is not answering are suppressed
-(its readings are old, not abnormal), and so is a status-word anomaly of a unit whose trip is
-already alarmed; units in maintenance are handled by the engine.
+Everything is read from one live snapshot (dcim/live/state.py), never from storage, so an
+alarm is raised as soon as the collector cycle that saw the fault ends, store up or down.
+
+Suppression by design is a relation between alarms, which the engine follows: an alarm is
+suppressed while the alarm that already reports its cause is active (not normal), so the
+relation lasts as long as that alarm does (a latched trip until it is reset), not only as
+long as the live reading. Device comm-loss alarms are suppressed by their gateway's alarm
+(one alarm when a whole gateway is unreachable), the anomaly alarms of a device that is not
+answering by its comm-loss alarm (its readings are old, not abnormal), and a status-word
+anomaly by the unit's trip alarm. Units in maintenance are handled by the engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from dcim.alarm_types import Condition, Priority
+from dcim.alarms.types import Condition, Priority
 from dcim.collectors.base import DeviceHealth, DeviceStatus
+from dcim.live.state import Collection, SiteState
 from dcim.site import Site
 
 HIGH_COMM = {"ups_module", "ats", "generator"}  # losing sight of these is losing sight of power
@@ -134,32 +143,72 @@ def anomaly_conditions(site: Site, anomalies: Iterable[Any]) -> list[Condition]:
 
 def storage_conditions(backend: str, stats: Any, *, after_s: float = 30.0) -> list[Condition]:
     """The store has refused writes for a while: samples pile up in the durable buffer."""
-    if stats is None or stats.outage_s < after_s:
+    if stats is None or stats.storage_outage_s < after_s:
         return []
     return [Condition(
         alarm_id=f"storage:{backend}:unreachable", source="storage", priority=Priority.HIGH,
         value=float(stats.buffered),
-        message=f"{backend} store not taking writes for {stats.outage_s:,.0f} s "
-                f"({stats.last_error or 'no answer'}); {stats.buffered:,} samples held in the "
-                "durable buffer, replayed when it is back")]
+        message=f"{backend} store not taking writes for {stats.storage_outage_s:,.0f} s "
+                f"({stats.storage_error or 'no answer'}); {stats.buffered:,} samples held in "
+                "the durable buffer, replayed when it is back")]
 
 
-def conditions(site: Site, *, health: Mapping[str, DeviceHealth], down: Iterable[str],
-               analysis: Any = None, storage: Any = None, backend: str = "storage",
-               ) -> tuple[list[Condition], dict[str, str]]:
-    """Every condition that holds now, and the alarm ids suppressed by design (with why)."""
+def buffer_conditions(stats: Collection) -> list[Condition]:
+    """The durable buffer cannot write (its disk is full): samples are being lost now."""
+    if not stats.buffer_error:
+        return []
+    return [Condition(
+        alarm_id="storage:buffer:cannot_write", source="storage", priority=Priority.HIGH,
+        value=float(stats.lost_samples),
+        message=f"durable buffer cannot write ({stats.buffer_error}); {stats.lost_samples:,} "
+                "samples lost so far: free disk space under the buffer directory")]
+
+
+def gateway_conditions(site: Site, gateways: Iterable[str],
+                       health: Mapping[str, DeviceHealth]) -> list[Condition]:
+    """One condition per gateway none of whose devices answer (its host or link is down)."""
+    out = []
+    for gw in sorted(gateways):
+        ids = [d for d, h in health.items() if h.gateway == gw]
+        kinds = {site.devices[d].device_type for d in ids if d in site.devices}
+        priority = (Priority.HIGH if kinds & HIGH_COMM else
+                    Priority.LOW if kinds and kinds <= LOW_COMM else Priority.MEDIUM)
+        why = next((health[d].last_error for d in ids if health[d].last_error), "no answer")
+        out.append(Condition(
+            alarm_id=f"gateway:{gw}:comm", source="device", priority=priority,
+            message=f"gateway {gw} unreachable: none of its {len(ids)} devices answer ({why}); "
+                    "their readings are not live"))
+    return out
+
+
+def conditions(site: Site, state: SiteState, *, backend: str = "storage",
+               ) -> tuple[list[Condition], dict[str, tuple[str, ...]]]:
+    """Every condition that holds in a snapshot, and the alarms suppressed by design: alarm
+    id -> the alarms that report its cause (suppressed while any of them is active)."""
+    health = state.health
     comm = device_conditions(site, health)
-    found = comm + unit_conditions(site, down) + storage_conditions(backend, storage)
-    found += redundancy_conditions(getattr(analysis, "redundancy", None))
-    anomalies = anomaly_conditions(site, getattr(analysis, "anomalies", None) or [])
+    gateways = gateway_conditions(site, state.collection.gateways_down, health)
+    down = [u.id for u in state.units.values() if u.state == "down"]
+    units = unit_conditions(site, down)
+    why = {u.id: u.why for u in state.units.values() if u.state == "down" and u.why}
+    units = [replace(c, message=f"{c.message} ({why[c.unit]})") if c.unit in why else c
+             for c in units]
+    found = comm + gateways + units + storage_conditions(backend, state.collection)
+    found += buffer_conditions(state.collection)
+    found += redundancy_conditions(state.redundancy)
+    anomalies = anomaly_conditions(site, state.anomalies)
     found += anomalies
-    silent = {c.device for c in comm}
-    suppress = {c.alarm_id: f"device {c.device} not answering" for c in anomalies
-                if c.device in silent}
-    # a status word reporting a trip is the unit alarm already: one problem, one announcement
-    tripped = {c.unit: c.alarm_id for c in found if c.source == "unit"}
+    by: dict[str, tuple[str, ...]] = {}
+    gateway_of = {d.id: d.gateway.id for d in site.devices.values()}
+    for c in comm:
+        if c.device is not None and c.device in gateway_of:
+            by[c.alarm_id] = (f"gateway:{gateway_of[c.device]}:comm",)
     for c in anomalies:
-        if c.alarm_id.startswith("anomaly:status:") and c.unit in tripped \
-                and c.alarm_id not in suppress:
-            suppress[c.alarm_id] = f"reported by {tripped[c.unit]}"
-    return found, suppress
+        causes = []
+        if c.device is not None:
+            causes.append(f"device:{c.device}:comm")
+        if c.alarm_id.startswith("anomaly:status:") and c.unit is not None:
+            causes.append(f"unit:{c.unit}:down")
+        if causes:
+            by[c.alarm_id] = tuple(causes)
+    return found, by

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dcim.alarm_types import Priority
+from dcim.alarms.types import Priority
 
 
 ALARM_SOURCES = ("device", "unit", "redundancy", "storage", "anomaly")

@@ -1,0 +1,268 @@
+"""The running live state: taps the collectors' samples, rebuilds the snapshot after each cycle.
+
+`LiveState` sits between the collectors and the durable store-and-forward: every `add` keeps
+the newest value of each series in memory, hands the samples on unchanged, and schedules a
+rebuild. Rebuilds are coalesced (at most one per `min_interval_s`), so a burst of cycles
+ending together costs one build. Readers wait on `version` or read `current()`; nobody waits
+on storage. What the state derives (live PUE, redundancy, unit transitions) goes back into
+the same sink as samples, so it is buffered durably like everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from dcim.analytics.pue import SiteFigures, periods, site_figures
+from dcim.analytics.redundancy import RedundancyReport
+from dcim.collectors.base import DeviceHealth, SampleSink
+from dcim.live.build import LivePlan, build_state, plan, transitions
+from dcim.live.source import Version
+from dcim.live.state import Collection, SiteState, Transition
+from dcim.site import Site
+from dcim.storage.base import Quality, Sample, SampleColumns, SeriesKey, Storage
+from dcim.tasks import cancel_task
+
+log = logging.getLogger(__name__)
+
+NS = 1_000_000_000
+MEASUREMENT = "analytics"  # derived series, device = the site id
+TRANSITIONS = "transition"  # one series per (unit or group, what); value code, see below
+STATE_CODE = {"up": 1.0, "down": 0.0, "unknown": -1.0}
+LIVE_WINDOW_NS = 15 * 60 * NS
+ENERGY_KEEP_NS = LIVE_WINDOW_NS + 10 * 60 * NS  # a little before the window: edge interpolation
+PUE_EVERY_S = 5.0  # live PUE over 15 min moves slowly: recomputed at most this often
+REDUNDANCY_EVERY_S = 5.0  # with the same down set, loads only move N slowly
+
+
+class LiveState:
+    """The site's live state, fed by the collectors (a SampleSink in front of the real sink)."""
+
+    def __init__(self, site: Site, sink: SampleSink | None, *,
+                 health: Callable[[], Mapping[str, DeviceHealth]] = dict,
+                 collection: Callable[[], Collection] = Collection,
+                 analytics: Callable[[], tuple[SiteFigures | None, Sequence[Any]]] | None = None,
+                 history: Storage | None = None, min_interval_s: float = 0.2,
+                 store_every_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+        self.site = site
+        self.plan: LivePlan = plan(site)
+        self._sink = sink
+        self._health = health
+        self._collection = collection
+        self._analytics = analytics
+        self._history = history
+        self.min_interval_s = min_interval_s
+        self.store_every_s = store_every_s
+        self._clock = clock
+        self._raw: dict[SeriesKey, tuple[int, float, Quality]] = {}
+        self._energy: dict[SeriesKey, deque[tuple[int, float, int]]] = {
+            k: deque() for k in self.plan.energy_keys}
+        self._pue: tuple[float, SiteFigures | None] = (-math.inf, None)
+        self._redundancy: tuple[float, frozenset[str], RedundancyReport] | None = None
+        self._stored_at = -math.inf
+        self.version = Version()
+        self._state = build_state(self.plan, {}, {}, seq=0, now_ns=int(clock() * NS))
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._begin = getattr(sink, "begin_cycle", None)
+        self.builds = 0
+        self.build_s = 0.0  # time spent building, for the metrics
+        self.transitions: deque[Transition] = deque(maxlen=1000)  # the newest, for readers
+
+    # -- the sink side -----------------------------------------------------------------------
+
+    def begin_cycle(self, tag: str, expected: int) -> None:
+        """Passed on to the sink (the durable buffer marks the cycle)."""
+        if self._begin is not None:
+            self._begin(tag, expected)
+
+    def add(self, samples: Sample | Iterable[Sample], *, cycle: str | None = None) -> None:
+        """Keep the newest value of each series, hand the samples on, schedule a rebuild."""
+        cols = SampleColumns.of([samples] if isinstance(samples, Sample) else samples)
+        self._raw.update(zip(cols.keys, zip(cols.times, cols.values, cols.qualities)))
+        if self._sink is not None:
+            if cycle is not None:
+                self._sink.add(cols, cycle=cycle)  # type: ignore[call-arg]
+            else:
+                self._sink.add(cols)
+        self._dirty.set()
+
+    # -- readers -----------------------------------------------------------------------------
+
+    def current(self) -> SiteState:
+        """The newest snapshot."""
+        return self._state
+
+    def value(self, key: SeriesKey) -> Sample | None:
+        """The newest sample of any collected series (not only those the state reads)."""
+        raw = self._raw.get(key)
+        return None if raw is None else Sample(key, raw[0], raw[1], raw[2])
+
+    # -- building ----------------------------------------------------------------------------
+
+    def _values(self) -> dict[SeriesKey, Sample]:
+        raw = self._raw
+        return {k: Sample(k, *raw[k]) for k in self.plan.keys if k in raw}
+
+    def _note_energy(self, values: Mapping[SeriesKey, Sample], now_ns: int) -> None:
+        for key, ring in self._energy.items():
+            s = values.get(key)
+            if s is not None and (not ring or ring[-1][0] < s.time_ns):
+                ring.append((s.time_ns, s.value, int(s.quality)))
+            while ring and ring[0][0] < now_ns - ENERGY_KEEP_NS:
+                ring.popleft()
+
+    def _pue_live(self, now_ns: int) -> SiteFigures | None:
+        now_s = now_ns / NS
+        if now_s - self._pue[0] < PUE_EVERY_S or self.plan.meters is None:
+            return self._pue[1]
+        data = {k: (np.array([r[0] for r in ring], dtype=np.int64),
+                    np.array([r[1] for r in ring], dtype=float),
+                    np.array([r[2] for r in ring], dtype=np.int64))
+                for k, ring in self._energy.items()}
+        window = periods("live", now_ns, self.plan.timezone)
+        try:
+            figures = site_figures(self.site, data, window.start_ns, window.end_ns,
+                                   meters=self.plan.meters)
+        except (ValueError, ArithmeticError) as exc:
+            log.warning("live PUE could not be computed", extra={"error": str(exc)})
+            figures = None
+        self._pue = (now_s, figures)
+        return figures
+
+    def rebuild(self, now_ns: int | None = None) -> SiteState:
+        """Build a new snapshot now (synchronous; the background task calls this)."""
+        started = time.perf_counter()
+        now_ns = now_ns if now_ns is not None else int(self._clock() * NS)
+        values = self._values()
+        self._note_energy(values, now_ns)
+        health = {d: replace(h) for d, h in self._health().items()}
+        today, anomalies = self._analytics() if self._analytics is not None else (None, ())
+        cached = None
+        if self._redundancy is not None and now_ns / NS - self._redundancy[0] < REDUNDANCY_EVERY_S:
+            cached = (self._redundancy[1], self._redundancy[2])
+        before = self._state
+        state = build_state(self.plan, values, health, seq=before.seq + 1, now_ns=now_ns,
+                            collection=self._collection(), pue_live=self._pue_live(now_ns),
+                            pue_today=today, anomalies=anomalies, redundancy_for=cached)
+        if state.redundancy is not None and (cached is None or cached[1] is not state.redundancy):
+            self._redundancy = (now_ns / NS, state.down, state.redundancy)
+        changes = transitions(before if before.seq > 0 else None, state)
+        self._state = state
+        self.transitions.extend(changes)
+        self._store(state, changes, now_ns)
+        self.builds += 1
+        self.build_s += time.perf_counter() - started
+        self.version.bump()
+        for t in changes:
+            if t.before is not None:
+                log.info("transition", extra={"subject": t.subject, "what": t.what,
+                                              "before": t.before, "after": t.after, "why": t.why})
+        return state
+
+    def _store(self, state: SiteState, changes: Sequence[Transition], now_ns: int) -> None:
+        """Transitions at once, the derived series every store_every_s, into the sink."""
+        if self._sink is None:
+            return
+        out = [Sample(SeriesKey(TRANSITIONS, t.subject, t.what), t.time_ns, transition_code(t))
+               for t in changes]
+        if now_ns / NS - self._stored_at >= self.store_every_s:
+            self._stored_at = now_ns / NS
+            out += derived_samples(state, now_ns)
+        if out:
+            self._sink.add(out)
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Seed the live PUE window from history (if a store was given), then rebuild on change."""
+        if self._history is not None and self.plan.energy_keys:
+            await self._seed(self._history)
+        self.rebuild()
+        self._task = asyncio.create_task(self._run(), name="dcim-live-state")
+
+    async def _seed(self, storage: Storage, timeout_s: float = 5.0) -> None:
+        """The energy counters of the last minutes from the store: PUE is live from the start.
+        Best effort: a slow or failing store only delays live PUE, it never blocks start."""
+        end_ns = int(self._clock() * NS)
+        try:
+            async with asyncio.timeout(timeout_s):
+                for key in self.plan.energy_keys:
+                    rows = await storage.read_range(key, end_ns - ENERGY_KEEP_NS, end_ns + 1)
+                    self._energy[key].extend((r.time_ns, r.value, int(r.quality)) for r in rows
+                                             if math.isfinite(r.value))
+        except Exception as exc:  # the live path never waits on storage
+            log.info("live PUE starts without history", extra={
+                "error": f"{type(exc).__name__}: {exc}"})
+
+    async def _run(self) -> None:
+        last_error = ""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                self.rebuild()
+                last_error = ""
+            except Exception as exc:  # one bad build must not stop the live state
+                error = f"{type(exc).__name__}: {exc}"
+                if error != last_error:
+                    log.exception("live state build failed")
+                last_error = error
+            await asyncio.sleep(self.min_interval_s)
+
+    def poke(self) -> None:
+        """Ask for a rebuild without new samples (health or the store changed)."""
+        self._dirty.set()
+
+    async def close(self) -> None:
+        """Stop rebuilding; the last snapshot stays readable."""
+        await cancel_task(self._task)
+        self._task = None
+
+
+def transition_code(t: Transition) -> float:
+    """A transition as a stored value: unit state up 1, down 0, unknown -1; verdicts 1 when held."""
+    if t.what == "state":
+        return STATE_CODE[t.after]
+    return 1.0 if t.after == "true" or t.after.startswith("meets") else 0.0
+
+
+def derived_samples(state: SiteState, t: int) -> list[Sample]:
+    """The stored analytics series of one snapshot (measurement `analytics`, device = site)."""
+    out: list[Sample] = []
+
+    def put(point: str, value: float | None) -> None:
+        ok = value is not None and math.isfinite(value)
+        out.append(Sample(SeriesKey(MEASUREMENT, state.site_id, point), t,
+                          float(value) if ok else math.nan,  # type: ignore[arg-type]
+                          Quality.GOOD if ok else Quality.BAD))
+
+    live = state.pue_live
+    if live is not None:
+        put("pue_live", live.pue.value)
+        put("pue_live_coverage", live.pue.coverage)
+        put("ppue_cooling_live", live.ppue_cooling.value)
+        put("ppue_distribution_live", live.ppue_distribution.value)
+        put("dcie_live", live.dcie.value)
+    put("it_kw_live", state.it_kw)
+    put("facility_kw_live", state.facility_kw)
+    report = state.redundancy
+    if report is not None:
+        for group in report.groups:
+            put(f"redundancy_{group.id}_needed", group.needed)
+            put(f"redundancy_{group.id}_available", group.available)
+            put(f"redundancy_{group.id}_spare", group.available - group.needed)
+        put("concurrently_maintainable", 1.0 if report.concurrently_maintainable else 0.0)
+        put("fault_tolerant", 1.0 if report.fault_tolerant else 0.0)
+        put("racks_on_one_feed", len(report.one_feed_racks))
+        put("single_points_of_failure", len(report.single_points_of_failure))
+    put("units_down", len(state.down))
+    return out
