@@ -53,11 +53,10 @@ notifications:
     oncall-log: {{kind: log, level: info}}
   routes:
     - {{min_priority: low, channels: [oncall-log]}}
-storage:
-  backend: influxdb1
-  url: {url}
-  database: bench
 """
+
+
+EMBEDDED = "storage:\n  backend: embedded\n  path: var/cyberport5.sqlite\n"
 
 
 class Recorder:
@@ -161,7 +160,9 @@ async def main(trips: int, seed: int) -> int:
         influxd = InfluxdProcess(Path(tmp) / "influxd", binary)
         influxd.start()
         path = REPO / "config" / "cyberport5.yaml"
-        site = parse_site(path.read_text() + OVERRIDES.format(url=influxd.url), str(path))
+        text = path.read_text().replace(EMBEDDED, f"storage:\n  backend: influxdb1\n  url: "
+                                        f"{influxd.url}\n  database: bench\n")
+        site = parse_site(text + OVERRIDES.replace("{{", "{").replace("}}", "}"), str(path))
         cwd = os.getcwd()
         os.chdir(tmp)
         system = System(site, SystemOptions(buffer_dir=f"{tmp}/buffer", dashboard_port=0,

@@ -20,23 +20,27 @@ log = logging.getLogger(__name__)
 
 
 @runtime_checkable
-class SampleSink(Protocol):
-    """Where collectors put samples (StoreAndForward, LiveState). BatchWriter and test lists
-    have only `add(samples)`: collectors take those too (PlainSink, see CycleMarks)."""
+class CycleSink(Protocol):
+    """A sink that marks cycles (StoreAndForward, LiveState): a cycle begun and not closed
+    by its add is reported as lost when a crash cut it."""
 
     def begin_cycle(self, tag: str, expected: int) -> None:
-        """Announce a cycle of at most `expected` samples before its reads; a crash before
-        the add that closes it is reported as a lost cycle on restart."""
+        """Announce a cycle of at most `expected` samples, before its reads."""
 
     def add(self, samples: Sample | Iterable[Sample], *, cycle: str | None = None) -> None:
         """Accept samples without blocking; `cycle` closes the cycle begun with that tag."""
 
 
 class PlainSink(Protocol):
-    """A sink that only takes samples, without cycle markers."""
+    """A sink that only takes samples (BatchWriter, a list in tests)."""
 
     def add(self, samples: Sample | Iterable[Sample]) -> None:
         """Accept samples without blocking."""
+
+
+# Where collectors put samples. Call begin_cycle and add(cycle=) through CycleMarks, which
+# falls back to a plain add for a sink without them.
+SampleSink = CycleSink | PlainSink
 
 
 def _no_begin(tag: str, expected: int) -> None:
@@ -53,10 +57,10 @@ class CycleMarks:
 
     __slots__ = ("begin", "add")
 
-    def __init__(self, sink: SampleSink | PlainSink):
+    def __init__(self, sink: SampleSink):
         self.begin: Callable[[str, int], None]
         self.add: Callable[[Sequence[Sample], str], None]
-        if isinstance(sink, SampleSink):
+        if isinstance(sink, CycleSink):
             marked = sink
 
             def add_closing(samples: Sequence[Sample], tag: str) -> None:

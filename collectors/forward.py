@@ -352,13 +352,19 @@ class StoreAndForward:
 
 
 def log_recovery(report: RecoveryReport, now_s: float) -> None:
-    """Log what the buffer found on open: INFO when clean, WARNING when bytes were cut."""
+    """Log what the buffer found on open: INFO when clean, WARNING when bytes or cycles were lost."""
     down_s = None if report.newest_time_ns is None else round(now_s - report.newest_time_ns / 1e9, 3)
-    level = logging.WARNING if report.discarded_bytes else logging.INFO
-    log.log(level, "recovered %d samples from the buffer; discarded %d torn bytes",
-            report.recovered_samples, report.discarded_bytes,
+    level = logging.WARNING if report.discarded_bytes or report.lost_cycles else logging.INFO
+    msg, args = "recovered %d samples from the buffer; discarded %d torn bytes", [
+        report.recovered_samples, report.discarded_bytes]
+    if report.lost_cycles:
+        msg += "; lost %d cycles (%d samples) polled and not buffered before the stop"
+        args += [report.lost_cycles, report.lost_cycle_samples]
+    log.log(level, msg, *args,
             extra={"recovered_samples": report.recovered_samples,
                    "discarded_bytes": report.discarded_bytes, "torn_frames": report.torn_frames,
                    "discarded_samples": report.discarded_samples,
+                   "lost_cycles": report.lost_cycles, "lost_cycle_samples": report.lost_cycle_samples,
+                   "lost_cycle_tags": list(report.lost_cycle_tags),
                    "oldest_time_ns": report.oldest_time_ns, "newest_time_ns": report.newest_time_ns,
                    "newest_age_s": down_s})

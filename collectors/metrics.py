@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dcim.collectors.base import DeviceStatus
+from dcim.collectors.forward import ForwardStats, StoreAndForward
 from dcim.collectors.service import CollectorService
 
 _STATUS_VALUE = {DeviceStatus.UP: 1, DeviceStatus.STALE: 0.5, DeviceStatus.DOWN: 0}
@@ -14,7 +15,18 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def collect_metrics(service: CollectorService, forward: Any | None = None) -> dict[str, Any]:
+def buffer_metrics(stats: ForwardStats) -> dict[str, Any]:
+    """The store-and-forward counters as plain data (the "buffer" part of collect_metrics)."""
+    return {"depth": stats.buffered, "bytes": stats.bytes_on_disk, "written": stats.written,
+            "write_errors": stats.write_errors, "dropped": stats.dropped_samples,
+            "rejected": stats.rejected_samples, "outage_s": stats.outage_s,
+            "lost": stats.lost_samples + stats.lost_at_restart,
+            "lost_cycles_at_restart": stats.lost_cycles_at_restart,
+            "error": 1 if stats.buffer_error else 0, "last_error": stats.buffer_error}
+
+
+def collect_metrics(service: CollectorService,
+                    forward: StoreAndForward | None = None) -> dict[str, Any]:
     """Per-device and per-cadence counters plus the buffer's depth, as plain data."""
     devices = {}
     for device_id, h in service.health().items():
@@ -35,11 +47,7 @@ def collect_metrics(service: CollectorService, forward: Any | None = None) -> di
                                       "max_duration_s": st.max_duration_s}
     out: dict[str, Any] = {"devices": devices, "cadences": cadences}
     if forward is not None:
-        stats = forward.stats()
-        out["buffer"] = {"depth": stats.buffered, "bytes": stats.bytes_on_disk,
-                         "written": stats.written, "write_errors": stats.write_errors,
-                         "dropped": stats.dropped_samples, "rejected": stats.rejected_samples,
-                         "outage_s": stats.outage_s}
+        out["buffer"] = buffer_metrics(forward.stats())
     return out
 
 
@@ -84,6 +92,12 @@ def prometheus_text(metrics: dict[str, Any]) -> str:
             ("dcim_storage_write_errors_total", "counter", "failed storage writes", "write_errors"),
             ("dcim_buffer_dropped_samples_total", "counter", "samples dropped by the bound",
              "dropped"),
+            ("dcim_buffer_lost_samples_total", "counter",
+             "samples polled and never buffered: failed appends, and cycles cut by the last stop",
+             "lost"),
+            ("dcim_buffer_lost_cycles_at_restart", "gauge",
+             "poll cycles the previous process polled and did not buffer", "lost_cycles_at_restart"),
+            ("dcim_buffer_error", "gauge", "1 while appends to the buffer fail, else 0", "error"),
         ]:
             family(name, kind, help_text)
             lines.append(f"{name} {b[key]}")

@@ -23,7 +23,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from dcim.collectors.base import (
-    Backoff, CycleMarks, DeviceHealth, DeviceStatus, PlainSink, PointTable, SampleSink,
+    Backoff, CycleMarks, DeviceHealth, DeviceStatus, PointTable, SampleSink,
 )
 from dcim.collectors.modbus_codec import (
     DeviceDecoder, ReadRequest, engineering_to_registers, plan_reads,
@@ -154,7 +154,7 @@ class ModbusCollector:
     """Polls every Modbus device behind one gateway on its interval, into a sample sink."""
 
     def __init__(self, gateway: ModbusGateway | ModbusRtuGateway, devices: list[SiteDevice],
-                 sink: SampleSink | PlainSink, *,
+                 sink: SampleSink, *,
                  clock: Callable[[], float] = time.time,
                  stale_after_intervals: int = STALE_AFTER_INTERVALS,
                  backoff_base_s: float = 1.0, backoff_cap_s: float = 60.0):

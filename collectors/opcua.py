@@ -24,7 +24,7 @@ from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
 from dcim.collectors.base import (
-    Backoff, CycleMarks, DeviceHealth, DeviceStatus, PlainSink, SampleSink,
+    Backoff, CycleMarks, DeviceHealth, DeviceStatus, SampleSink,
 )
 from dcim.collectors.opcua_client import (
     ClientSettings,
@@ -127,7 +127,7 @@ class OpcuaCollector:
     """Collects every OPC UA device of one server (gateway) into a sample sink."""
 
     def __init__(self, gateway: OpcuaGateway, devices: list[SiteDevice],
-                 sink: SampleSink | PlainSink, *,
+                 sink: SampleSink, *,
                  clock: Callable[[], float] = time.time,
                  stale_after_intervals: int = STALE_AFTER_INTERVALS,
                  backoff_base_s: float = 1.0, backoff_cap_s: float = 30.0):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dcim.collectors.base import DeviceHealth, DeviceStatus, PlainSink, SampleSink
+from dcim.collectors.base import DeviceHealth, DeviceStatus, SampleSink
 from dcim.site import Site
 from dcim.site.model import SiteDevice
 from dcim.config.site import ModbusGateway, ModbusRtuGateway, OpcuaGateway
@@ -20,22 +20,19 @@ from dcim.config.site import ModbusGateway, ModbusRtuGateway, OpcuaGateway
 log = logging.getLogger(__name__)
 
 
-Sink = SampleSink | PlainSink
-
-
-def _modbus(gateway: Any, devices: list[SiteDevice], sink: Sink) -> Any:
+def _modbus(gateway: Any, devices: list[SiteDevice], sink: SampleSink) -> Any:
     from dcim.collectors.modbus import ModbusCollector
 
     return ModbusCollector(gateway, devices, sink)
 
 
-def _opcua(gateway: Any, devices: list[SiteDevice], sink: Sink) -> Any:
+def _opcua(gateway: Any, devices: list[SiteDevice], sink: SampleSink) -> Any:
     from dcim.collectors.opcua import OpcuaCollector
 
     return OpcuaCollector(gateway, devices, sink)
 
 
-REGISTRY: dict[type, Callable[[Any, list[SiteDevice], Sink], Any]] = {
+REGISTRY: dict[type, Callable[[Any, list[SiteDevice], SampleSink], Any]] = {
     ModbusGateway: _modbus,
     ModbusRtuGateway: _modbus,
     OpcuaGateway: _opcua,
@@ -60,7 +57,7 @@ class ServiceSummary:
 class CollectorService:
     """All collectors of a site, started and closed together."""
 
-    def __init__(self, site: Site, sink: Sink, *, protocols: tuple[str, ...] = ("modbus",
+    def __init__(self, site: Site, sink: SampleSink, *, protocols: tuple[str, ...] = ("modbus",
                                                                                    "opcua")):
         self.site = site
         self.sink = sink

@@ -36,10 +36,10 @@ from aiohttp import web
 
 from dcim.alarms.engine import AlarmError
 from dcim.alarms.types import AlarmEvent
-from dcim.analysis import MEASUREMENT as ANALYTICS_MEASUREMENT
 from dcim.dashboards.state import state_document, state_health
+from dcim.live.service import MEASUREMENT as ANALYTICS_MEASUREMENT
 from dcim.live.source import AlarmView, StateSource, Version
-from dcim.storage.base import Aggregate, SeriesKey, Storage, StorageError
+from dcim.storage.base import Aggregate, Bucket, SeriesKey, StorageError
 from dcim.tasks import cancel_task
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ TREND_POINTS = ("pue_live", "pue_today", "ppue_cooling_live", "ppue_distribution
 MAX_TREND_HOURS = 24 * 7
 TREND_BUCKETS = 72  # points per trend line, whatever the period
 
-TrendReader = Callable[[str, int, int, int], Awaitable[list[tuple[int, float | None]]]]
-"""(point, start_ns, end_ns, every_ns) -> [(bucket start ns, mean or None)]; StorageError."""
+TrendReader = Callable[[SeriesKey, int, int, int, Aggregate], Awaitable[list[Bucket]]]
+"""A store's `read_aggregate` (dcim/storage/base.py): all the dashboard reads from storage."""
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
 
@@ -92,6 +92,10 @@ class StateFeed:
         self.closing = False
         self.renders = 0  # documents rendered and serialised so far
         self.streams = 0  # event streams open now
+
+    def site_id(self) -> str:
+        """The site the state is of (the device of its stored analytics series)."""
+        return self._state.current().site_id
 
     def key(self) -> tuple[int, int]:
         """The versions the document depends on."""
@@ -182,16 +186,6 @@ async def _follow_changes(app: web.Application) -> AsyncIterator[None]:
 async def _close_streams(app: web.Application) -> None:
     # before the server waits for handlers to end: an open stream would hold it
     app[FEED].close()
-
-
-def store_trend(storage: Storage, site_id: str) -> TrendReader:
-    """A TrendReader over the stored analytics series of one site."""
-    async def read(point: str, start_ns: int, end_ns: int,
-                   every_ns: int) -> list[tuple[int, float | None]]:
-        key = SeriesKey(ANALYTICS_MEASUREMENT, site_id, point)
-        buckets = await storage.read_aggregate(key, start_ns, end_ns, every_ns, Aggregate.MEAN)
-        return [(b.start_ns, b.value) for b in buckets]
-    return read
 
 
 class DashboardServer:
@@ -298,14 +292,16 @@ async def _trend(request: web.Request) -> web.Response:
     if read is None:
         return web.json_response({"error": "storage is not running"}, status=503)
     every_ns, start_ns, end_ns = trend_window(int(request.app[CLOCK]() * 1e9), hours)
+    key = SeriesKey(ANALYTICS_MEASUREMENT, request.app[FEED].site_id(), point)
     try:
-        buckets = await read(point, start_ns, end_ns, every_ns)
+        buckets = await read(key, start_ns, end_ns, every_ns, Aggregate.MEAN)
     except StorageError as exc:
         return web.json_response({"error": f"storage: {exc}"}, status=503)
     return web.json_response(
         {"point": point, "every_s": every_ns / 1e9,
-         "points": [[start // 1_000_000, None if v is None or not math.isfinite(v) else v]
-                    for start, v in buckets]},
+         "points": [[b.start_ns // 1_000_000,
+                     None if b.value is None or not math.isfinite(b.value) else b.value]
+                    for b in buckets]},
         headers={"Cache-Control": "no-store"})
 
 

@@ -19,51 +19,51 @@ log = logging.getLogger("dcim")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def run_until_stopped(main: Coroutine[Any, Any, None], *,
-                      seconds: float | None = None) -> str | None:
-    """Run main in a new event loop until it returns, seconds pass, SIGINT or SIGTERM comes.
+def run_until_stopped(main: Coroutine[Any, Any, None]) -> str | None:
+    """Run main in a new event loop until it returns or SIGINT or SIGTERM comes.
 
-    Ctrl-C (SIGINT) and SIGTERM take the path the end of `seconds` takes: main's task is
-    cancelled once and its own cleanup runs to the end (`dcim run`: collectors closed, buffer
-    flushed and closed, alarm journal saved). Another signal does not cut that cleanup short,
-    except a second Ctrl-C, which gives up waiting (KeyboardInterrupt). Returns the name of
-    the signal that stopped main, or None.
+    Ctrl-C (SIGINT) and SIGTERM (systemd's stop) take one path: main's task is cancelled
+    once and its own cleanup runs to the end (`dcim run`: collectors closed, buffer flushed
+    and closed, alarm journal saved). A further SIGTERM does not cut that cleanup short; a
+    second Ctrl-C gives up waiting (KeyboardInterrupt). Returns the name of the signal that
+    stopped main, or None when it returned by itself.
     """
-    return asyncio.run(_until_stopped(main, seconds))
+    # the handlers to put back, taken before asyncio.run puts in its own for SIGINT
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    return asyncio.run(_until_stopped(main, before))
 
 
-async def _until_stopped(main: Coroutine[Any, Any, None], seconds: float | None) -> str | None:
+async def _until_stopped(main: Coroutine[Any, Any, None],
+                         before: dict[signal.Signals, Any]) -> str | None:
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(main, name="dcim-main")
-    stopped_by: list[str | None] = []
+    stopped_by: list[str] = []
 
-    def stop(reason: str | None) -> None:
+    def stop(name: str) -> None:
         if not stopped_by:
-            stopped_by.append(reason)
-            if reason is not None:
-                log.info("%s received; stopping", reason, extra={"signal": reason})
+            stopped_by.append(name)
+            log.info("%s received; stopping", name, extra={"signal": name})
             task.cancel()
-        elif reason == "SIGINT":
+        elif name == "SIGINT":
             raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the cleanup
 
     installed = []
     for sig in STOP_SIGNALS:
         try:
             loop.add_signal_handler(sig, stop, sig.name)
-            installed.append(sig)
         except (ValueError, RuntimeError):  # not the main thread: signals stay as they are
-            pass
-    timer = loop.call_later(seconds, stop, None) if seconds is not None else None
+            continue
+        installed.append(sig)
     try:
         await task
     except asyncio.CancelledError:
-        if not stopped_by:  # cancelled from elsewhere, not by us
+        if not stopped_by:  # cancelled from elsewhere, not by a signal
             raise
     finally:
-        if timer is not None:
-            timer.cancel()
         for sig in installed:
             loop.remove_signal_handler(sig)
+            if before[sig] is not None:  # None: set outside Python, nothing to put back
+                signal.signal(sig, before[sig])
     return stopped_by[0] if stopped_by else None
 
 

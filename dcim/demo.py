@@ -26,8 +26,8 @@ def run_demo(path: str | Path, *, seconds: float | None = None, simulate: bool =
     what = "simulators, collectors" if simulate else "collectors"
     print(f"\nstarting {what}, the durable buffer, the store and analytics (Ctrl-C to stop) ...")
     # SIGTERM and Ctrl-C cancel the run, whose finally stops the system in order
-    stopped_by = run_until_stopped(run_until_interrupted(system, on_started=_announce),
-                                   seconds=seconds)
+    stopped_by = run_until_stopped(run_until_interrupted(system, seconds=seconds,
+                                                         on_started=_announce))
     if system.forward is not None:
         stats = system.forward.stats()
         print(f"stopped: {stats.written:,} samples stored in {site.config.storage.backend}, "

@@ -1,9 +1,14 @@
 """Helper process for the SIGKILL test: StoreAndForward over SQLite, appending numbered samples.
 
     python -m tests.forward_child BUFFER_DIR DB_PATH produce   # append forever, print progress
+    python -m tests.forward_child BUFFER_DIR DB_PATH stall     # as produce, then hang mid-cycle
     python -m tests.forward_child BUFFER_DIR DB_PATH drain     # recover, forward all, exit
 
+Each batch is one poll cycle: begin_cycle(TAG, BATCH), then add(..., cycle=TAG).
 `produce` prints one JSON line per batch after add() returned: {"appended", "synced", "written"}.
+`stall` does the same until STALL_AFTER samples, then begins one more cycle, prints
+{"began": TAG, "expected": BATCH} and waits forever without adding it (the parent kills it).
+`drain` prints {"drained", "replayed", "lost_at_restart", "lost_cycles_at_restart"}.
 Logs (JSON lines, with the recovery report) go to stderr.
 """
 
@@ -23,6 +28,8 @@ from dcim.storage.embedded import EmbeddedStorage
 T0 = 1_700_000_000_000_000_000
 KEY = SeriesKey("ups_module", "UPS-A1", "output_kw")
 BATCH = 100
+TAG = "modbus:GW-1:5s"
+STALL_AFTER = 20_000
 FSYNC_SAMPLES = 1000
 FSYNC_INTERVAL_S = 0.2
 
@@ -38,13 +45,18 @@ async def main(buffer_dir: str, db_path: str, mode: str) -> None:
     await storage.start()
     buffer = DurableBuffer(buffer_dir, fsync_samples=FSYNC_SAMPLES, fsync_interval_s=FSYNC_INTERVAL_S)
     # A long flush interval leaves a backlog on disk at the moment of the kill.
-    forward = StoreAndForward(storage, buffer, batch_size=100_000 if mode == "produce" else 5000,
-                              flush_interval_s=0.5 if mode == "produce" else 0.05)
+    producing = mode != "drain"
+    forward = StoreAndForward(storage, buffer, batch_size=100_000 if producing else 5000,
+                              flush_interval_s=0.5 if producing else 0.05)
     await forward.start()
-    if mode == "produce":
+    if producing:
         seq = 0
         while True:
-            forward.add([Sample(KEY, T0 + n, float(n)) for n in range(seq, seq + BATCH)])
+            forward.begin_cycle(TAG, BATCH)
+            if mode == "stall" and seq >= STALL_AFTER:
+                emit(began=TAG, expected=BATCH)
+                await asyncio.Event().wait()  # polled, never added: SIGKILL comes here
+            forward.add([Sample(KEY, T0 + n, float(n)) for n in range(seq, seq + BATCH)], cycle=TAG)
             seq += BATCH
             emit(appended=seq, synced=buffer.synced_number, written=forward.written)
             await asyncio.sleep(0.002)
@@ -52,7 +64,9 @@ async def main(buffer_dir: str, db_path: str, mode: str) -> None:
         await asyncio.sleep(0.02)
     await forward.close()
     await storage.close()
-    emit(drained=forward.written, replayed=forward.replayed)
+    stats = forward.stats()
+    emit(drained=stats.written, replayed=stats.replayed, lost_at_restart=stats.lost_at_restart,
+         lost_cycles_at_restart=stats.lost_cycles_at_restart)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ the forwarder's close and a durable buffer and SQLite files left as a clean clos
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from dcim.cli import run_until_stopped
 from dcim.collectors.buffer import DurableBuffer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +103,57 @@ def test_stop_signal_takes_the_clean_shutdown_path(tmp_path: Path, verb: str,
     var = tmp_path / "var"
     assert (var / "cyberport5.sqlite").exists() and (var / "alarms-cyberport5.sqlite").exists()
     assert sorted(p.name for p in var.glob("*-wal")) == []
+
+
+# ---------------------------------------------------------------- run_until_stopped in process
+
+
+async def ticks(n: int = 10) -> None:
+    """A few loop iterations: enough for a signal sent to ourselves to reach its handler."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def test_sigterm_cancels_main_once_and_waits_for_its_cleanup() -> None:
+    steps: list[str] = []
+
+    async def main() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.Event().wait()  # runs until cancelled
+        finally:
+            steps.append("cleanup started")
+            os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM must not cut it short
+            await ticks()
+            steps.append("cleanup done")
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_until_stopped(main()) == "SIGTERM"
+    assert steps == ["cleanup started", "cleanup done"]
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers put back
+
+
+def test_a_second_ctrl_c_gives_up_waiting_for_the_cleanup() -> None:
+    steps: list[str] = []
+
+    async def main() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.Event().wait()
+        finally:
+            steps.append("cleanup started")
+            os.kill(os.getpid(), signal.SIGINT)
+            await ticks()
+            steps.append("cleanup done")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_until_stopped(main())
+    assert steps == ["cleanup started"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_main_that_returns_is_not_stopped() -> None:
+    async def main() -> None:
+        await ticks()
+
+    assert run_until_stopped(main()) is None

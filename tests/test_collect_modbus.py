@@ -18,7 +18,7 @@ from dcim.collectors.scheduler import Cadence, next_boundary
 from dcim.site import Site, site_from_dict
 from dcim.site.generate import SiteSpec, generate_site
 from dcim.site.model import SiteDevice
-from dcim.config.site import ModbusGateway
+from dcim.config.site import ModbusGateway, ModbusPoint
 from dcim.simulators.faults import FaultSpec
 from dcim.simulators.runner import Simulator
 from dcim.storage.base import Quality, Sample
@@ -106,6 +106,7 @@ async def test_every_reference_value_arrives_as_served(sim: Simulator) -> None:
                 continue
             device = sim.site.devices[device_id]
             spec = next(p for p in device.profile.points if p.name == point)
+            assert isinstance(spec, ModbusPoint)
             resolution = abs(spec.scale) * (10 ** 3 if spec.scale_factor_point else 1) + 1e-6
             assert sample.quality is Quality.GOOD, (device_id, point)
             assert sample.value == pytest.approx(served.values[point], abs=resolution,

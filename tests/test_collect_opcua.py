@@ -8,6 +8,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest_asyncio
 from asyncua import ua
 from dcim.collectors.base import DeviceStatus
 from dcim.collectors.opcua import OpcuaCollector
+from dcim.collectors.service import CollectorService
 from dcim.collectors.opcua_nodes import PointAddress, parse_address, quality_of
 from dcim.simulators.opcua_security import TestPki, make_test_pki
 from dcim.simulators.opcua_server import OpcuaSimServer
@@ -42,7 +44,7 @@ module_loop = pytest.mark.asyncio(loop_scope="module")
 
 
 class ListSink:
-    """A list-backed sample sink."""
+    """A list-backed sample sink (without cycle markers)."""
 
     def __init__(self) -> None:
         self.samples: list[Sample] = []
@@ -57,6 +59,25 @@ class ListSink:
         for s in self.samples:
             out[s.time_ns].append(s)
         return dict(sorted(out.items()))
+
+
+class CycleSink(ListSink):
+    """A list-backed sink that also keeps the cycle markers: (what, tag, count)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marks: list[tuple[str, str, int]] = []
+
+    def begin_cycle(self, tag: str, expected: int) -> None:
+        """Note the announced cycle."""
+        self.marks.append(("begin", tag, expected))
+
+    def add(self, samples: Sample | Iterable[Sample], *, cycle: str | None = None) -> None:
+        """Keep the samples and note the cycle they close."""
+        before = len(self.samples)
+        super().add(samples)
+        if cycle is not None:
+            self.marks.append(("add", cycle, len(self.samples) - before))
 
 
 def values_at(tick: int) -> Values:
@@ -91,10 +112,10 @@ def aimed(server: OpcuaSimServer, devices: list[SiteDevice],
 
 
 @asynccontextmanager
-async def collecting(devices: list[SiteDevice], **options: Any
+async def collecting(devices: list[SiteDevice], sink: ListSink | None = None, **options: Any
                      ) -> AsyncIterator[tuple[OpcuaCollector, ListSink]]:
     """A started collector over the devices into a list sink, closed afterwards."""
-    sink = ListSink()
+    sink = sink if sink is not None else ListSink()
     gateway = devices[0].gateway
     assert isinstance(gateway, OpcuaGateway)
     options = {"backoff_base_s": 0.2, "backoff_cap_s": 1.0} | options
@@ -241,6 +262,25 @@ async def test_values_equal_the_snapshot_on_aligned_boundaries(
             assert collector.requests == 2 * len(values_at(1))
 
 
+@module_loop
+async def test_each_boundary_is_a_cycle_announced_then_closed(plain: OpcuaSimServer) -> None:
+    """The sink hears begin_cycle before a boundary is sampled and the add that closes it;
+    expected bounds what the add carries (nothing before the first connection attempt)."""
+    await plain.update(snapshot(1))
+    sink = CycleSink()
+    devices = aimed(plain, fast(DEVICES))
+    async with collecting(devices, sink) as (collector, _):
+        await until(lambda: boundary_with(sink, values_at(1)) is not None)
+    points = sum(len(d.profile.points) for d in devices)
+    begins, adds = sink.marks[0::2], sink.marks[1::2]
+    assert {(what, tag) for what, tag, _ in begins} == {("begin", "opcua:bms:1s")}
+    assert {(what, tag) for what, tag, _ in adds} == {("add", "opcua:bms:1s")}
+    assert len(begins) - len(adds) in (0, 1)  # the last may have been cut by close()
+    assert all(b[2] == points and a[2] <= points for b, a in zip(begins, adds))
+    assert sum(a[2] for a in adds) == len(sink.samples)
+    assert adds[-1][2] == points
+
+
 # ---------------------------------------------------------------- (c) status mapping
 
 
@@ -331,10 +371,13 @@ async def test_restart_reconnects_with_one_new_subscription_and_new_namespace_in
             await until(lambda: boundary_with(sink, values_at(6)) is not None)
             index_before = collector.namespaces[URI]
             seen: set[DeviceStatus] = set()
+            down: set[tuple[str, ...]] = set()
+            service = SimpleNamespace(collectors=[collector])
 
             async def watch() -> None:
                 while True:
                     seen.update(h.status for h in collector.health.values())
+                    down.add(CollectorService.gateways_down(service))  # type: ignore[arg-type]
                     await asyncio.sleep(0.05)
 
             watcher = asyncio.create_task(watch())
@@ -346,6 +389,8 @@ async def test_restart_reconnects_with_one_new_subscription_and_new_namespace_in
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
             assert DeviceStatus.DOWN in seen
+            assert down == {(), ("bms",)}  # one gateway down, not 28 devices
+            assert not collector.gateway_down
             assert {h.status for h in collector.health.values()} == {DeviceStatus.UP}
             assert collector.namespaces[URI] == server.namespace_index != index_before
             assert (collector.subscriptions_created, collector.reconnects) == (2, 1)

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -144,16 +145,17 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         pass
 
 
-@pytest_asyncio.fixture
-async def page(tmp_path: Path) -> AsyncIterator[Page]:
-    """A headless Chromium tab (about:blank), closed and killed afterwards."""
+@asynccontextmanager
+async def chromium_page(tmp_path: Path, window: str = "1400,1000") -> AsyncIterator[Page]:
+    """A headless Chromium tab (about:blank), closed and killed afterwards (also used by
+    tests/test_dashboard.py)."""
     chromium = require_program("chromium", "apt-get install chromium")
     log = tmp_path / "chromium.log"
     with log.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
             chromium, "--headless=new", "--remote-debugging-port=0",
             f"--user-data-dir={tmp_path / 'profile'}", "--no-sandbox", "--no-first-run",
-            "--disable-gpu", "--window-size=1400,1000", "about:blank",
+            "--disable-gpu", f"--window-size={window}", "about:blank",
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
             env={**os.environ, "HOME": str(tmp_path)}, start_new_session=True)
     try:
@@ -167,6 +169,13 @@ async def page(tmp_path: Path) -> AsyncIterator[Page]:
                 yield Page(ws)
     finally:
         await _stop(proc)
+
+
+@pytest_asyncio.fixture
+async def page(tmp_path: Path) -> AsyncIterator[Page]:
+    """A headless Chromium tab for one test."""
+    async with chromium_page(tmp_path) as tab:
+        yield tab
 
 
 # ---------------------------------------------------------------- the server

@@ -29,7 +29,7 @@ from dcim.alarms.service import AlarmService
 from dcim.alarms.types import Condition, Priority
 from dcim.config.alarms import AlarmsConfig
 from dcim.config.storage import EmbeddedStorageConfig
-from dcim.dashboards.app import FEED, DashboardSettings, create_app, store_trend
+from dcim.dashboards.app import FEED, DashboardSettings, create_app
 from dcim.live.service import LiveState
 from dcim.live.state import Collection
 from dcim.site import Site, load_site
@@ -338,7 +338,7 @@ async def test_trend_reads_the_stored_analytics_series(tmp_path: Path, site: Sit
         # one value a minute for the last hour: 1.30 in even minutes, 1.40 in odd ones
         await storage.write([Sample(key, int((now_s - 60 * i) * 1e9), 1.3 + 0.1 * (i % 2),
                                     Quality.GOOD) for i in range(60)])
-        app = create_app(DashboardSettings(), live, None, trend=store_trend(storage, site.id),
+        app = create_app(DashboardSettings(), live, None, trend=storage.read_aggregate,
                          clock=lambda: now_s)
         async with served(app) as client:
             trend = await (await client.get("/api/trend?point=pue_live&hours=1")).json()

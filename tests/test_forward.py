@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -150,6 +151,82 @@ async def test_close_keeps_the_backlog_for_the_next_start(
     assert (again.replayed, again.written) == (1000, 1010)
 
 
+# -- how soon replay starts after an outage (virtual time) ----------------------------------
+
+class VirtualTime:
+    """A clock and a sleep that moves it: the forwarder's backoff and probes run instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class ClockedStorage(FakeStorage):
+    """Fails writes while the clock is before back_at_s (bigger than `up_to` samples: always)."""
+
+    def __init__(self, clock: VirtualTime, back_at_s: float, up_to: int = 10**9) -> None:
+        super().__init__()
+        self.clock, self.back_at_s, self.up_to = clock, back_at_s, up_to
+        self.attempts: list[tuple[float, int, bool]] = []  # (time, samples, stored)
+
+    async def write(self, samples: Sequence[Sample]) -> None:
+        ok = self.clock() >= self.back_at_s or len(samples) <= self.up_to
+        self.attempts.append((self.clock(), len(samples), ok))
+        if not ok:
+            raise StorageError("injected outage")
+        self.stored.extend(samples)
+
+
+def clocked(store: Storage, directory: Path, t: VirtualTime) -> StoreAndForward:
+    """A forwarder on virtual time, with the production backoff and probe interval."""
+    return StoreAndForward(store, DurableBuffer(directory), batch_size=100, flush_interval_s=0.01,
+                           clock=t, sleep=t.sleep, rng=random.Random(7))
+
+
+@pytest.mark.parametrize("back_at_s", [7.3, 61.1, 300.5])
+async def test_replay_starts_within_two_seconds_of_storage_answering(
+    tmp_path: Path, back_at_s: float
+) -> None:
+    t = VirtualTime()
+    store = ClockedStorage(t, back_at_s, up_to=0)
+    forward = clocked(store, tmp_path, t)
+    forward.add(make(1000))
+    await forward.start()
+    await until(lambda: forward.buffered == 0)
+    await forward.close()
+    assert store.stored == make(1000)
+    first_ok = next(at for at, _, ok in store.attempts if ok)
+    first_batch = next(at for at, n, ok in store.attempts if ok and n > 1)
+    assert back_at_s <= first_ok <= first_batch < back_at_s + 2.5
+    # Probes are one sample, at most one per 2 s; full batches keep their backoff (>= 15 s
+    # apart once capped at 30 s, never more than the doubling steps plus one per 15 s).
+    probes = [at for at, n, _ in store.attempts if n == 1]
+    assert probes and all(b - a > 2.0 - 1e-9 for a, b in zip(probes, probes[1:]))
+    batches = [at for at, n, ok in store.attempts if n > 1 and not ok]
+    assert len(batches) <= 7 + back_at_s / 15
+    assert forward.outage_s == 0 and forward.write_errors == len(probes) + len(batches) - 1
+
+
+async def test_batches_stay_on_backoff_while_only_probes_pass(tmp_path: Path) -> None:
+    t = VirtualTime()
+    store = ClockedStorage(t, back_at_s=120.0, up_to=1)  # takes one sample, chokes on batches
+    forward = clocked(store, tmp_path, t)
+    forward.add(make(1000))
+    await forward.start()
+    await until(lambda: forward.buffered == 0)
+    await forward.close()
+    assert store.stored == make(1000)  # in order: probes took the oldest samples one by one
+    failed = [at for at, n, ok in store.attempts if not ok]
+    assert len(failed) <= 7 + 120 / 15  # not one per probe (60 probes in 120 s)
+    assert sum(1 for _, n, ok in store.attempts if ok and n == 1) >= 50
+
+
 # -- a real influxd stopped under load --------------------------------------------------
 
 RACKS = [SeriesKey("rack_monitor", f"RACK-{i:02d}", "inlet_temp_c") for i in range(25)]
@@ -230,15 +307,20 @@ def _stored_values(db: Path) -> list[float]:
     return [v for (v,) in rows]
 
 
-def test_sigkill_loses_at_most_the_batch_in_flight_and_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["produce", "stall"],
+                         ids=["killed-anywhere", "killed-between-begin-and-add"])
+def test_sigkill_loses_at_most_the_batch_in_flight_and_says_so(tmp_path: Path, mode: str) -> None:
     buffer_dir, db = tmp_path / "buf", tmp_path / "store.sqlite"
-    producer = _child(buffer_dir, db, "produce", tmp_path / "produce.log")
+    producer = _child(buffer_dir, db, mode, tmp_path / "produce.log")
     assert producer.stdout is not None
     last: dict[str, int] = {}
     try:
         for line in producer.stdout:
-            last = json.loads(line)
-            if last["appended"] >= 20_000 and 0 < last["written"] < last["appended"]:
+            event = json.loads(line)
+            if "began" in event:  # stall: a cycle was begun and will never be added
+                break
+            last = event
+            if mode == "produce" and last["appended"] >= 20_000 and 0 < last["written"] < last["appended"]:
                 break
         else:
             pytest.fail(f"producer stopped: {(tmp_path / 'produce.log').read_text()}")
@@ -265,4 +347,14 @@ def test_sigkill_loses_at_most_the_batch_in_flight_and_says_so(tmp_path: Path) -
     assert report["discarded_bytes"] >= 0 and report["torn_frames"] in (0, 1)
     assert report["discarded_samples"] <= forward_child.BATCH
     assert report["newest_time_ns"] == T0 + len(values) - 1
-    assert json.loads(out.splitlines()[-1])["replayed"] == report["recovered_samples"]
+    drained = json.loads(out.splitlines()[-1])
+    assert drained["replayed"] == report["recovered_samples"]
+    # Every cycle begun is either stored whole or reported lost with its sample count.
+    lost = drained["lost_at_restart"]
+    assert (report["lost_cycle_samples"], report["lost_cycles"]) == (lost, drained["lost_cycles_at_restart"])
+    assert (lost, report["lost_cycles"]) in ((0, 0), (forward_child.BATCH, 1))
+    assert len(values) + lost in (last["appended"], last["appended"] + forward_child.BATCH)
+    if mode == "stall":
+        assert (len(values), lost) == (last["appended"], forward_child.BATCH)
+        assert report["lost_cycle_tags"] == [forward_child.TAG] and report["level"] == "WARNING"
+        assert report["msg"].endswith("; lost 1 cycles (100 samples) polled and not buffered before the stop")

@@ -152,9 +152,15 @@ def test_the_dashboard_rule_set_is_the_topology_one_an_overloaded_ups_system_dro
     assert state.redundancy is not None and not state.redundancy.fault_tolerant
 
 
+def test_units_of_devices_not_polled_yet_are_unknown_not_up() -> None:
+    state = build_state(plan(SITE), {}, {}, seq=1, now_ns=0)  # collectors, nothing polled
+    assert state.units["UPS-A3"].state == "unknown"
+    assert state.units["UPS-A3"].why.endswith("not polled yet")
+
+
 def test_transitions_list_unit_states_and_verdicts_between_snapshots() -> None:
     p = plan(SITE)
-    a = build_state(p, {}, {}, seq=1, now_ns=0)
+    a = build_state(p, {}, None, seq=1, now_ns=0)
     units = dict(a.units)
     units["CRAH-H1-1"] = replace(units["CRAH-H1-1"], state="down", why="tripped")
     b = replace(a, seq=2, time_ns=5, units=units)
@@ -166,7 +172,7 @@ def test_transitions_list_unit_states_and_verdicts_between_snapshots() -> None:
 
 
 def test_derived_series_are_nan_and_bad_when_withheld() -> None:
-    state = build_state(plan(SITE), {}, {}, seq=1, now_ns=0)
+    state = build_state(plan(SITE), {}, None, seq=1, now_ns=0)
     out = {s.series.point: s for s in derived_samples(state, 7)}
     assert math.isnan(out["it_kw_live"].value) and out["it_kw_live"].quality is Quality.BAD
     assert out["concurrently_maintainable"].value == 1.0

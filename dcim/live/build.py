@@ -284,11 +284,14 @@ def rack_loads(p: LivePlan, values: Mapping[SeriesKey, Sample]) -> dict[str, flo
     return out
 
 
-def _unknown_why(devices: Sequence[str], health: Mapping[str, DeviceHealth]) -> str | None:
+def _unknown_why(devices: Sequence[str], health: Mapping[str, DeviceHealth] | None
+                 ) -> str | None:
+    if health is None:  # no collectors (a backfill, a replay): the values are the truth
+        return None
     for d in devices:
         h = health.get(d)
         if h is None:
-            continue
+            return f"device {d} not polled yet"
         if h.status is not DeviceStatus.UP:
             if h.last_ok_ns is None and h.errors == 0:
                 return f"device {d} not polled yet"
@@ -297,7 +300,7 @@ def _unknown_why(devices: Sequence[str], health: Mapping[str, DeviceHealth]) -> 
 
 
 def build_state(p: LivePlan, values: Mapping[SeriesKey, Sample],
-                health: Mapping[str, DeviceHealth], *, seq: int, now_ns: int,
+                health: Mapping[str, DeviceHealth] | None, *, seq: int, now_ns: int,
                 collection: Collection | None = None, pue_live: SiteFigures | None = None,
                 pue_today: SiteFigures | None = None, anomalies: Sequence[Any] = (),
                 redundancy: RedundancyReport | None = None,
@@ -306,11 +309,14 @@ def build_state(p: LivePlan, values: Mapping[SeriesKey, Sample],
     """The snapshot of the site from the newest values of devices that are up.
 
     A device that is not up contributes no values: its last reading may be minutes old and a
-    figure built on it would look live; its units show as unknown, with why. `redundancy_for`
+    figure built on it would look live; its units show as unknown, with why (so do the units
+    of a device not polled yet). `health` None means there are no collectors (a backfill or
+    a replay): every value is taken as live. `redundancy_for`
     is a cached (down set, report) pair reused when the down set has not changed.
     """
-    values = {k: s for k, s in values.items()
-              if (h := health.get(k.device)) is None or h.status is DeviceStatus.UP}
+    if health is not None:
+        values = {k: s for k, s in values.items()
+                  if (h := health.get(k.device)) is not None and h.status is DeviceStatus.UP}
     down = down_reasons(p, values)
     loads = rack_loads(p, values)
     energised: dict[str, bool] = {}
@@ -377,7 +383,7 @@ def build_state(p: LivePlan, values: Mapping[SeriesKey, Sample],
     env = p.envelope
     return SiteState(
         seq=seq, time_ns=now_ns, site_id=p.site_id, site_name=p.site_name, timezone=p.timezone,
-        values=values, health=health, units=units, racks=tuple(racks),
+        values=values, health=health or {}, units=units, racks=tuple(racks),
         collection=collection or Collection(), pue_live=pue_live, pue_today=pue_today,
         it_kw=_sum_all(values, p.it), facility_kw=_sum_all(values, p.facility),
         outdoor_c=_good(values, p.outdoor), redundancy=report, anomalies=tuple(anomalies),

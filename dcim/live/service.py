@@ -44,10 +44,13 @@ REDUNDANCY_EVERY_S = 5.0  # with the same down set, loads only move N slowly
 
 
 class LiveState:
-    """The site's live state, fed by the collectors (a SampleSink in front of the real sink)."""
+    """The site's live state, fed by the collectors (a SampleSink in front of the real sink).
+
+    `health` gives the collectors' device health; without it (a backfill, a replay, a test of
+    values alone) every value is taken as live."""
 
     def __init__(self, site: Site, sink: SampleSink | None, *,
-                 health: Callable[[], Mapping[str, DeviceHealth]] = dict,
+                 health: Callable[[], Mapping[str, DeviceHealth]] | None = None,
                  collection: Callable[[], Collection] = Collection,
                  analytics: Callable[[], tuple[SiteFigures | None, Sequence[Any]]] | None = None,
                  history: Storage | None = None, min_interval_s: float = 0.2,
@@ -69,7 +72,8 @@ class LiveState:
         self._redundancy: tuple[float, frozenset[str], RedundancyReport] | None = None
         self._stored_at = -math.inf
         self.version = Version()
-        self._state = build_state(self.plan, {}, {}, seq=0, now_ns=int(clock() * NS))
+        self._state = build_state(self.plan, {}, None if health is None else {}, seq=0,
+                                  now_ns=int(clock() * NS))
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._begin = getattr(sink, "begin_cycle", None)
@@ -144,7 +148,8 @@ class LiveState:
         now_ns = now_ns if now_ns is not None else int(self._clock() * NS)
         values = self._values()
         self._note_energy(values, now_ns)
-        health = {d: replace(h) for d, h in self._health().items()}
+        health = None if self._health is None else \
+            {d: replace(h) for d, h in self._health().items()}
         today, anomalies = self._analytics() if self._analytics is not None else (None, ())
         cached = None
         if self._redundancy is not None and now_ns / NS - self._redundancy[0] < REDUNDANCY_EVERY_S:
