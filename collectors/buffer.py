@@ -111,9 +111,8 @@ class _Segment:
     key_ids: dict[int, int] = field(default_factory=dict)
 
 
-def open_cycles(marks: Sequence[Mark]) -> dict[str, int]:
-    """Cycles begun and not done after marks, in order: tag -> expected samples."""
-    begun: dict[str, int] = {}
+def apply_marks(begun: dict[str, int], marks: Sequence[Mark]) -> dict[str, int]:
+    """Update begun (tag -> expected samples of cycles begun and not done) with marks, in order."""
     for kind, tag, expected in marks:
         if kind == MARK_BEGIN:
             begun[tag] = expected  # a new cycle of the same group replaces an abandoned one
@@ -139,7 +138,8 @@ def disk_free_bytes(directory: Path) -> int:
 
 def _pwrite_all(fd: int, data: bytes, offset: int, path: Path) -> None:
     """Write all of data at offset; a short write is retried so the kernel names the error."""
-    view, done = memoryview(data), 0
+    done = os.pwrite(fd, data, offset)
+    view = memoryview(data)
     while done < len(view):
         n = os.pwrite(fd, view[done:], offset + done)
         if n == 0:
@@ -306,7 +306,7 @@ class DurableBuffer:
             self._next_number += seg.samples
         if not self._segments:
             self._segments.append(self._create_segment(1))
-        lost = open_cycles(marks)
+        lost = apply_marks({}, marks)
         return RecoveryReport(self._next_number, discarded, torn, lost_rows, None, None,
                               len(self._segments), len(lost), sum(lost.values()), tuple(lost))
 
@@ -565,11 +565,8 @@ class DurableBuffer:
         self._remember(seg.seq, seg.size, stored)  # marks-only frames too: no disk read later
         seg.size += len(frame)
         self._free_bytes -= len(frame)
-        for kind, tag, expected in marks:
-            if kind == MARK_BEGIN:
-                self._open_cycles[tag] = expected
-            else:
-                self._open_cycles.pop(tag, None)
+        if marks:
+            apply_marks(self._open_cycles, marks)
         if not n:
             return
         seg.samples += n

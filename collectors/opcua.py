@@ -54,6 +54,12 @@ QUEUE_SIZE = 1  # per monitored item: only the latest value matters for sample a
 MAX_NODES_PER_READ = 1000  # one Read request at most; servers limit MaxNodesPerRead
 LIFETIME_KEEPALIVES = 5  # a server drops an orphaned subscription after this many keep-alives
 CLOSE_TIMEOUT_S = 1.0
+# Points that say a unit tripped or stopped: sampled and published fast, and each data change
+# handed to the live state at once (sink.note), so a trip is alarmed within the device's
+# interval + 1 s even though the stored sample waits for the next sampling boundary. They
+# change rarely, so fast sampling costs the server and the network next to nothing.
+EVENT_ROLES = frozenset({"unit_status", "running", "fault"})
+EVENT_SAMPLING_MS = 500.0
 
 
 @dataclass(eq=False)
@@ -69,6 +75,7 @@ class _Point:
     deadband: float | None
     scale: float
     offset: float
+    fast: bool = False  # an event point (EVENT_ROLES): fast sampling, changes noted at once
     node_id: ua.NodeId | None = None
     error: str = ""  # why it has no node id on this connection
     value: float = math.nan  # latest value of any status
@@ -147,14 +154,20 @@ class OpcuaCollector:
             points = []
             for p in profile.points:
                 assert isinstance(p, OpcuaPoint)
+                fast = profile.mode == "subscribe" and p.role in EVENT_ROLES
+                sampling = device.interval_s * 1000
+                if fast:
+                    sampling = min(sampling, EVENT_SAMPLING_MS)
                 points.append(_Point(
                     device.id, p.name, device.series(p.name), parse_address(device, p),
                     profile.mode, float(p.sampling_interval_ms if p.sampling_interval_ms is not None
-                                        else device.interval_s * 1000), p.deadband,
-                    p.scale, p.offset))
+                                        else sampling), p.deadband,
+                    p.scale, p.offset, fast=fast))
             self._devices[device.id] = _Device(device, points, DeviceHealth(device.id, gateway.id),
                                                profile.mode)
         self._points = [p for d in self._devices.values() for p in d.points]
+        # the live state's fast path (LiveState.note); plain sinks do not have it
+        self._note: Callable[[Sample], None] | None = getattr(sink, "note", None)
         self._conn: _Connection | None = None
         self._attempted = False  # a first connection attempt has finished
         self._outage_since: float | None = None
@@ -266,9 +279,13 @@ class OpcuaCollector:
         points = [p for p in self._points if p.mode == "subscribe" and p.node_id is not None]
         intervals = [self._devices[p.device_id].device.interval_s for p in points]
         params = ua.CreateSubscriptionParameters()
-        params.RequestedPublishingInterval = min(intervals) * 1000
+        publish_ms = min(intervals) * 1000
+        if any(p.fast for p in points):  # event points' changes must not wait for a publish
+            publish_ms = min(publish_ms, min(p.sampling_ms for p in points if p.fast))
+        params.RequestedPublishingInterval = publish_ms
         # A keep-alive at least every half stale period proves a quiet subscription alive.
-        params.RequestedMaxKeepAliveCount = max(1, self._stale_intervals // 2)
+        params.RequestedMaxKeepAliveCount = max(1, int(
+            self._stale_intervals * min(intervals) * 1000 / publish_ms) // 2)
         params.RequestedLifetimeCount = params.RequestedMaxKeepAliveCount * LIFETIME_KEEPALIVES
         params.MaxNotificationsPerPublish = 0  # no limit
         params.PublishingEnabled = True
@@ -306,6 +323,9 @@ class OpcuaCollector:
                 if point is not None and event.data.monitored_item.Value is not None:
                     self.requests += 1
                     self._store(conn, point, event.data.monitored_item.Value)
+                    if point.fast and self._note is not None:
+                        self._note(Sample(point.series, time.time_ns(), point.value,
+                                          quality_of(point.status)))
             elif isinstance(event, StatusChangeEvent):
                 status = event.notification.Status
                 if status is not None and not status.is_good():

@@ -71,10 +71,14 @@ class Document:
     """One rendering of the page's document, serialised once and shared by every client."""
 
     key: tuple[int, int]  # (state version, alarm version) it was rendered at
-    seq: int  # the live state's seq
-    etag: str
+    id: str  # "<state version>.<alarm version>": the event id, quoted as the ETag
     body: bytes  # JSON, for /api/state
     event: bytes  # the same JSON as one Server-Sent Event
+
+    @property
+    def etag(self) -> str:
+        """The HTTP entity tag of /api/state."""
+        return f'"{self.id}"'
 
 
 class StateFeed:
@@ -111,9 +115,9 @@ class StateFeed:
             doc = state_document(state, alarms, int(self._clock() * 1e9),
                                  device_types=self._device_types)
             body = json.dumps(doc, separators=(",", ":")).encode()
-            etag = f"{key[0]}.{key[1]}"
-            event = b"".join((b"event: state\nid: ", etag.encode(), b"\ndata: ", body, b"\n\n"))
-            self._doc = Document(key, state.seq, f'"{etag}"', body, event)
+            ident = f"{key[0]}.{key[1]}"
+            event = b"".join((b"event: state\nid: ", ident.encode(), b"\ndata: ", body, b"\n\n"))
+            self._doc = Document(key, ident, body, event)
             self.renders += 1
         return self._doc
 
@@ -189,11 +193,15 @@ async def _close_streams(app: web.Application) -> None:
 
 
 class DashboardServer:
-    """Serves an app on host:port (port 0: a free one); `url` tells where once started."""
+    """Serves an app on its settings' host:port (port 0: a free one, unless host or port are
+    given here); `url` tells where once started."""
 
-    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 8080,
+    def __init__(self, app: web.Application, host: str | None = None, port: int | None = None,
                  shutdown_timeout_s: float = 5.0) -> None:
-        self.app, self.host, self.port = app, host, port
+        settings = app.get(SETTINGS) or DashboardSettings()
+        self.app = app
+        self.host = settings.host if host is None else host
+        self.port = settings.port if port is None else port
         self._shutdown_timeout_s = shutdown_timeout_s
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -251,9 +259,9 @@ async def _events(request: web.Request) -> web.StreamResponse:
         seen = feed.changed.value
         while not feed.closing:
             doc = feed.document()
-            if doc.etag.strip('"') != sent:
+            if doc.id != sent:
                 await response.write(doc.event)
-                sent = doc.etag.strip('"')
+                sent = doc.id
             try:
                 seen = await feed.changed.wait_past(seen, settings.heartbeat_s)
             except TimeoutError:

@@ -112,7 +112,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         return run_demo(args.site, seconds=args.seconds, simulate=not args.no_simulate,
-                        host=args.host, port=None if args.no_dashboard else args.port)
+                        host=args.host, port=None if args.no_dashboard else args.port,
+                        backfill_s=args.backfill)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -128,6 +129,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+
+
+def _duration(text: str) -> float:
+    """An argparse type: '90s', '15m', '1h' -> seconds."""
+    from dcim.simulators.faults import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _dashboard_args(parser: argparse.ArgumentParser) -> None:
@@ -168,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     d.add_argument("--no-simulate", action="store_true",
                    help="poll the real devices of the site file instead of simulators")
+    d.add_argument("--backfill", type=_duration, default=3600.0, metavar="SPAN",
+                   help="simulated history written into the store before the live run, so PUE "
+                        "and trends show at once (default 1h; 0s for none)")
     _dashboard_args(d)
     d.set_defaults(func=_cmd_demo)
 

@@ -15,12 +15,15 @@ log = logging.getLogger(__name__)
 
 
 def run_demo(path: str | Path, *, seconds: float | None = None, simulate: bool = True,
-             host: str = "127.0.0.1", port: int | None = 8080) -> int:
-    """Validate the site, start simulators, collectors, storage and the dashboard."""
+             host: str = "127.0.0.1", port: int | None = 8080,
+             backfill_s: float = 3600.0) -> int:
+    """Validate the site, start simulators, collectors, storage and the dashboard; 0 once
+    stopped (seconds passed, Ctrl-C or SIGTERM)."""
     site = load_site(path)
     print(summarize(site))
-    # an hour of simulated history first, so PUE and trends have data from the first screen
-    system = System(site, SystemOptions(simulate=simulate, backfill_s=3600.0 if simulate else 0,
+    # simulated history first (an hour by default), so PUE and trends show from the first screen
+    system = System(site, SystemOptions(simulate=simulate,
+                                        backfill_s=backfill_s if simulate else 0.0,
                                         analytics_interval_s=15.0, dashboard_port=port,
                                         dashboard_host=host))
     what = "simulators, collectors" if simulate else "collectors"

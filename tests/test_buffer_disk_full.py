@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dcim.collectors.buffer import DurableBuffer
+from dcim.collectors.buffer import DurableBuffer, segment_name
 from dcim.collectors.forward import StoreAndForward
 from dcim.config.storage import BufferConfig, EmbeddedStorageConfig, InfluxDB1StorageConfig
 from dcim.storage.base import Sample, SeriesKey
@@ -97,52 +97,68 @@ async def test_failed_appends_are_counted_said_once_and_leave_no_partial_frame(
 
     again = DurableBuffer(tmp_path, min_free_bytes=0)
     assert again.recovery.recovered_samples == 60
-    assert again.recovery.discarded_samples == 0  # whatever was left past the last frame was never a frame
+    # Bytes of a failed write left past the last frame are cut; they held no good frame.
+    assert (again.recovery.discarded_bytes > 0) == truncate_fails
     assert drain(again) == batch(50, 0) + batch(10, 2000)
     again.close()
 
 
-def test_a_failed_rotation_keeps_appending_to_the_current_segment(
+def test_a_failed_rotation_keeps_the_current_segment_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     buf = DurableBuffer(tmp_path, segment_bytes=4096, max_bytes=1 << 30, min_free_bytes=0)
-    buf.append(batch(150, 0))  # 3.2 KiB: the next append needs a new segment
+
+    def no_new_segment(fd: int, data: bytes, offset: int) -> int:
+        if offset == 0:  # a new segment's header
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_pwrite(fd, data, offset)
+
+    kept: list[Sample] = []
+    failed = 0
     with monkeypatch.context() as m:
-        m.setattr(os, "pwrite", short_then(errno.ENOSPC))  # fails the new segment's header
-        with pytest.raises(OSError, match="No space left"):
-            buf.append(batch(150, 150))
-    assert sorted(p.name for p in tmp_path.glob("seg-*.log")) == ["seg-0000000000000001.log"]
-    buf.append(batch(150, 300))
-    assert drain(buf) == batch(150, 0) + batch(150, 300)
+        m.setattr(os, "pwrite", no_new_segment)
+        for i in range(0, 400, 40):
+            try:
+                buf.append(batch(40, i))
+                kept += batch(40, i)
+            except OSError:
+                failed += 1
+    assert failed > 0 and [p.name for p in tmp_path.glob("seg-*.log")] == [segment_name(1)]
+    buf.append(batch(40, 400))  # rotates now, into a fresh segment 2
+    assert sorted(p.name for p in tmp_path.glob("seg-*.log")) == [segment_name(1), segment_name(2)]
+    assert drain(buf) == kept + batch(40, 400)
     buf.close()
 
 
-def test_min_free_bytes_drops_oldest_and_asks_statvfs_once_per_segment(tmp_path: Path) -> None:
-    capacity = 64 * 4096
-    calls: list[int] = []
+def test_min_free_bytes_drops_oldest_and_asks_statvfs_once_per_segment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    capacity, min_free = 64 * 4096, 32 * 4096  # a disk of 64 segments, half to stay free
+    calls = 0
     buf: DurableBuffer
 
     def disk_free(directory: Path) -> int:
-        calls.append(buf.bytes_on_disk)
+        nonlocal calls
+        calls += 1
         return capacity - buf.bytes_on_disk
 
     clock = FakeClock()
-    buf = DurableBuffer(tmp_path, segment_bytes=4096, max_bytes=1 << 30, min_free_bytes=32 * 4096,
+    buf = DurableBuffer(tmp_path, segment_bytes=4096, max_bytes=1 << 30, min_free_bytes=min_free,
                         disk_free=disk_free, clock=clock)
-    rotations = 0
-    for i in range(0, 20_000, 40):
-        segments = len(list(tmp_path.glob("seg-*.log")))
-        buf.append(batch(40, i))
-        rotations += len(list(tmp_path.glob("seg-*.log"))) > segments
-        assert capacity - buf.bytes_on_disk >= 32 * 4096 - 4096  # never below by more than a segment
-    assert buf.dropped_samples > 0 and buf.depth == 20_000 - buf.dropped_samples
-    assert drain(buf) == batch(20_000 - buf.dropped_samples, buf.dropped_samples)
-    # One call per new segment, one after each drop, none per append (500 appends).
-    assert len(calls) <= 1 + rotations + len(calls) // 2 + 1 and len(calls) < 150
-    clock.now += 1.0  # and one a second when appends fill no segment
-    before = len(calls)
-    buf.append(batch(1, 0))
-    assert len(calls) == before + 1
+    one_key = [Sample(KEYS[0], T0 + i, float(i)) for i in range(20_000)]
+    with caplog.at_level(logging.ERROR, logger="dcim.collectors.buffer"):
+        for i in range(0, 20_000, 10):  # 2,000 appends of 226 bytes
+            buf.append(one_key[i : i + 10])
+            assert capacity - buf.bytes_on_disk >= min_free - 4096  # at most a segment below
+    rotations = max(int(p.name[4:-4]) for p in tmp_path.glob("seg-*.log")) - 1
+    drops = [r for r in caplog.records if "(min_free_bytes): dropped the oldest segment" in r.getMessage()]
+    assert len(drops) > 50 and buf.dropped_samples == sum(r.__dict__["dropped_samples"] for r in drops)
+    assert drain(buf, 5000) == one_key[buf.dropped_samples :]
+    # statvfs once at the first append, once per new segment and after each drop; not per append.
+    assert calls == 1 + rotations + len(drops) < 2000 / 4
+    clock.now += 1.0  # and once a second when the appends fill no segment
+    buf.append(one_key[:1])
+    assert calls == 2 + rotations + len(drops)
     buf.close()
 
 

@@ -238,12 +238,13 @@ async def test_a_gateway_outage_is_one_warning_and_one_recovery(
     assert logs.library() == []
 
 
+@pytest.mark.parametrize("kind", ["timeout", "exception"])
 async def test_a_single_failing_device_behind_a_working_gateway_gets_its_own_warning(
-        rig: Rig, logs: Records) -> None:
+        rig: Rig, logs: Records, kind: str) -> None:
     _setup(logs)
     victim = rig.devices[3]
     await rig.cycle()
-    rig.server.set_comm_fault(victim.unit_id, "timeout")
+    rig.server.set_comm_fault(victim.unit_id, kind)
     for _ in range(3):
         await rig.cycle()
         assert rig.service.gateways_down() == ()

@@ -48,8 +48,14 @@ async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Syst
         os.chdir(cwd)
 
 
+def url(system: System) -> str:
+    """Where the system's dashboard serves."""
+    assert system.dashboard is not None
+    return system.dashboard.url
+
+
 async def get(system: System, path: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.get(system.dashboard.url.rstrip("/") + path) as r:
+    async with aiohttp.ClientSession() as http, http.get(url(system).rstrip("/") + path) as r:
         body = await (r.json() if r.content_type == "application/json" else r.text())
         return r.status, body
 
@@ -222,7 +228,7 @@ async def test_the_page_renders_the_live_state_in_a_real_browser(system: System,
                                                                  tmp_path: Path) -> None:
     state = await ready_state(system)
     dom = _Dom()
-    dom.feed(await render(system.dashboard.url, tmp_path))
+    dom.feed(await render(url(system), tmp_path))
     racks = [e for e in dom.elements if "rack" in e.get("class", "").split() and e.get("data-id")]
     assert sorted(e["data-id"] for e in racks) == sorted(system.site.racks)
     assert {e["data-band"] for e in racks} == {"recommended"}
@@ -240,7 +246,7 @@ async def test_the_page_renders_the_live_state_in_a_real_browser(system: System,
     assert groups == {g["id"] for g in state["redundancy"]["groups"]}
     assert "No active alarms" in dom.text_by_id["alarms"]
     shot = tmp_path / "dashboard.png"
-    await render(system.dashboard.url, tmp_path, screenshot=shot)
+    await render(url(system), tmp_path, screenshot=shot)
     assert shot.stat().st_size > 20_000  # a drawn page, not a blank one
 
 
@@ -255,7 +261,7 @@ async def test_a_tripped_ups_module_shows_in_the_browser(system: System, tmp_pat
             return state if node["status"] == "down" else None
         state = await until(tripped)
         dom = _Dom()
-        dom.feed(await render(system.dashboard.url, tmp_path))
+        dom.feed(await render(url(system), tmp_path))
         nodes = {e["data-id"]: e for e in dom.elements if "node" in e.get("class", "").split()}
         assert nodes["UPS-A3"]["data-status"] == "down"
         assert "DOWN" in dom.text_by_id["power-chain"]

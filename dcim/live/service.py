@@ -99,6 +99,13 @@ class LiveState:
                 self._sink.add(cols)
         self._dirty.set()
 
+    def note(self, samples: Sample | Iterable[Sample]) -> None:
+        """Newest values for the live state only, not for storage: an OPC UA data change seen
+        between two sampling boundaries (the boundary sample is what gets stored)."""
+        cols = SampleColumns.of([samples] if isinstance(samples, Sample) else samples)
+        self._raw.update(zip(cols.keys, zip(cols.times, cols.values, cols.qualities)))
+        self._dirty.set()
+
     # -- readers -----------------------------------------------------------------------------
 
     def current(self) -> SiteState:
