@@ -168,10 +168,11 @@ class System:
         from dcim.dashboards.app import DashboardServer, DashboardSettings, create_app
 
         storage, alarms = self.storage, self.alarms
-        settings = DashboardSettings(site_id=self.site.id)
-        app = create_app(settings, live, alarms, metrics=self.metrics_text,
-                         health=self.healthy,
-                         trend=storage.read_aggregate if storage is not None else None)
+        settings = DashboardSettings(host=self.options.dashboard_host,
+                                     port=self.options.dashboard_port or 0)
+        app = create_app(settings, live, alarms, metrics=self.metrics_text, health=self.healthy,
+                         trend=storage.read_aggregate if storage is not None else None,
+                         device_types={d.id: d.device_type for d in self.site.devices.values()})
         self.dashboard = server = DashboardServer(app, host=self.options.dashboard_host,
                                                   port=self.options.dashboard_port or 0)
         await server.start()

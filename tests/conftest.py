@@ -34,10 +34,15 @@ def _restore_logging() -> Iterator[None]:
     """CLI tests call dcim's setup_logging; put the root logger back for the next test."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    named = {name: logging.getLogger(name).level for name in
-             ("asyncua", "pymodbus", "aiohttp.access", "asyncua.client.ua_session")}
+    names = ("asyncua", "pymodbus", "pymodbus.logging", "aiohttp.access",
+             "asyncua.client.ua_session")
+    named = {name: (lg.level, lg.propagate, lg.handlers[:])
+             for name in names for lg in [logging.getLogger(name)]}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    for name, lvl in named.items():
-        logging.getLogger(name).setLevel(lvl)
+    for name, (lvl, propagate, own) in named.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(lvl)
+        logger.propagate = propagate
+        logger.handlers[:] = own

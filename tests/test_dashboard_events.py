@@ -181,6 +181,7 @@ async def test_a_burst_of_snapshots_is_sent_as_at_most_five_a_second(live: LiveS
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)
         reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
         assert 4 <= len(received) <= 7, received
         assert received == sorted(received) and received[-1] == live.current().seq
 
