@@ -157,6 +157,7 @@ async def main(trips: int, seed: int) -> int:
     rng = random.Random(seed)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "influxd").mkdir()
         influxd = InfluxdProcess(Path(tmp) / "influxd", binary)
         influxd.start()
         path = REPO / "config" / "cyberport5.yaml"

@@ -200,7 +200,23 @@ class System:
         from dcim.collectors.metrics import collect_metrics, prometheus_text
 
         assert self.collectors is not None
-        return prometheus_text(collect_metrics(self.collectors, self.forward))
+        text = prometheus_text(collect_metrics(self.collectors, self.forward))
+        if self.live is None:
+            return text
+        state, live = self.live.current(), self.live
+        lines = [
+            ("dcim_live_state_seq", "gauge", "sequence number of the newest live snapshot",
+             state.seq),
+            ("dcim_live_state_builds_total", "counter", "live snapshots built", live.builds),
+            ("dcim_live_state_build_seconds_total", "counter", "time spent building snapshots",
+             round(live.build_s, 6)),
+            ("dcim_live_state_age_seconds", "gauge", "age of the newest snapshot",
+             round(max(0.0, time.time() - state.time_ns / 1e9), 3)),
+            ("dcim_units_down", "gauge", "units the live state shows down", len(state.down)),
+        ]
+        for name, kind, text_help, value in lines:
+            text += f"# HELP {name} {text_help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        return text
 
     def healthy(self) -> tuple[bool, dict[str, Any]]:
         """Whether collection and storage work, with the figures that say so (/healthz)."""

@@ -157,6 +157,9 @@ def sample_from_row(series: SeriesKey, time_ns: object, value: object,
       their quality alone, so a stored NaN otherwise keeps its STALE or BAD);
     - a missing or unknown quality reads as BAD (the value is kept, not trusted).
     """
+    if (type(value) is float and type(quality) is int and type(time_ns) is int
+            and value - value == 0.0):  # the common row, decided in a few C-level checks
+        return Sample(series, time_ns, value, QUALITY_CODES.get(quality, Quality.BAD))
     if value is None and quality is None:
         return None
     if not isinstance(time_ns, int) or isinstance(time_ns, bool):
