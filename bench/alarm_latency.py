@@ -83,7 +83,18 @@ class Recorder:
                     self.queued.setdefault(e.alarm_id, time.time())
             return submit(events)
 
+        def note(sample: Sample) -> None:  # subscribed event points reach the state this way
+            if self.watch and self.data_at is None and sample.series in self.watch \
+                    and _shows_fault(sample):
+                self.data_at = time.time()
+            live_note(sample)
+
+        live_note = system.live.note
         system.live.add = add  # type: ignore[method-assign]
+        assert system.collectors is not None
+        for collector in system.collectors.collectors:  # the OPC UA collector holds the method
+            if getattr(collector, "_note", None) is not None:
+                collector._note = note
         system.notifier.submit = on_submit  # type: ignore[method-assign]
 
 

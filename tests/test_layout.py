@@ -48,7 +48,7 @@ def test_loading_a_site_loads_no_running_part() -> None:
     assert out.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("prefix", ["alarm_", "notify"])
+@pytest.mark.parametrize("prefix", ["alarm_", "notify", "cli_"])
 def test_modules_sharing_a_prefix_live_in_a_package(prefix: str) -> None:
     loose = sorted(p.name for p in (ROOT / "dcim").glob(f"{prefix}*.py"))
     assert loose == []

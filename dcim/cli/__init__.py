@@ -185,15 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     _dashboard_args(d)
     d.set_defaults(func=_cmd_demo)
 
-    from dcim.cli_sim import add_parsers as add_sim_parsers
+    from dcim.cli.sim import add_parsers as add_sim_parsers
 
     add_sim_parsers(sub)
 
-    from dcim.cli_alarms import add_parsers as add_alarm_parsers
+    from dcim.cli.alarms import add_parsers as add_alarm_parsers
 
     add_alarm_parsers(sub)
 
-    from dcim.cli_reports import add_parsers as add_report_parsers
+    from dcim.cli.reports import add_parsers as add_report_parsers
 
     add_report_parsers(sub)
 
