@@ -54,7 +54,8 @@ class LiveState:
                  collection: Callable[[], Collection] = Collection,
                  analytics: Callable[[], tuple[SiteFigures | None, Sequence[Any]]] | None = None,
                  history: Storage | None = None, min_interval_s: float = 0.2,
-                 store_every_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+                 store_every_s: float = 60.0, pue_every_s: float = PUE_EVERY_S,
+                 clock: Callable[[], float] = time.time) -> None:
         self.site = site
         self.plan: LivePlan = plan(site)
         self._sink = sink
@@ -64,6 +65,7 @@ class LiveState:
         self._history = history
         self.min_interval_s = min_interval_s
         self.store_every_s = store_every_s
+        self.pue_every_s = pue_every_s
         self._clock = clock
         self._raw: dict[SeriesKey, tuple[int, float, Quality]] = {}
         self._energy: dict[SeriesKey, deque[tuple[int, float, int]]] = {
@@ -76,6 +78,7 @@ class LiveState:
                                   now_ns=int(clock() * NS))
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._seeder: asyncio.Task[None] | None = None
         self._begin = getattr(sink, "begin_cycle", None)
         self.builds = 0
         self.build_s = 0.0  # time spent building, for the metrics
@@ -120,8 +123,8 @@ class LiveState:
     # -- building ----------------------------------------------------------------------------
 
     def _values(self) -> dict[SeriesKey, Sample]:
-        raw = self._raw
-        return {k: Sample(k, *raw[k]) for k in self.plan.keys if k in raw}
+        get = self._raw.get
+        return {k: Sample(k, *v) for k in self.plan.keys if (v := get(k)) is not None}
 
     def _note_energy(self, values: Mapping[SeriesKey, Sample], now_ns: int) -> None:
         for key, ring in self._energy.items():
@@ -133,7 +136,7 @@ class LiveState:
 
     def _pue_live(self, now_ns: int) -> SiteFigures | None:
         now_s = now_ns / NS
-        if now_s - self._pue[0] < PUE_EVERY_S or self.plan.meters is None:
+        if now_s - self._pue[0] < self.pue_every_s or self.plan.meters is None:
             return self._pue[1]
         data = {k: (np.array([r[0] for r in ring], dtype=np.int64),
                     np.array([r[1] for r in ring], dtype=float),
@@ -195,22 +198,29 @@ class LiveState:
     # -- running -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Seed the live PUE window from history (if a store was given), then rebuild on change."""
-        if self._history is not None and self.plan.energy_keys:
-            await self._seed(self._history)
+        """Build the first snapshot and rebuild on every change from now on; the live PUE
+        window is seeded from history (if a store was given) in the background."""
         self.rebuild()
         self._task = asyncio.create_task(self._run(), name="dcim-live-state")
+        if self._history is not None and self.plan.energy_keys:
+            self._seeder = asyncio.create_task(self._seed(self._history), name="dcim-live-seed")
 
-    async def _seed(self, storage: Storage, timeout_s: float = 5.0) -> None:
-        """The energy counters of the last minutes from the store: PUE is live from the start.
-        Best effort: a slow or failing store only delays live PUE, it never blocks start."""
+    async def _seed(self, storage: Storage, timeout_s: float = 60.0) -> None:
+        """The energy counters of the last minutes from the store, merged under what the
+        collectors brought meanwhile: PUE is live from the start instead of after 15 minutes.
+        Best effort: a slow or failing store only delays live PUE, it never blocks anything."""
         end_ns = int(self._clock() * NS)
         try:
             async with asyncio.timeout(timeout_s):
                 for key in self.plan.energy_keys:
                     rows = await storage.read_range(key, end_ns - ENERGY_KEEP_NS, end_ns + 1)
-                    self._energy[key].extend((r.time_ns, r.value, int(r.quality)) for r in rows
-                                             if math.isfinite(r.value))
+                    ring = self._energy[key]
+                    first = ring[0][0] if ring else end_ns + 1
+                    older = [(r.time_ns, r.value, int(r.quality)) for r in rows
+                             if r.time_ns < first and math.isfinite(r.value)]
+                    ring.extendleft(reversed(older))
+            self._pue = (-math.inf, self._pue[1])  # recompute at the next build
+            self.poke()
         except Exception as exc:  # the live path never waits on storage
             log.info("live PUE starts without history", extra={
                 "error": f"{type(exc).__name__}: {exc}"})
@@ -236,8 +246,9 @@ class LiveState:
 
     async def close(self) -> None:
         """Stop rebuilding; the last snapshot stays readable."""
+        await cancel_task(self._seeder)
         await cancel_task(self._task)
-        self._task = None
+        self._task = self._seeder = None
 
 
 def transition_code(t: Transition) -> float:
