@@ -135,6 +135,7 @@ class StateFeed:
                 finally:
                     for w in waits:
                         w.cancel()
+                    await asyncio.gather(*waits, return_exceptions=True)
             seen = [v.value for v in sources]
             self.changed.bump()
             await asyncio.sleep(self._min_interval_s)  # what changes meanwhile goes as one
@@ -210,8 +211,13 @@ class DashboardServer:
         """Bind and serve."""
         self._runner = web.AppRunner(self.app, access_log=None,
                                      shutdown_timeout=self._shutdown_timeout_s)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        await self._runner.setup()  # starts the app's cleanup_ctx (the feed task)
+        try:
+            await web.TCPSite(self._runner, self.host, self.port).start()
+        except BaseException:  # the port is taken, say: undo the setup, leave nothing running
+            await self._runner.cleanup()
+            self._runner = None
+            raise
         if self._runner.addresses:  # the port actually bound (port 0 asks for a free one)
             self.port = self._runner.addresses[0][1]
         self.url = f"http://{self.host}:{self.port}/"
