@@ -148,10 +148,15 @@ def test_a_second_ctrl_c_gives_up_waiting_for_the_cleanup() -> None:
             await ticks()
             steps.append("cleanup done")
 
-    with pytest.raises(KeyboardInterrupt):
-        run_until_stopped(main())
-    assert steps == ["cleanup started"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own handler first: an earlier test in the run may have left another one
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_until_stopped(main())
+        assert steps == ["cleanup started"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_main_that_returns_is_not_stopped() -> None:

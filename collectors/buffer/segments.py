@@ -1,8 +1,7 @@
-"""Segment files of the durable buffer: naming, creating, scanning and cutting, free space.
+"""Segment files of the durable buffer: naming, creating, scanning and cutting; free space.
 
-Layout of a buffer directory: segment files `seg-<16-digit sequence>.log`, the ack cursor
-`ack` and the `lock` file. The bound policy that deletes segments lives in DurableBuffer,
-which knows what is acked.
+A buffer directory holds segment files `seg-<16-digit sequence>.log`, the ack cursor `ack` and
+the `lock` file. Which segments to drop (the bound) is DurableBuffer's call: it knows the ack.
 """
 
 from __future__ import annotations
@@ -107,6 +106,42 @@ def scan_segment(path: Path, seq: int, first_number: int, marks: list[Mark],
     else:
         cut_rows = 0
     return seg, cut, cut_rows
+
+
+class FreeSpace:
+    """Free bytes on a directory's filesystem, asked of statvfs at most once per interval.
+
+    Between two answers the bytes appended are subtracted (spend), so appends never call
+    statvfs; expire() makes the next check ask again (a new segment, a failed write).
+    """
+
+    def __init__(self, directory: Path, disk_free: Callable[[Path], int],
+                 clock: Callable[[], float]) -> None:
+        self.directory = directory
+        self.bytes = 0  # statvfs's answer less what was appended since
+        self._disk_free = disk_free
+        self._clock = clock
+        self._checked_at: float | None = None  # None: ask statvfs at the next check
+
+    def check(self) -> int:
+        """Free bytes, asking statvfs if its last answer is FREE_CHECK_INTERVAL_S old or expired."""
+        now = self._clock()
+        if self._checked_at is None or now - self._checked_at >= FREE_CHECK_INTERVAL_S:
+            self.bytes, self._checked_at = self._disk_free(self.directory), now
+        return self.bytes
+
+    def refresh(self) -> int:
+        """Free bytes asked of statvfs now (after a segment was deleted)."""
+        self.bytes = self._disk_free(self.directory)
+        return self.bytes
+
+    def expire(self) -> None:
+        """Ask statvfs at the next check."""
+        self._checked_at = None
+
+    def spend(self, n: int) -> None:
+        """Count n bytes just written."""
+        self.bytes -= n
 
 
 def read_frames(seg: Segment) -> list[tuple[int, int, memoryview]]:
