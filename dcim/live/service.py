@@ -178,9 +178,9 @@ class LiveState:
         self.build_s += time.perf_counter() - started
         self.version.bump()
         for t in changes:
-            if t.before is not None:
-                log.info("transition", extra={"subject": t.subject, "what": t.what,
-                                              "before": t.before, "after": t.after, "why": t.why})
+            log.log(transition_level(t), "%s %s: %s -> %s", t.subject, t.what, t.before,
+                    t.after, extra={"subject": t.subject, "what": t.what, "before": t.before,
+                                    "after": t.after, "why": t.why})
         return state
 
     def _store(self, state: SiteState, changes: Sequence[Transition], now_ns: int) -> None:
@@ -249,6 +249,18 @@ class LiveState:
         await cancel_task(self._seeder)
         await cancel_task(self._task)
         self._task = self._seeder = None
+
+
+def transition_level(t: Transition) -> int:
+    """How loud a transition is logged: a unit going down or a verdict lost is a WARNING,
+    their return INFO; units becoming known or unknown are DEBUG (comm loss logs itself)."""
+    if t.before is None:
+        return logging.DEBUG
+    if t.what == "state":
+        if t.after == "down":
+            return logging.WARNING
+        return logging.INFO if t.before == "down" else logging.DEBUG
+    return logging.INFO if transition_code(t) else logging.WARNING
 
 
 def transition_code(t: Transition) -> float:
