@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
+    # files dcim creates (journal, store, buffer, outbox, models, keys) are its own: 0600/0700
+    os.umask(0o077)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:  # before the event loop runs, or a second Ctrl-C while stopping

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dcim.config.alarms import AlarmsConfig
+from dcim.config.auth import AuthConfig
 from dcim.config.notifications import NotificationsConfig
 from dcim.config.storage import EmbeddedStorageConfig, StorageConfig
 
@@ -387,3 +388,6 @@ class SiteConfig(Strict):
                                  description="alarm delays, shelving, maintenance, priorities")
     notifications: NotificationsConfig | None = Field(
         None, description="who is told of alarms, how, and when to escalate (docs/notifications.md)")
+    auth: AuthConfig | None = Field(
+        None, description="sign-in, roles and API tokens for the dashboard and the HTTP API "
+        "(docs/security.md); without it the dashboard serves loopback only")

@@ -64,8 +64,9 @@ class AlarmView(Protocol):
     def reset(self, alarm_id: str, user: str, comment: str = "") -> AlarmEvent:
         """Reset a latched alarm whose condition is gone."""
 
-    def remove_from_service(self, alarm_id: str, user: str, reason: str) -> AlarmEvent:
-        """Take out of service."""
+    def remove_from_service(self, alarm_id: str, user: str, reason: str,
+                            duration_s: float) -> AlarmEvent:
+        """Take out of service until duration_s from now (at most the configured maximum)."""
 
     def return_to_service(self, alarm_id: str, user: str, comment: str = "") -> AlarmEvent:
         """Return to service."""
