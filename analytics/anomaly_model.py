@@ -2,18 +2,25 @@
 
 Two methods, same interface: "residual" (each feature regressed on the others, robust z of
 the residual; it names the feature that is off and its expected value) and "iforest"
-(scikit-learn IsolationForest; imported lazily). Features of a class come from `FEATURES`,
-built from a batch on a common time grid (the caller resamples; other times are interpolated).
+(scikit-learn IsolationForest, imported lazily, used to fit only: its trees are kept as plain
+arrays and scored here, the way scikit-learn scores them). Features of a class come from
+`FEATURES`, built from a batch on a common time grid (the caller resamples; other times are
+interpolated).
+
+A saved model is data that cannot run code: its arrays in a NumPy `.npz` (loaded with
+allow_pickle=False) and its parameters in a `.json` beside it, both mode 0600. Models pickled
+by older versions (`*.pkl`) are never opened: whoever can write the model folder could have
+put code in them. The service retrains instead.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -23,12 +30,36 @@ from dcim.analytics.anomaly_base import (
 from dcim.site import Site
 from dcim.storage.base import SeriesKey
 
-MODEL_FORMAT_MAJOR = 1
+MODEL_FORMAT_MAJOR = 2  # 1 was a pickle, never loaded now
+MODEL_SUFFIX, PARAMS_SUFFIX, LEGACY_SUFFIX = ".npz", ".json", ".pkl"
+INT_ARRAYS = frozenset({"forest_left", "forest_right", "forest_feature", "forest_roots"})
 DeviceRows = list[tuple[SeriesKey, IntArray, FloatArray]]  # (report key, times, X (T, F))
 
 
 class ModelMismatch(ValueError):
     """A persisted model does not fit what the caller expects (features, format version)."""
+
+
+class LegacyModel(ModelMismatch):
+    """A model pickled by an older version: never unpickled (it could run any code)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForestArrays:
+    """An isolation forest as plain arrays: the nodes of every tree, one after the other."""
+
+    left: IntArray  # index of the left child (absolute), -1 at a leaf
+    right: IntArray
+    feature: IntArray  # the column of X split on (0 at a leaf)
+    threshold: FloatArray  # go left when X[feature] <= threshold
+    path: FloatArray  # at a leaf: its depth + c(training samples in it), the path length
+    roots: IntArray  # the first node of each tree
+    denominator: float  # trees x c(max_samples): normalises the mean path length
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays by name, for saving."""
+        return {f"forest_{n}": getattr(self, n)
+                for n in ("left", "right", "feature", "threshold", "path", "roots")}
 
 
 @dataclass(slots=True)
@@ -45,10 +76,66 @@ class ClassModel:
     mean: FloatArray
     std: FloatArray
     threshold: float
-    coef: FloatArray | None = None  # (F, F+1) residual regressions, standardised units
+    coef: FloatArray | None = None  # (F, F) residual regressions, standardised units
     sigma: FloatArray | None = None  # robust residual scale per feature
-    estimator: Any = None
+    forest: ForestArrays | None = None  # the iforest method's trees
     meta: dict[str, str] = field(default_factory=dict)
+
+
+def _average_path_length(n: FloatArray) -> FloatArray:
+    """c(n): the mean path length of an unsuccessful search in a binary tree of n samples."""
+    n = np.asarray(n, dtype=np.float64)
+    out = np.where(n == 2, 1.0, 0.0)
+    big = n > 2
+    out[big] = 2.0 * (np.log(n[big] - 1.0) + np.euler_gamma) - 2.0 * (n[big] - 1.0) / n[big]
+    return out
+
+
+def forest_arrays(estimator: Any) -> ForestArrays:
+    """The trees of a fitted scikit-learn IsolationForest, through its public attributes."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("left", "right", "feature",
+                                                          "threshold", "path")}
+    roots, offset = [], 0
+    for tree, columns in zip(estimator.estimators_, estimator.estimators_features_):
+        t = tree.tree_
+        left, right = t.children_left.astype(np.int64), t.children_right.astype(np.int64)
+        leaf = left < 0
+        depth = np.zeros(len(left))
+        for _ in range(int(t.max_depth) + 1):  # parents come before children: one pass a level
+            depth[left[~leaf]] = depth[~leaf] + 1
+            depth[right[~leaf]] = depth[~leaf] + 1
+        parts["left"].append(np.where(leaf, -1, left + offset))
+        parts["right"].append(np.where(leaf, -1, right + offset))
+        # a tree fitted on a subset of the columns numbers them within that subset
+        parts["feature"].append(np.where(leaf, 0, np.asarray(columns)[np.maximum(t.feature, 0)]))
+        parts["threshold"].append(t.threshold.astype(np.float64))
+        parts["path"].append(depth + _average_path_length(t.n_node_samples))
+        roots.append(offset)
+        offset += len(left)
+    denominator = len(roots) * float(_average_path_length(
+        np.array([estimator.max_samples_]))[0])
+    joined = {k: np.concatenate(v) for k, v in parts.items()}
+    return ForestArrays(joined["left"], joined["right"], joined["feature"].astype(np.int64),
+                        joined["threshold"], joined["path"], np.array(roots, dtype=np.int64),
+                        denominator)
+
+
+def forest_scores(forest: ForestArrays, z: FloatArray) -> FloatArray:
+    """Anomaly score per row, 2^(-mean path length / c(max_samples)): scikit-learn's
+    -score_samples, which compares in float32 as this does."""
+    x = np.asarray(z, dtype=np.float32).astype(np.float64)
+    rows = np.arange(len(x))[:, None]
+    node = np.broadcast_to(forest.roots, (len(x), len(forest.roots))).copy()
+    while True:
+        inner = forest.left[node] >= 0
+        if not inner.any():
+            break
+        go_left = x[rows, forest.feature[node]] <= forest.threshold[node]
+        node = np.where(inner, np.where(go_left, forest.left[node], forest.right[node]), node)
+    if forest.denominator <= 0:
+        return np.ones(len(x))
+    return np.asarray(2.0 ** (-forest.path[node].sum(axis=1) / forest.denominator),
+                      dtype=np.float64)
 
 
 def _design(z: FloatArray, j: int) -> FloatArray:
@@ -94,9 +181,9 @@ def fit_class_model(device_class: str, features: list[str], X: FloatArray, times
         import sklearn
         est = IsolationForest(n_estimators=100, max_samples=min(512, len(z)), random_state=seed)
         est.fit(z)
-        m.estimator = est
-        m.meta["sklearn"] = sklearn.__version__
-        scores = -est.score_samples(z)
+        m.forest = forest_arrays(est)
+        m.meta["sklearn"] = sklearn.__version__  # what fitted it; scoring needs no sklearn
+        scores = forest_scores(m.forest, z)
     else:
         raise ValueError(f"method {method!r}: expected 'residual' or 'iforest'")
     # IsolationForest scores are bounded near 1, so its margin is smaller
@@ -115,7 +202,8 @@ def score_rows(m: ClassModel, X: FloatArray) -> tuple[FloatArray, FloatArray, In
         worst = np.abs(rz).argmax(axis=1)
         expected = pred * m.std + m.mean
     else:
-        score = -m.estimator.score_samples(z)
+        assert m.forest is not None
+        score = forest_scores(m.forest, z)
         dev = np.abs(z)
         worst = dev.argmax(axis=1)
         expected = np.broadcast_to(m.mean, X.shape).copy()
@@ -144,35 +232,114 @@ def model_anomalies(m: ClassModel, rows: DeviceRows, on_delay_s: float = 120.0) 
     return out
 
 
-def save_model(m: ClassModel, path: str | Path) -> None:
-    """Pickle the model and write a JSON sidecar (version, training period, features, sklearn)."""
+def _write_private(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file readable by its owner only (0600), whole or not at all."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)  # O_EXCL below: never through a link someone planted
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def model_paths(path: str | Path) -> tuple[Path, Path]:
+    """(arrays .npz, parameters .json) of a model saved at path (any suffix is replaced)."""
     path = Path(path)
-    path.write_bytes(pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL))
-    side = {"format_major": MODEL_FORMAT_MAJOR, "device_class": m.device_class,
-            "method": m.method, "version": m.version, "features": m.features,
-            "trained_from_ns": m.trained_from_ns, "trained_to_ns": m.trained_to_ns,
-            "trained_at_ns": m.trained_at_ns, "sklearn": m.meta.get("sklearn")}
-    path.with_suffix(path.suffix + ".json").write_text(json.dumps(side, indent=2))
+    return path.with_suffix(MODEL_SUFFIX), path.with_suffix(PARAMS_SUFFIX)
+
+
+def save_model(m: ClassModel, path: str | Path) -> Path:
+    """Save the arrays (.npz) and the parameters (.json: format, version, training period,
+    features, threshold), both 0600; returns the .npz path."""
+    arrays_path, params_path = model_paths(path)
+    arrays: dict[str, np.ndarray] = {"mean": m.mean, "std": m.std}
+    if m.coef is not None and m.sigma is not None:
+        arrays |= {"coef": m.coef, "sigma": m.sigma}
+    if m.forest is not None:
+        arrays |= m.forest.arrays()
+    params = {"format_major": MODEL_FORMAT_MAJOR, "device_class": m.device_class,
+              "method": m.method, "version": m.version, "features": m.features,
+              "trained_from_ns": m.trained_from_ns, "trained_to_ns": m.trained_to_ns,
+              "trained_at_ns": m.trained_at_ns, "threshold": m.threshold,
+              "forest_denominator": m.forest.denominator if m.forest else None,
+              "meta": m.meta, "arrays": sorted(arrays)}
+    typed: dict[str, Any] = {k: np.asarray(v, dtype=np.int64 if k in INT_ARRAYS
+                                           else np.float64)
+                             for k, v in arrays.items()}  # numbers only: nothing to pickle
+
+    def write_arrays(f: IO[bytes]) -> None:
+        np.savez(f, **typed)
+
+    def write_params(f: IO[bytes]) -> None:
+        f.write(json.dumps(params, indent=2).encode())
+
+    _write_private(arrays_path, write_arrays)
+    _write_private(params_path, write_params)
+    return arrays_path
 
 
 def load_model(path: str | Path, features: list[str] | None = None) -> ClassModel:
-    """Load a saved model; ModelMismatch if its format major, features or sklearn major differ."""
+    """Load a saved model; ModelMismatch if its format, features or arrays do not fit, and
+    LegacyModel (never opening the file) for a pickle of an older version."""
     path = Path(path)
-    side = json.loads(path.with_suffix(path.suffix + ".json").read_text())
+    if path.suffix == LEGACY_SUFFIX:
+        raise LegacyModel(f"{path}: a pickled model of an older dcim; it is never loaded "
+                          "(a pickle can run any code): retrain, then delete it")
+    arrays_path, params_path = model_paths(path)
+    try:
+        side = json.loads(params_path.read_text())
+        with np.load(arrays_path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError, KeyError) as exc:  # a pickle inside is a ValueError here
+        raise ModelMismatch(f"{path}: cannot read the model: {exc}") from None
     if side.get("format_major") != MODEL_FORMAT_MAJOR:
         raise ModelMismatch(f"{path}: model format {side.get('format_major')}, "
                             f"expected {MODEL_FORMAT_MAJOR}")
     if features is not None and side["features"] != list(features):
         raise ModelMismatch(f"{path}: trained on features {side['features']}, expected {features}")
-    if side.get("sklearn"):
-        import sklearn
-        if side["sklearn"].split(".")[0] != sklearn.__version__.split(".")[0]:
-            raise ModelMismatch(f"{path}: trained with scikit-learn {side['sklearn']}, "
-                                f"running {sklearn.__version__}")
-    m = pickle.loads(path.read_bytes())  # only load models this service wrote
-    if not isinstance(m, ClassModel) or m.features != side["features"]:
-        raise ModelMismatch(f"{path}: pickle and sidecar disagree")
+    m = ClassModel(str(side["device_class"]), [str(f) for f in side["features"]],
+                   str(side["method"]), str(side["version"]), int(side["trained_from_ns"]),
+                   int(side["trained_to_ns"]), int(side["trained_at_ns"]),
+                   arrays.get("mean", np.empty(0)), arrays.get("std", np.empty(0)),
+                   float(side["threshold"]), arrays.get("coef"), arrays.get("sigma"),
+                   meta={str(k): str(v) for k, v in side.get("meta", {}).items()})
+    if m.method == "iforest" and all(k in arrays for k in INT_ARRAYS):
+        m.forest = ForestArrays(
+            arrays["forest_left"], arrays["forest_right"], arrays["forest_feature"],
+            arrays.get("forest_threshold", np.empty(0)), arrays.get("forest_path", np.empty(0)),
+            arrays["forest_roots"], float(side.get("forest_denominator") or 0.0))
+    _check_shapes(m, path)
     return m
+
+
+def _check_shapes(m: ClassModel, path: Path) -> None:
+    """Arrays that cannot be scored are a mismatch now, not an IndexError later."""
+    n = len(m.features)
+    ok = m.mean.shape == (n,) and m.std.shape == (n,) and bool(np.all(m.std > 0))
+    if m.method == "residual":
+        ok = ok and m.coef is not None and m.coef.shape == (n, n) \
+            and m.sigma is not None and m.sigma.shape == (n,)
+    elif m.method == "iforest":
+        f = m.forest
+        size = len(f.left) if f is not None else 0
+        index = np.arange(size)
+        # children come after their parent (so every walk ends), both or none, in range
+        ok = ok and f is not None and all(
+            a.ndim == 1 and len(a) == size for a in (f.right, f.feature, f.threshold, f.path)) \
+            and bool(np.all(((f.left == -1) | ((f.left > index) & (f.left < size)))
+                            & ((f.right == -1) | ((f.right > index) & (f.right < size)))
+                            & ((f.left >= 0) == (f.right >= 0))
+                            & (f.feature >= 0) & (f.feature < n))) \
+            and f.roots.ndim == 1 and bool(np.all((f.roots >= 0) & (f.roots < size)))
+    else:
+        ok = False
+    if not ok:
+        raise ModelMismatch(f"{path}: its arrays do not fit a {m.method} model of {n} features")
 
 
 def retrain_due(m: ClassModel, now_ns: int, every_s: float = 7 * 86400.0) -> bool:
@@ -321,5 +488,6 @@ def stack_rows(rows: DeviceRows) -> tuple[IntArray, FloatArray]:
     return (np.concatenate([t for _, t, _ in rows]), np.vstack([X for _, _, X in rows]))
 
 
-__all__ = ["ClassModel", "FEATURES", "ModelMismatch", "fit_class_model", "load_model",
-           "model_anomalies", "retrain_due", "save_model", "score_rows", "stack_rows"]
+__all__ = ["ClassModel", "FEATURES", "ForestArrays", "LegacyModel", "ModelMismatch",
+           "fit_class_model", "forest_scores", "load_model", "model_anomalies", "model_paths",
+           "retrain_due", "save_model", "score_rows", "stack_rows"]

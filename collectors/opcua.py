@@ -30,6 +30,7 @@ from dcim.collectors.opcua_client import (
     ClientSettings,
     UntrustedServer,
     close_client,
+    insecure_settings,
     open_client,
 )
 from dcim.collectors.opcua_nodes import (
@@ -200,6 +201,9 @@ class OpcuaCollector:
 
     async def start(self) -> None:
         """Start the connection task and one aligned cadence per distinct device interval."""
+        for warning in insecure_settings(self.gateway):  # every start: no one misses it
+            log.warning(warning, extra={"gateway": self.gateway.id,
+                                        "endpoint": self.gateway.endpoint})
         self._started_mono = time.monotonic()
         self._tasks.append(asyncio.create_task(self._run(), name=f"{self.gateway.id}/connection"))
         self.cadences, tasks = start_cadences(

@@ -85,6 +85,19 @@ class ClientSettings:
                    sec.username, password)
 
 
+def insecure_settings(gateway: OpcuaGateway) -> list[str]:
+    """Warnings about a gateway's security, logged at every start of its collector."""
+    sec = gateway.security
+    if sec.policy != "None":
+        return []
+    out = [f"OPC UA gateway {gateway.id} uses security policy None: its data can be read and "
+           "forged by anyone on the network path; use Basic256Sha256 with SignAndEncrypt"]
+    if sec.insecure_password:
+        out.append(f"OPC UA gateway {gateway.id} sends its user password in clear "
+                   "(allow_insecure_password is set)")
+    return out
+
+
 async def server_validator(trust_dir: Path) -> CertificateValidator:
     """A validator that accepts only server certificates in trust_dir (or signed by a CA there)."""
     store = TrustStore([trust_dir], [])

@@ -1,20 +1,27 @@
 """The live dashboard: an aiohttp app over the live state, bound to 127.0.0.1 by default.
 
 `create_app` takes the narrow things it shows (a `StateSource`, an `AlarmView`, and
-callables for metrics, health and stored trends), never the whole system. Routes:
+callables for metrics, health and stored trends, and an `Authenticator` when the site has an
+`auth:` section), never the whole system. Routes (and the action each needs, dcim/auth/roles.py):
 
-- `GET /`: the page (dashboards/static/index.html; app.js listens on /api/events)
+- `GET /`: the page (dashboards/static/index.html; app.js listens on /api/events) (view)
 - `GET /api/events`: Server-Sent Events: the current document on connect, then each newer
-  one (at most `max_pushes_per_s` a second), a heartbeat comment every `heartbeat_s`
+  one (at most `max_pushes_per_s` a second), a heartbeat comment every `heartbeat_s` (view)
 - `GET /api/state`: the same document (dashboards/state.py) as one JSON answer, with an ETag
-- `GET /api/trend?point=pue_live&hours=6`: a stored analytics series, mean per bucket
-- `GET /metrics`: the collectors' health in Prometheus' text format
-- `GET /healthz`: 200 while collectors run and storage answers, 503 otherwise
+- `GET /api/trend?point=pue_live&hours=6`: a stored analytics series, mean per bucket (view)
+- `GET /metrics`: the collectors' health in Prometheus' text format (view)
+- `GET /healthz`: 200 while collectors run and storage answers, 503 otherwise (public)
 - `POST /api/alarms/{ack,shelve,unshelve,reset,out_of_service,return_to_service}`: operator
-  actions, JSON `{alarm_id, user, comment | reason, minutes}`; 409 when the alarm's state
-  does not allow it. There is no login yet: the name given is journaled as given, so keep
-  the dashboard on 127.0.0.1 or behind a proxy that authenticates.
-- `GET /api/alarms/history?hours=24&alarm_id=...`: the alarm journal's events
+  actions, JSON `{alarm_id, comment | reason, minutes}` (the action of that name); 409 when
+  the alarm's state does not allow it, 429 beyond the user's actions per minute
+- `GET /api/alarms/history?hours=24&alarm_id=...`: the alarm journal's events (alarm_history)
+- `GET /login`, `POST /api/login`, `POST /api/logout`, `GET /api/me`: sign-in
+  (dashboards/signin.py)
+
+Every request passes the guard (dashboards/security.py): Host allow-list, Origin check on
+POSTs, sign-in, CSRF token, permission; every response carries the security headers. With
+sign-in, the journal's user is the signed-in one; without it (loopback only) the page sends
+the name typed into it.
 
 The document is rendered and serialised once per (state version, alarm version) and the
 same bytes go to every stream and every /api/state request (`StateFeed`).
@@ -23,9 +30,11 @@ same bytes go to every stream and every /api/state request (`StateFeed`).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import math
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -36,6 +45,14 @@ from aiohttp import web
 
 from dcim.alarms.engine import AlarmError
 from dcim.alarms.types import AlarmEvent
+from dcim.auth.roles import ALARM_ACTIONS, ALARM_HISTORY, VIEW
+from dcim.auth.service import Authenticator
+from dcim.config.auth import LOOPBACK_NAMES
+from dcim.dashboards import signin
+from dcim.dashboards.actions import action_request
+from dcim.dashboards.security import (GUARD, IDENTITY, MAX_BODY_BYTES, PUBLIC, SIGNED_IN,
+                                      Guard, Refused, guard, host_name, identify, is_loopback,
+                                      read_json, security_headers)
 from dcim.dashboards.state import state_document, state_health
 from dcim.live.service import MEASUREMENT as ANALYTICS_MEASUREMENT
 from dcim.live.source import AlarmView, StateSource, Version
@@ -64,6 +81,11 @@ class DashboardSettings:
     heartbeat_s: float = 15.0  # a comment on an idle stream, so proxies keep it open
     max_pushes_per_s: float = 5.0  # changes closer together than this are sent as one
     retry_ms: int = 2000  # how soon a browser reconnects a broken stream
+    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES  # Host names answered (421 otherwise)
+    keepalive_timeout_s: float = 15.0  # an idle connection, or one still sending headers
+    body_timeout_s: float = 10.0  # a request body slower than this: 408
+    write_timeout_s: float = 30.0  # a stream whose client stops reading is ended
+    max_streams: int = 200  # event streams open at once (503 beyond)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +177,31 @@ TREND: web.AppKey[TrendReader | None] = web.AppKey("trend")
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 
 
+# the action each route needs (dcim/auth/roles.py): "{action}" is the path segment's
+ROUTE_ACTIONS: Mapping[str, str] = {
+    "/": VIEW, "/api/state": VIEW, "/api/events": VIEW, "/api/trend": VIEW, "/metrics": VIEW,
+    "/api/alarms/history": ALARM_HISTORY, "/api/alarms/{action}": "{action}",
+    "/api/me": SIGNED_IN, "/api/logout": SIGNED_IN,
+    "/login": PUBLIC, "/api/login": PUBLIC, "/static": PUBLIC, "/healthz": PUBLIC,
+}
+
+
 def create_app(settings: DashboardSettings, state: StateSource, alarms: AlarmView | None, *,
                metrics: Callable[[], str] | None = None,
                health: HealthCheck | None = None,
                trend: TrendReader | None = None,
                device_types: Mapping[str, str] | None = None,
+               auth: Authenticator | None = None,
                clock: Callable[[], float] = time.time) -> web.Application:
     """The dashboard app. Without `health`, /healthz judges the live state's collection;
-    without `metrics`, `trend` or `alarms` those routes answer 503."""
-    app = web.Application()
+    without `metrics`, `trend` or `alarms` those routes answer 503; without `auth`, nobody
+    signs in and only a loopback bind may act on alarms."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[guard])
+    hosts = {host_name(h) for h in settings.allowed_hosts}
+    if settings.host and not _unspecified(settings.host):  # the address bound is its own name
+        hosts.add(settings.host.strip("[]").lower())
+    app[GUARD] = Guard(auth, frozenset(hosts), is_loopback(settings.host), ROUTE_ACTIONS,
+                       body_timeout_s=settings.body_timeout_s)
     app[SETTINGS] = settings
     app[FEED] = StateFeed(state, alarms, clock=clock, device_types=device_types,
                           max_per_s=settings.max_pushes_per_s)
@@ -173,10 +211,20 @@ def create_app(settings: DashboardSettings, state: StateSource, alarms: AlarmVie
     app[TREND] = trend
     app[CLOCK] = clock
     app.add_routes(routes)
+    app.add_routes(signin.routes)
     app.router.add_static("/static/", STATIC)
+    app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_follow_changes)
     app.on_shutdown.append(_close_streams)
     return app
+
+
+def _unspecified(host: str) -> bool:
+    """0.0.0.0, :: or empty: every interface, not a name a client sends."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return host == ""
 
 
 async def _follow_changes(app: web.Application) -> AsyncIterator[None]:
@@ -195,32 +243,46 @@ async def _close_streams(app: web.Application) -> None:
 
 class DashboardServer:
     """Serves an app on its settings' host:port (port 0: a free one, unless host or port are
-    given here); `url` tells where once started."""
+    given here), over TLS with an ssl_context; `url` tells where once started. An app
+    without sign-in is served on loopback only (ValueError)."""
 
     def __init__(self, app: web.Application, host: str | None = None, port: int | None = None,
-                 shutdown_timeout_s: float = 5.0) -> None:
+                 shutdown_timeout_s: float = 5.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         settings = app.get(SETTINGS) or DashboardSettings()
         self.app = app
         self.host = settings.host if host is None else host
         self.port = settings.port if port is None else port
+        self._keepalive_timeout_s = settings.keepalive_timeout_s
         self._shutdown_timeout_s = shutdown_timeout_s
+        self._ssl = ssl_context
         self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def start(self) -> None:
         """Bind and serve."""
+        guarded = self.app.get(GUARD)
+        if (guarded is None or guarded.auth is None) and not is_loopback(self.host):
+            raise ValueError(f"refusing to serve the dashboard on {self.host!r} without "
+                             "sign-in: configure auth (docs/security.md) or bind 127.0.0.1")
+        # keepalive_timeout also closes a connection that never finishes its headers;
+        # lingering_time bounds the reading of a body left unread (after a 408, say)
         self._runner = web.AppRunner(self.app, access_log=None,
-                                     shutdown_timeout=self._shutdown_timeout_s)
+                                     shutdown_timeout=self._shutdown_timeout_s,
+                                     keepalive_timeout=self._keepalive_timeout_s,
+                                     lingering_time=1.0)
         await self._runner.setup()  # starts the app's cleanup_ctx (the feed task)
         try:
-            await web.TCPSite(self._runner, self.host, self.port).start()
+            await web.TCPSite(self._runner, self.host, self.port,
+                              ssl_context=self._ssl).start()
         except BaseException:  # the port is taken, say: undo the setup, leave nothing running
             await self._runner.cleanup()
             self._runner = None
             raise
         if self._runner.addresses:  # the port actually bound (port 0 asks for a free one)
             self.port = self._runner.addresses[0][1]
-        self.url = f"http://{self.host}:{self.port}/"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"{'https' if self._ssl else 'http'}://{host}:{self.port}/"
         log.info("dashboard serving", extra={"url": self.url})
 
     async def stop(self) -> None:
@@ -251,32 +313,49 @@ async def _state(request: web.Request) -> web.Response:
 
 @routes.get("/api/events")
 async def _events(request: web.Request) -> web.StreamResponse:
-    """Server-Sent Events: the document now, then each newer one; heartbeats between."""
+    """Server-Sent Events: the document now, then each newer one; heartbeats between. The
+    stream ends when the client stops reading, goes away, or its session ends."""
     feed, settings = request.app[FEED], request.app[SETTINGS]
+    if feed.streams >= settings.max_streams:
+        raise Refused(503, "too many open event streams; the page polls /api/state instead")
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-store",
         "X-Accel-Buffering": "no"})  # nginx: pass events on as they come
     await response.prepare(request)
     feed.streams += 1
+
+    async def send(data: bytes) -> None:  # a client that stops reading must not hold us
+        await asyncio.wait_for(response.write(data), settings.write_timeout_s)
+
     try:
-        await response.write(f"retry: {settings.retry_ms}\n\n".encode())
+        await send(f"retry: {settings.retry_ms}\n\n".encode())
         # a browser reconnecting with the newest id has it already
         sent = request.headers.get("Last-Event-ID")
         seen = feed.changed.value
-        while not feed.closing:
+        while not feed.closing and _still_signed_in(request):
             doc = feed.document()
             if doc.id != sent:
-                await response.write(doc.event)
+                await send(doc.event)
                 sent = doc.id
             try:
                 seen = await feed.changed.wait_past(seen, settings.heartbeat_s)
             except TimeoutError:
-                await response.write(b": heartbeat\n\n")
-    except ConnectionResetError:  # the browser went away
-        pass
+                await send(b": heartbeat\n\n")
+    except (ConnectionResetError, TimeoutError):  # the browser went away, or stopped reading
+        if request.transport is not None:
+            request.transport.abort()
     finally:
         feed.streams -= 1
     return response
+
+
+def _still_signed_in(request: web.Request) -> bool:
+    """Whether the stream's identity still holds (not signed out, expired or disabled)."""
+    guard = request.app[GUARD]
+    if guard.auth is None:
+        return True
+    identity = identify(request, guard, touch=False)
+    return identity is not None and identity.name == request[IDENTITY].name
 
 
 def _bad_request(message: str) -> web.Response:
@@ -346,58 +425,45 @@ async def _healthz(request: web.Request) -> web.Response:
 
 # -- alarms -------------------------------------------------------------------------------
 
-ALARM_ACTIONS = ("ack", "shelve", "unshelve", "reset", "out_of_service", "return_to_service")
-MAX_TEXT = 500
-
 
 @routes.post("/api/alarms/{action}")
 async def _alarm_action(request: web.Request) -> web.Response:
-    """POST /api/alarms/{action} with JSON {alarm_id, user, comment | reason, minutes}."""
-    alarms = request.app[ALARMS]
-    action = request.match_info["action"]
+    """POST /api/alarms/{action} with JSON {alarm_id, comment | reason, minutes} (and the
+    typed `user` on a dashboard without sign-in); the guard has checked the permission."""
+    alarms, auth = request.app[ALARMS], request.app[GUARD].auth
+    action, identity = request.match_info["action"], request[IDENTITY]
     if alarms is None:
-        return web.json_response({"error": "alarms are not running"}, status=503)
+        raise Refused(503, "alarms are not running")
     if action not in ALARM_ACTIONS:
-        return web.json_response({"error": f"action must be one of {', '.join(ALARM_ACTIONS)}"},
-                                 status=404)
-    if request.content_type != "application/json":
-        # a cross-site form or text/plain "simple request" cannot set this type without a
-        # CORS preflight, which this server never grants: cheap protection against CSRF
-        return web.json_response({"error": "Content-Type must be application/json"},
-                                 status=415)
-    try:
-        body = await request.json()
-    except ValueError:
-        return _bad_request("the body must be a JSON object")
-    if not isinstance(body, dict):
-        return _bad_request("the body must be a JSON object")
-    alarm_id, user = body.get("alarm_id"), body.get("user")
-    text = body.get("reason", body.get("comment", ""))
-    for name, value in (("alarm_id", alarm_id), ("user", user), ("comment/reason", text)):
-        if not isinstance(value, str) or len(value) > MAX_TEXT:
-            return _bad_request(f"{name} must be a string of at most {MAX_TEXT} characters")
-    assert isinstance(alarm_id, str) and isinstance(user, str) and isinstance(text, str)
-    shelve_s = 0.0
-    if action == "shelve":
-        minutes = body.get("minutes")
-        if not isinstance(minutes, int | float) or isinstance(minutes, bool):
-            return _bad_request("minutes must be a number")
-        shelve_s = float(minutes) * 60.0
+        raise Refused(404, f"action must be one of {', '.join(ALARM_ACTIONS)}")
+    body = await read_json(request)
+    wanted = action_request(
+        action, body, identity,
+        shelve_max_s=auth.shelve_max_s(identity.role) if auth else None,
+        out_of_service_max_s=auth.out_of_service_max_s(identity.role) if auth else None)
+    wait = auth.action_wait(identity) if auth else 0.0
+    if wait:
+        raise Refused(429, f"more than {auth.config.actions_per_minute if auth else 0} "
+                           "alarm actions a minute", {"Retry-After": str(math.ceil(wait))})
+    alarm_id, user, text = wanted.alarm_id, wanted.user, wanted.text
     try:
         if action == "ack":
             event = alarms.acknowledge(alarm_id, user, text)
         elif action == "shelve":
-            event = alarms.shelve(alarm_id, user, shelve_s, text)
+            event = alarms.shelve(alarm_id, user, wanted.duration_s or 0.0, text)
         elif action == "unshelve":
             event = alarms.unshelve(alarm_id, user, text)
         elif action == "reset":
             event = alarms.reset(alarm_id, user, text)
         elif action == "out_of_service":
-            event = alarms.remove_from_service(alarm_id, user, text)
+            event = alarms.remove_from_service(alarm_id, user, text,
+                                               duration_s=wanted.duration_s or 0.0)
         else:
             event = alarms.return_to_service(alarm_id, user, text)
     except AlarmError as exc:  # the page was out of date; the alarm view pushes the truth
-        return web.json_response({"error": str(exc)}, status=409)
+        raise Refused(409, str(exc)) from None
+    log.info("alarm action", extra={"action": action, "alarm_id": alarm_id, "user": user,
+                                    "via": identity.via, "token": identity.token})
     # the alarm view bumps its version: every stream gets the change pushed
     return web.json_response({"seq": event.seq, "alarm_id": event.alarm_id,
                               "action": event.action.value, "state": event.state.value})

@@ -4,6 +4,10 @@ Training reads `training_s` of history (one-minute means; status words as maxima
 baselines and one model per device class, saves each model with its version next to the
 store, and is repeated when `retrain_due` says so (weekly by default). Detection reads the
 last `window_s` the same way; layers that need training wait until enough history exists.
+
+Every start trains again from the store (the baselines need the history anyway); the saved
+models (`<class>.npz` + `<class>.json`, 0600, in a 0700 folder) are the record of what ran.
+Models pickled by older versions (`*.pkl`) are never loaded, only reported once.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dcim.analytics.anomaly import Anomaly, Batch, Detector, DetectorConfig, SeriesData
-from dcim.analytics.anomaly_model import retrain_due, save_model
+from dcim.analytics.anomaly_model import LEGACY_SUFFIX, MODEL_SUFFIX, retrain_due, save_model
 from dcim.site import Site
 from dcim.storage.base import Aggregate, SeriesKey, Storage
 
@@ -47,6 +51,7 @@ class AnomalyStage:
         self.detector: Detector | None = None
         self.trained = False
         self._last_attempt_ns: int | None = None
+        self._legacy_told = False
 
     async def _first_data_ns(self, start_ns: int, end_ns: int) -> int | None:
         """Start of the stored history in [start, end), found with hourly counts of one series."""
@@ -106,12 +111,23 @@ class AnomalyStage:
                             "needed_h": self.min_training_s / 3600})
             return
         detector = Detector(self.site).fit(history, now_ns=now_ns)
-        self.model_dir.mkdir(parents=True, exist_ok=True)
+        self.model_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._tell_legacy()
         for cls, model in detector.models.items():
-            save_model(model, self.model_dir / f"{cls}.pkl")
+            save_model(model, self.model_dir / f"{cls}{MODEL_SUFFIX}")
         self.detector, self.trained = detector, True
         log.info("anomaly models trained", extra={"classes": sorted(detector.models),
                                                   "history_h": round(span_s / 3600, 1)})
+
+    def _tell_legacy(self) -> None:
+        """Say once that pickled models of an older version are left alone, never loaded."""
+        if self._legacy_told:
+            return
+        self._legacy_told = True
+        for old in sorted(self.model_dir.glob(f"*{LEGACY_SUFFIX}")):
+            log.warning("pickled anomaly model of an older version ignored (never loaded: a "
+                        "pickle can run code); retrained models are saved as .npz + .json, "
+                        "delete it", extra={"path": str(old)})
 
     async def run(self, now_ns: int) -> list[Anomaly]:
         """Anomalies in the last window (retraining first when due)."""

@@ -1,9 +1,18 @@
-"""Structured logging: key=value text for people, JSON lines for machines."""
+"""Structured logging: key=value text for people, JSON lines for machines.
+
+One record is one line, whatever it carries: operators' comments, alarm messages and
+exception texts can hold newlines or terminal escapes, so in the text format a value that is
+not a plain word is quoted with its quotes, backslashes and control characters escaped
+(`comment="line 1\\nline 2"`), the message has its control characters escaped, and the lines
+of a traceback are indented, so nothing a value holds can start a line that looks like a
+record. JSON lines escape by construction.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -27,6 +36,33 @@ class _AsDebug(logging.Handler):
 
 _AS_DEBUG = _AsDebug()
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_PLAIN = re.compile(r'[^\s"=\\]+')  # a value that needs no quotes: one word, no " = \\
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    if not ch.isprintable():  # control, format, separators (U+2028), unassigned
+        return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+    return ch
+
+
+def escape_text(text: str, quote: bool = False) -> str:
+    """text with unprintable characters escaped (\\n, \\t, \\u202e, ...); with quote, also
+    backslashes and double quotes (the inside of a quoted value)."""
+    if text.isprintable() and not (quote and ('"' in text or "\\" in text)):
+        return text
+    return "".join(ch if not quote and ch in '\\"' else _escape_char(ch) for ch in text)
+
+
+def log_value(value: object) -> str:
+    """A value as the text format writes it: bare if it is one plain word, else quoted."""
+    text = str(value)
+    if text.isprintable() and _PLAIN.fullmatch(text):
+        return text
+    return f'"{escape_text(text, quote=True)}"'
+
 
 class _Formatter(logging.Formatter):
     def __init__(self, as_json: bool):
@@ -43,11 +79,13 @@ class _Formatter(logging.Formatter):
             if record.exc_info:
                 doc["exc"] = self.formatException(record.exc_info)
             return json.dumps(doc, default=str)
-        extra = " ".join(f"{k}={v}" for k, v in fields.items())
-        text = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        extra = " ".join(f"{escape_text(k)}={log_value(v)}" for k, v in fields.items())
+        text = (f"{stamp} {record.levelname:<7} {escape_text(record.name)}: "
+                f"{escape_text(record.getMessage())}")
         text += f" {extra}" if extra else ""
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+        if record.exc_info:  # readable, but indented: no line of it can pass for a record
+            trace = self.formatException(record.exc_info)
+            text += "".join(f"\n    {escape_text(line)}" for line in trace.splitlines())
         return text
 
 

@@ -14,6 +14,12 @@ JSON, CSV (incidents) and an optional timeline plot. What is counted:
 
 A step without a good sample is unknown, never up: coverage says how much of the period the
 figures rest on. Planned downtime comes from a maintenance log (`load_planned`).
+
+Every string the report did not write itself (names and ids from the site file, operators'
+comments from the journal, reasons and tickets from the maintenance log, paths) is escaped
+where it is embedded: for Markdown, HTML (`<script>`, `<img onerror=...>`) and Markdown
+syntax (table bars, emphasis, links) shows as text; for CSV, a cell that a spreadsheet would
+run as a formula (=, +, -, @, tab, CR first) gets a leading apostrophe (OWASP CSV injection).
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import csv
 import hashlib
 import io
 import logging
+import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dcim.alarms.journal import AlarmJournal
 from dcim.alarms.types import AlarmEvent
+from dcim.logs import escape_text
 from dcim.analytics.availability import (UTILITY_LOST_KW, Incident, SystemAvailability,
                                          combined, flag_states,
                                          group_states, planned_mask, rack_states,
@@ -418,16 +426,38 @@ def _dur(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-def _event_text(e: AlarmEvent, tz: str) -> str:
-    who = "" if e.user == "system" else f" by {e.user}"
-    note = f" ({e.comment})" if e.comment else ""
-    return f"#{e.seq} {_local(e.time_ns, tz)} {e.action.value} {e.alarm_id}{who}{note}"
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
+# Markdown punctuation that can start syntax anywhere in a line (CommonMark lets any ASCII
+# punctuation be backslash-escaped); '_' only matters at a word's edge (GFM), so ups_module
+# stays as it is
+_MD_SYNTAX = re.compile(r"[\\`*\[\]{}|#~!]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def md(value: object) -> str:
+    """A string from outside (config, journal, maintenance log) as inert Markdown text: one
+    line, unprintable characters shown as escapes, HTML and Markdown syntax escaped."""
+    text = escape_text(str(value))  # newlines, terminal escapes, bidi overrides: visible
+    text = _MD_SYNTAX.sub(lambda m: "\\" + m.group(0), text)
+    return "".join(_HTML.get(ch, ch) for ch in text)
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text, never runs as a formula (OWASP)."""
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def _event_text(e: AlarmEvent, tz: str, esc: Callable[[object], str] = str) -> str:
+    who = "" if e.user == "system" else f" by {esc(e.user)}"
+    note = f" ({esc(e.comment)})" if e.comment else ""
+    return f"#{e.seq} {_local(e.time_ns, tz)} {e.action.value} {esc(e.alarm_id)}{who}{note}"
 
 
 def _summary_rows(systems: Iterable[SystemAvailability]) -> list[str]:
     rows = []
     for a in systems:
-        rows.append(f"| {a.system} | {a.kind} | {_pct(a.availability)} | "
+        rows.append(f"| {md(a.system)} | {md(a.kind)} | {_pct(a.availability)} | "
                     f"{_pct(a.availability_unplanned)} | {a.coverage * 100:.1f} % | "
                     f"{_dur(a.down_unplanned_s)} | {_dur(a.down_planned_s)} | "
                     f"{_dur(a.degraded_s)} | {a.failures} | {_dur(a.mtbf_s)} | {_dur(a.mttr_s)} |")
@@ -456,8 +486,8 @@ def _grouped(incidents: Sequence[Incident]) -> list[list[Incident]]:
 def render_markdown(report: AvailabilityReport) -> str:
     """The report for people: summary tables, incidents with their evidence, definitions."""
     tz = report.timezone
-    lines = [f"# Availability: {report.site_name} ({report.site_id})", "",
-             f"Period {_local(report.start_ns, tz)} to {_local(report.end_ns, tz)} ({tz}), "
+    lines = [f"# Availability: {md(report.site_name)} ({md(report.site_id)})", "",
+             f"Period {_local(report.start_ns, tz)} to {_local(report.end_ns, tz)} ({md(tz)}), "
              f"{_dur((report.end_ns - report.start_ns) / NS)}; resolution {report.step_s:g} s; "
              f"generated {_local(report.generated_ns, tz)}.", ""]
     head = ("| system | kind | availability | excl. planned | coverage | unplanned down | "
@@ -487,30 +517,32 @@ def render_markdown(report: AvailabilityReport) -> str:
                   "|---|---|---|---|---:|---|---|---|"]
         for group in _grouped(incidents):
             i = group[0]
-            events = "<br>".join(_event_text(e, tz) for e in report.events_of(i)[:8]) or "-"
-            names = i.system if len(group) == 1 else \
-                f"{len(group)} racks: {', '.join(g.system for g in group[:12])}" \
+            events = "<br>".join(_event_text(e, tz, md) for e in report.events_of(i)[:8]) or "-"
+            names = md(i.system) if len(group) == 1 else \
+                f"{len(group)} racks: {', '.join(md(g.system) for g in group[:12])}" \
                 + (f" and {len(group) - 12} more" if len(group) > 12 else "")
             lines.append(f"| {names} | {i.state} | {_local(i.start_ns, tz)} | "
                          f"{_local(i.end_ns, tz)} | {_dur(i.duration_s)} | "
-                         f"{'yes' if i.planned else 'no'} | {i.cause} | {events} |")
+                         f"{'yes' if i.planned else 'no'} | {md(i.cause)} | {events} |")
         lines.append("")
     if report.planned:
         lines += ["## Planned maintenance (from the maintenance log)", "",
                   "| unit | start | end | reason | ticket |", "|---|---|---|---|---|"]
-        lines += [f"| {w.unit} | {_local(w.start_ns, tz)} | {_local(w.end_ns, tz)} | {w.reason} "
-                  f"| {w.ticket or '-'} |" for w in report.planned] + [""]
+        lines += [f"| {md(w.unit)} | {_local(w.start_ns, tz)} | {_local(w.end_ns, tz)} | "
+                  f"{md(w.reason)} | {md(w.ticket) if w.ticket else '-'} |"
+                  for w in report.planned] + [""]
     ev = report.evidence
     lines += ["## Evidence", "",
-              f"- store: {ev.get('store')} {ev.get('store_path', '')}; {ev['series_read']:,} "
+              f"- store: {md(ev.get('store'))} {md(ev.get('store_path', ''))}; "
+              f"{ev['series_read']:,} "
               f"series read, {ev['good_samples']:,} good samples behind these figures"]
     if "site_file" in ev:
-        lines.append(f"- site file: {ev['site_file']} (sha256 {ev['site_file_sha256']})")
+        lines.append(f"- site file: {md(ev['site_file'])} (sha256 {ev['site_file_sha256']})")
     journal = ev.get("journal")
     if journal is not None:
         state = "intact" if journal["chain_ok"] else \
             f"BROKEN at event #{journal['first_bad_seq']}"
-        lines.append(f"- alarm journal: {journal['path']}, {journal['events']:,} events, hash "
+        lines.append(f"- alarm journal: {md(journal['path'])}, {journal['events']:,} events, hash "
                      f"chain {state}; head #{journal['head_seq']} {journal['head_sha256']}")
     else:
         lines.append("- alarm journal: not given (incidents are listed without alarm events)")
@@ -572,10 +604,11 @@ def render_csv(report: AvailabilityReport) -> str:
     writer.writerow(["system", "state", "start_local", "end_local", "duration_s", "planned",
                      "cause", "alarm_events"])
     for i in report.incidents():
-        writer.writerow([i.system, i.state, _local(i.start_ns, report.timezone),
-                         _local(i.end_ns, report.timezone), f"{i.duration_s:.0f}",
-                         "yes" if i.planned else "no", i.cause,
-                         "; ".join(_event_text(e, report.timezone) for e in report.events_of(i))])
+        events = "; ".join(_event_text(e, report.timezone) for e in report.events_of(i))
+        writer.writerow([csv_cell(v) for v in (
+            i.system, i.state, _local(i.start_ns, report.timezone),
+            _local(i.end_ns, report.timezone), f"{i.duration_s:.0f}",
+            "yes" if i.planned else "no", i.cause, events)])
     return out.getvalue()
 
 
@@ -600,7 +633,8 @@ def plot_timeline(report: AvailabilityReport, path: str | Path, max_rows: int = 
     ax.set_xlim(0, span_h)
     ax.invert_yaxis()
     ax.set_xlabel(f"hours from {_local(report.start_ns, report.timezone)} ({report.timezone})")
-    ax.set_title(f"{report.site_name}: incidents (red down, amber degraded, hatched planned)")
+    name = report.site_name.replace("$", r"\$")  # no mathtext from a site name
+    ax.set_title(f"{name}: incidents (red down, amber degraded, hatched planned)")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

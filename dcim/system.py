@@ -87,6 +87,7 @@ class System:
             self._stack = stack.pop_all()
 
     async def _start_parts(self, stack: AsyncExitStack) -> None:
+        self._check_dashboard()  # before anything runs: nothing to undo
         site = self.site
         notifications = site.config.notifications
         if notifications is not None:  # built first: a missing secret stops us before anything runs
@@ -164,17 +165,71 @@ class System:
         await alarms.start()
         stack.push_async_callback(alarms.close)
 
-    async def _start_dashboard(self, stack: AsyncExitStack, live: LiveState) -> None:
-        from dcim.dashboards.app import DashboardServer, DashboardSettings, create_app
+    def _check_dashboard(self) -> None:
+        """Refuse a dashboard the network could reach without sign-in, or unreadable TLS files
+        (ConfigError naming the site file's field)."""
+        if self.options.dashboard_port is None:
+            return
+        from dcim.dashboards.security import is_loopback, tls_context
+        from dcim.site.errors import ConfigError, ConfigIssue
 
-        storage, alarms = self.storage, self.alarms
-        settings = DashboardSettings(host=self.options.dashboard_host,
-                                     port=self.options.dashboard_port or 0)
+        host, auth = self.options.dashboard_host, self.site.config.auth
+        where = str(self.site.source or "<site>")
+        if auth is None and not is_loopback(host):
+            raise ConfigError([ConfigIssue(where, None, ("auth",), (
+                f"the dashboard would listen on {host!r}, beyond this machine, and the site "
+                "file has no `auth:` section: anyone reaching the port could act on alarms "
+                "under any name. Add `auth:` (users, roles, TLS: see docs/security.md) or "
+                "serve on 127.0.0.1 (the default --host)"))])
+        if auth is not None and auth.tls_certificate and auth.tls_private_key:
+            try:
+                tls_context(auth.tls_certificate, auth.tls_private_key)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise ConfigError([ConfigIssue(where, None, ("auth", "tls_certificate"),
+                                               f"cannot load the certificate and key "
+                                               f"({auth.tls_certificate}, "
+                                               f"{auth.tls_private_key}): {exc}")]) from None
+
+    async def _start_dashboard(self, stack: AsyncExitStack, live: LiveState) -> None:
+        from dcim.config.auth import LOOPBACK_NAMES
+        from dcim.dashboards.app import DashboardServer, DashboardSettings, create_app
+        from dcim.dashboards.security import is_loopback, tls_context
+
+        storage, alarms, config = self.storage, self.alarms, self.site.config.auth
+        host = self.options.dashboard_host
+        auth, tls = None, None
+        hosts: tuple[str, ...] = LOOPBACK_NAMES
+        if config is not None:
+            from dcim.auth.service import Authenticator
+            from dcim.auth.store import UserStore
+
+            store = UserStore(config.users_file(self.site.id))
+            stack.callback(store.close)
+            if not store.users():
+                log.warning("sign-in is on but there are no users yet: add one with "
+                            "`dcim users add NAME SITE --role admin`",
+                            extra={"users_db": str(store.path)})
+            auth, hosts = Authenticator(config, store), tuple(config.allowed_hosts)
+            if not is_loopback(host) and set(hosts) <= set(LOOPBACK_NAMES):
+                log.warning("only loopback names are allowed in the Host header: a browser "
+                            "elsewhere gets 421 until its name for this machine is listed in "
+                            "auth.allowed_hosts", extra={"host": host})
+            if config.tls_certificate and config.tls_private_key:
+                tls = tls_context(config.tls_certificate, config.tls_private_key)
+            elif not is_loopback(host):
+                log.warning("the dashboard serves sign-in without TLS beyond loopback: passwords "
+                            "and session cookies cross the network in clear; set "
+                            "auth.tls_certificate and auth.tls_private_key, or serve behind a "
+                            "TLS proxy", extra={"host": host})
+        settings = DashboardSettings(host=host, port=self.options.dashboard_port or 0,
+                                     allowed_hosts=hosts)
         app = create_app(settings, live, alarms, metrics=self.metrics_text, health=self.healthy,
                          trend=storage.read_aggregate if storage is not None else None,
-                         device_types={d.id: d.device_type for d in self.site.devices.values()})
-        self.dashboard = server = DashboardServer(app, host=self.options.dashboard_host,
-                                                  port=self.options.dashboard_port or 0)
+                         device_types={d.id: d.device_type for d in self.site.devices.values()},
+                         auth=auth)
+        self.dashboard = server = DashboardServer(app, host=host,
+                                                  port=self.options.dashboard_port or 0,
+                                                  ssl_context=tls)
         await server.start()
         stack.push_async_callback(server.stop)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from dcim.alarms.journal import AlarmJournal
 from dcim.config.alarms import AlarmDelays, AlarmsConfig
 from dcim.alarms.types import Action, AlarmState, Condition, Priority
 from dcim.alarms.engine import AlarmEngine, AlarmError
@@ -113,8 +116,22 @@ def test_shelving_hides_raises_and_expires_by_itself() -> None:
     assert run(e, [(20, []), (31, []), (40, [a]), (300, [a])]) == [
         (31, "clear", "returned_unacknowledged", False),
         (40, "raise", "active_unacknowledged", False)]
-    assert run(e, [(601, [a])]) == [(601, "unshelve", "active_unacknowledged", True)]
+    # back by itself at expiry; it paged at 0 and came back unacknowledged: no news, no page
+    assert run(e, [(601, [a])]) == [(601, "unshelve", "active_unacknowledged", False)]
     assert not e.alarms[a.alarm_id].shelved
+
+
+def test_an_alarm_raised_while_shelved_is_announced_when_it_comes_back() -> None:
+    e = engine(max_shelve_s=3600)
+    a = cond("anomaly:envelope:RM-H1-A01", "anomaly", Priority.LOW, unit="H1-A01",
+             device="RM-H1-A01")
+    run(e, [(0, [a])])
+    e.acknowledge(a.alarm_id, "wong", T0 + S)
+    e.shelve(a.alarm_id, "wong", T0 + 2 * S, 600, "sensor recalibration")
+    # normal, then a new activation while shelved: nobody has been told of this one
+    assert run(e, [(3, []), (20, []), (30, [a])]) == [
+        (20, "clear", "normal", False), (30, "raise", "active_unacknowledged", False)]
+    assert run(e, [(602, [a])]) == [(602, "unshelve", "active_unacknowledged", True)]
 
 
 def test_a_shelved_alarm_is_kept_when_it_returns_to_normal() -> None:
@@ -159,19 +176,22 @@ def test_out_of_service_needs_a_reason_and_silences() -> None:
     e = engine()
     a = cond("anomaly:sensor:WS-1", "anomaly", Priority.LOW, unit="site", device="WS-1")
     with pytest.raises(AlarmError, match="no alarm"):
-        e.remove_from_service(a.alarm_id, "ng", T0, "broken")
+        e.remove_from_service(a.alarm_id, "ng", T0, "broken", 3600)
     run(e, [(0, [a])])
     with pytest.raises(AlarmError, match="needs a reason"):
-        e.remove_from_service(a.alarm_id, "ng", T0, "")
+        e.remove_from_service(a.alarm_id, "ng", T0, "", 3600)
     with pytest.raises(AlarmError, match="operator's name"):
-        e.remove_from_service(a.alarm_id, " ", T0, "broken")
-    ev = e.remove_from_service(a.alarm_id, "ng", T0 + S, "weather station mast damaged")
+        e.remove_from_service(a.alarm_id, " ", T0, "broken", 3600)
+    ev = e.remove_from_service(a.alarm_id, "ng", T0 + S, "weather station mast damaged", 3600)
     assert ev.out_of_service and not ev.announce
+    assert ev.comment == "weather station mast damaged (for 60 min)"
     assert run(e, [(20, []), (30, []), (31, [a])]) == [
         (30, "clear", "returned_unacknowledged", False),
         (31, "raise", "active_unacknowledged", False)]
     ev = e.return_to_service(a.alarm_id, "ng", T0 + 40 * S)
-    assert ev.action is Action.RETURN_TO_SERVICE and ev.announce  # still unacknowledged
+    # still unacknowledged, but it paged at 0: not news (the notifier escalates it again)
+    assert ev.action is Action.RETURN_TO_SERVICE and not ev.announce
+    assert not e.alarms[a.alarm_id].out_of_service
 
 
 def test_worse_priority_while_active_is_an_event() -> None:
@@ -223,3 +243,88 @@ def test_active_lists_the_most_urgent_first_and_not_what_is_pending() -> None:
     assert "device:X:comm" in e.alarms  # still pending (12 s of 30)
     assert [a.id for a in e.active()] == ["unit:D:down", "unit:C:down", "unit:A:down",
                                           "anomaly:rate:B"]
+
+
+def test_out_of_service_is_bounded_and_ends_by_itself(tmp_path: Path) -> None:
+    journal = AlarmJournal(tmp_path / "alarms.sqlite")
+    e = AlarmEngine(AlarmsConfig(max_out_of_service_s=86400), journal)
+    a = cond("anomaly:sensor:WS-1", "anomaly", Priority.LOW, unit="site", device="WS-1")
+    e.evaluate([a], T0)
+    for bad in (0, -60, 86401, float("inf"), float("nan")):
+        with pytest.raises(AlarmError, match=r"must be in \(0, 86400\]"):
+            e.remove_from_service(a.alarm_id, "ng", T0, "mast damaged", bad)
+    e.remove_from_service(a.alarm_id, "ng", T0 + S, "mast damaged", 7200)
+    assert AlarmsConfig().max_out_of_service_s == 7 * 86400  # the default: a week
+    # a restart keeps the expiry
+    journal.save_alarms(e.alarms)
+    e = AlarmEngine(AlarmsConfig(max_out_of_service_s=86400), journal)
+    assert e.alarms[a.alarm_id].out_of_service_until_ns == T0 + S + 7200 * S
+    assert e.evaluate([a], T0 + 7200 * S) == []
+    [ev] = e.evaluate([a], T0 + 7201 * S)
+    assert (ev.action, ev.user, ev.comment, ev.out_of_service) == (
+        Action.RETURN_TO_SERVICE, "system", "out of service expired", False)
+    assert [(j.action, j.user) for j in journal.events(T0, T0 + 7202 * S)][-1] == (
+        Action.RETURN_TO_SERVICE, "system")
+    journal.close()
+
+
+def test_an_out_of_service_record_without_expiry_gets_the_longest() -> None:
+    e = engine(max_out_of_service_s=3600)
+    a = cond("anomaly:sensor:WS-1", "anomaly", Priority.LOW, unit="site", device="WS-1")
+    e.evaluate([a], T0)
+    e.alarms[a.alarm_id].out_of_service_by = "ng"  # as journaled before expiries existed
+    assert e.evaluate([a], T0 + S) == []
+    assert e.alarms[a.alarm_id].out_of_service_until_ns == T0 + S + 3600 * S
+    assert [ev.action for ev in e.evaluate([a], T0 + 3601 * S)] == [Action.RETURN_TO_SERVICE]
+
+
+@pytest.mark.parametrize(("user", "message"), [
+    pytest.param("", "operator's name", id="empty"),
+    pytest.param("   ", "operator's name", id="blank"),
+    pytest.param("k" * 65, "longer than 64", id="too-long"),
+    pytest.param("system", "reserved", id="system"),
+    pytest.param(" System ", "reserved", id="system-disguised"),
+    pytest.param("kwong\nsystem", r"control or format characters \(U\+000A\)", id="newline"),
+    pytest.param("kwong\x1b[31m", r"U\+001B", id="escape-sequence"),
+    pytest.param("gnow\u202ek", r"U\+202E", id="bidi-override"),
+    pytest.param("kw\u200bong", r"U\+200B", id="zero-width-space"),
+    pytest.param("kwong\u2028", r"U\+2028", id="line-separator"),
+])
+def test_operator_names_that_are_refused(user: str, message: str) -> None:
+    e = engine()
+    a = cond("unit:UPS-A3:down", "unit", Priority.HIGH, unit="UPS-A3", device=None)
+    e.evaluate([a], T0)
+    for action in (lambda: e.acknowledge(a.alarm_id, user, T0 + S),
+                   lambda: e.shelve(a.alarm_id, user, T0 + S, 60, "test"),
+                   lambda: e.remove_from_service(a.alarm_id, user, T0 + S, "test", 60),
+                   lambda: e.set_maintenance("UPS-A3", user, on=True)):
+        with pytest.raises(AlarmError, match=message):
+            action()
+    assert e.alarms[a.alarm_id].state is AlarmState.UNACK and not e.maintenance
+    assert e.acknowledge(a.alarm_id, "k" * 64, T0 + S).user == "k" * 64
+
+
+@pytest.mark.parametrize(("text", "stored"), [
+    pytest.param("breaker reclosed", "breaker reclosed", id="plain"),
+    pytest.param("line 1\nline 2\r\n\tend", "line 1\\nline 2\\r\\n\\tend", id="escaped"),
+    pytest.param("ok\x00", None, id="nul"),
+    pytest.param("ok\x1b]8;;http://evil/\x07", None, id="terminal-link"),
+    pytest.param("\u202eevil", None, id="bidi-override"),
+    pytest.param("a\u2029b", None, id="paragraph-separator"),
+    pytest.param("温度传感器 已更换 ✓", "温度传感器 已更换 ✓", id="unicode-kept"),
+])
+def test_comments_and_reasons_keep_to_one_clean_line(text: str, stored: str | None) -> None:
+    e = engine()
+    a = cond("unit:UPS-A3:down", "unit", Priority.HIGH, unit="UPS-A3", device=None)
+    e.evaluate([a], T0)
+    actions = [lambda: e.shelve(a.alarm_id, "lee", T0 + S, 60, text),
+               lambda: e.unshelve(a.alarm_id, "lee", T0 + 2 * S, text),
+               lambda: e.remove_from_service(a.alarm_id, "lee", T0 + 3 * S, text, 60),
+               lambda: e.return_to_service(a.alarm_id, "lee", T0 + 4 * S, text),
+               lambda: e.acknowledge(a.alarm_id, "lee", T0 + 5 * S, text)]
+    for action in actions:
+        if stored is None:
+            with pytest.raises(AlarmError, match="control or format characters"):
+                action()
+        else:
+            assert action().comment.startswith(stored)

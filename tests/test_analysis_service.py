@@ -113,8 +113,8 @@ async def test_anomalies_from_stored_data_untrained_and_trained(tmp_path: Path) 
         await storage.write([x for x in snapshot_samples(site, snapshot) if x.series in wanted])
     found = await stage.run(int((T0 + 8 * 3600) * 1e9))
     await storage.close()
-    assert stage.trained and (tmp_path / "models" / "crah.pkl").exists()
-    assert (tmp_path / "models" / "crah.pkl.json").exists()
+    assert stage.trained and (tmp_path / "models" / "crah.npz").exists()
+    assert (tmp_path / "models" / "crah.json").exists()
     stuck = [a for a in found if a.kind == "stuck"]
     assert [(a.series.device, a.series.point) for a in stuck] == [
         ("RM-H1-A02", "inlet_temp_middle_c")]

@@ -142,7 +142,7 @@ def test_model_flags_shifted_point(method: str) -> None:
 
 def test_model_persistence_round_trip(tmp_path: Path) -> None:
     m = fit_class_model("crah", ["a", "b", "c", "d"], normal_rows(500), grid(500), version="3")
-    path = tmp_path / "crah.pkl"
+    path = tmp_path / "crah.npz"
     save_model(m, path)
     back = load_model(path, ["a", "b", "c", "d"])
     assert back.version == "3" and np.allclose(score_rows(back, normal_rows(5))[0],

@@ -227,7 +227,7 @@ def test_parse_address(point: dict[str, Any], expected: PointAddress) -> None:
 def test_missing_password_variable_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DCIM_TEST_BMS_PASSWORD", raising=False)
     gateway = GATEWAY.model_copy(update={"security": OpcuaSecurity(
-        username="dcim", password_env="DCIM_TEST_BMS_PASSWORD")})
+        username="dcim", password_env="DCIM_TEST_BMS_PASSWORD", allow_insecure_password=True)})
     with pytest.raises(ValueError, match="DCIM_TEST_BMS_PASSWORD is not set"):
         OpcuaCollector(gateway, DEVICES, ListSink())
 

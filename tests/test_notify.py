@@ -156,6 +156,48 @@ def test_unshelve_of_active_alarm_pages() -> None:
     assert ("raise", "pager", "alice", None) in summary(out)
 
 
+def test_shelve_unshelve_churn_never_pages_again() -> None:
+    """Fifty shelve/unshelve toggles of a paged HIGH alarm, then shelvings that expire: one
+    page, no flood, and escalation still reaches tier 2 (it once sent 9 pages, then a flood)."""
+    from dcim.alarms.engine import AlarmEngine
+    from dcim.alarms.types import Condition
+    from dcim.config.alarms import AlarmsConfig
+
+    engine, planner = AlarmEngine(AlarmsConfig()), Planner(config())
+    trip = Condition("unit:UPS-1:down", "unit", Priority.HIGH, "UPS-1 tripped", unit="UPS-1")
+    sent = planner.plan(engine.evaluate([trip], T0))
+    assert summary(sent) == [("raise", "mail", "alice", "alice@example.com"),
+                             ("raise", "ops-log", None, None), ("raise", "pager", "alice", None)]
+    t = T0
+    for _ in range(50):
+        t += 2 * NS
+        sent += planner.plan([engine.shelve(trip.alarm_id, "kwong", t, 600, "nuisance")])
+        sent += planner.plan([engine.unshelve(trip.alarm_id, "kwong", t + NS)])
+        sent += planner.tick(t + NS)
+    assert [m.kind for m in sent] == ["raise"] * 3 and planner.gate.floods == 0
+    for _ in range(5):  # shelving that runs out: unshelved by the system
+        sent += planner.plan([engine.shelve(trip.alarm_id, "kwong", t, 60, "nuisance")])
+        t += 61 * NS
+        events = engine.evaluate([trip], t)
+        assert [(e.action, e.user, e.announce) for e in events] == [
+            (Action.UNSHELVE, "system", False)]
+        sent += planner.plan(events) + planner.tick(t)
+    assert len(sent) == 3 and planner.gate.floods == 0 and not planner.gate.active
+    # still unacknowledged: the escalation clock runs from the last return into view
+    assert planner.tick(t + 899 * NS) == []
+    assert summary(planner.tick(t + 900 * NS)) == [("escalation", "pager", "dave", None)]
+
+
+@pytest.mark.parametrize("action", [Action.UNSUPPRESS, Action.RETURN_TO_SERVICE])
+def test_back_in_view_unannounced_escalates_without_a_page(action: Action) -> None:
+    planner = Planner(config())
+    planner.plan([event()])
+    planner.plan([event(action=Action.SHELVE, at_s=10, shelved=True, announce=False)])
+    assert planner.tracked == 0
+    assert planner.plan([event(action=action, at_s=20, announce=False)]) == []
+    assert summary(planner.tick(T0 + 920 * NS)) == [("escalation", "pager", "dave", None)]
+
+
 def test_priority_raised_pages_lowered_does_not() -> None:
     planner = Planner(config())
     planner.plan([event(priority=Priority.MEDIUM)])

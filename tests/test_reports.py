@@ -241,3 +241,69 @@ def _local(ns: int) -> str:
 
     return datetime.fromtimestamp(ns / S, timezone.utc).astimezone(
         ZoneInfo("Asia/Hong_Kong")).strftime("%H:%M")
+
+
+HOSTILE_NAME = "<img src=x onerror=alert(1)> *DC* | [click](javascript:alert(2))"
+
+
+async def test_outside_text_is_inert_in_the_markdown(store: EmbeddedStorage,
+                                                      tmp_path: Path) -> None:
+    """Site name, operators' names and comments, maintenance reasons: shown, never run."""
+    import re
+
+    from dcim.alarms.types import Action, AlarmEvent, AlarmState
+    from dcim.site import parse_site
+
+    text = (ROOT / "config" / "cyberport5.yaml").read_text()
+    site = parse_site(text.replace("  name: Cyberport 5 Data Centre\n",
+                                   f"  name: '{HOSTILE_NAME}'\n", 1), "hostile.yaml")
+    log = tmp_path / "maintenance.yaml"
+    log.write_text("- {unit: UPS-B2, start: '2026-12-01T08:05', end: '2026-12-01T08:25', "
+                   "reason: '<script>alert(3)</script>', ticket: '=HYPERLINK(\"http://x\")|'}\n")
+    jnl = journal(tmp_path / "alarms.sqlite")
+    trip = "unit:UPS-A3:down"
+    # a journal written before the engine refused control characters may hold anything
+    jnl.append([AlarmEvent(time_ns=T0 + 31 * M, alarm_id=trip, action=Action.ACK,
+                           state=AlarmState.ACKED, priority=Priority.HIGH, message="tripped",
+                           user="<script>alert(4)</script>",
+                           comment="ok\n| forged | row |\n## Forged heading\x1b[2J")], {})
+    report = await build_availability(site, store, T0, T0 + STEPS * M,
+                                      planned=load_planned(log, site), journal=jnl)
+    md = render_markdown(report)
+    assert re.findall(r"<[A-Za-z/]", md.replace("<br>", "")) == []  # no HTML but our <br>
+    assert "&lt;img src=x onerror=alert(1)&gt; \\*DC\\* \\| \\[click\\](javascript" in md
+    assert "&lt;script&gt;alert(3)&lt;/script&gt;" in md and "&lt;script&gt;alert(4)" in md
+    lines = md.splitlines()
+    assert not any(line.startswith(("## Forged", "| forged")) for line in lines)
+    row = next(line for line in lines if "Forged heading" in line)
+    assert row.startswith("| UPS-A3 | down |") and "\\\\n\\| forged \\| row \\|\\\\n" in row
+    assert "\x1b" not in md and "\\\\u001b\\[2J" in md
+    # every incident row keeps its 8 cells: no bar from a value splits one
+    incident_rows = [line for line in lines if line.startswith("| UPS-A3 | down |")]
+    assert [len(re.findall(r"(?<!\\)\|", line)) for line in incident_rows] == [9]
+    planned_row = next(line for line in lines if "alert(3)" in line)
+    assert planned_row.startswith("| UPS-B2 | 2026-12-01 08:05 |")
+    assert len(re.findall(r"(?<!\\)\|", planned_row)) == 6
+
+
+@pytest.mark.parametrize(("cell", "written"), [
+    pytest.param("=HYPERLINK(\"http://evil\",\"x\")", "'=HYPERLINK(\"http://evil\",\"x\")",
+                 id="equals"),
+    pytest.param("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0", id="plus"),
+    pytest.param("-2+3", "'-2+3", id="minus"),
+    pytest.param("@SUM(A1:A9)", "'@SUM(A1:A9)", id="at"),
+    pytest.param("\t=1", "'\t=1", id="tab"),
+    pytest.param("\r=1", "'\r=1", id="carriage-return"),
+    pytest.param("UPS-A3", "UPS-A3", id="plain"),
+])
+def test_csv_cells_never_run_as_formulas(cell: str, written: str) -> None:
+    from dcim.analytics.availability import Incident, SystemAvailability
+    from dcim.reports import AvailabilityReport, Section
+
+    incident = Incident(cell, "down", T0, T0 + M, False, cell)
+    system = SystemAvailability(cell, "rack", T0, T0 + STEPS * M, 60.0, 7140.0, 0.0, 0.0,
+                                60.0, 0.0, (incident,))
+    report = AvailabilityReport(SITE.id, SITE.config.site.name, "Asia/Hong_Kong", T0,
+                                T0 + STEPS * M, 60.0, T0, [Section("IT load", [system])], [], {})
+    [row] = list(csv.DictReader(io.StringIO(render_csv(report))))
+    assert (row["system"], row["cause"]) == (written, written)

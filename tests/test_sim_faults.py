@@ -382,3 +382,81 @@ def test_bad_scenario_names_file_line_and_problem(tmp_path: Path) -> None:
 async def test_wrong_target_kind_is_refused(rig: Rig) -> None:
     with pytest.raises(FaultError, match="is a pdu; expected crah"):
         rig.fault("crah_trip", "PDU-A-H1-1")
+
+
+# ---------------------------------------------------------------- the control API, over HTTP
+
+FAULT = {"kind": "crah_trip", "target": "CRAH-H1-2", "duration": "1m"}
+JSON = {"Content-Type": "application/json"}
+GUARDED = [
+    # (id, method, headers, body, status): what a browser on another site, or a name that is
+    # not this machine's (DNS rebinding), can send, and bodies that once gave a 500
+    ("cross-site-text-plain", "POST", {"Content-Type": "text/plain"}, FAULT, 415),
+    ("form", "POST", {"Content-Type": "application/x-www-form-urlencoded"}, FAULT, 415),
+    ("no-type", "POST", {}, FAULT, 415),
+    ("other-host", "POST", {**JSON, "Host": "evil.example:8081"}, FAULT, 421),
+    ("other-host-get", "GET", {"Host": "rebound.example"}, None, 421),
+    ("other-origin", "POST", {**JSON, "Origin": "http://evil.example"}, FAULT, 403),
+    ("null-origin", "DELETE", {"Origin": "null"}, None, 403),
+    ("cross-site-fetch", "POST", {**JSON, "Sec-Fetch-Site": "cross-site"}, FAULT, 403),
+    ("too-big", "POST", JSON, {**FAULT, "pad": "x" * 20_000}, 413),
+    ("too-deep", "POST", JSON, "[" * 5000 + "]" * 5000, 400),
+    ("huge-number", "POST", JSON, '{"kind": "crah_trip", "target": "CRAH-H1-2", '
+                                  '"params": {"x": 1' + "0" * 5000 + "}}", 400),
+    ("nan", "POST", JSON, '{"kind": "crah_trip", "target": "CRAH-H1-2", '
+                          '"params": {"x": NaN}}', 400),
+    ("not-an-object", "POST", JSON, "[1, 2]", 400),
+    ("not-utf8", "POST", JSON, b"\xff\xfe{}", 400),
+]
+
+
+@module_loop
+@pytest.mark.parametrize(("method", "headers", "body", "status"), [g[1:] for g in GUARDED],
+                         ids=[g[0] for g in GUARDED])
+async def test_control_api_refuses_what_a_browser_elsewhere_could_send(
+        rig: Rig, method: str, headers: dict[str, str], body: object, status: int) -> None:
+    import json
+
+    import aiohttp
+
+    from dcim.simulators.control import start_control
+
+    runner = await start_control(rig.sim)
+    port = runner.addresses[0][1]
+    path = {"POST": "/faults", "DELETE": "/faults/1"}.get(method, "/status")
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body) if body else None
+    try:
+        async with aiohttp.ClientSession(skip_auto_headers=["Content-Type"]) as http:
+            async with http.request(method, f"http://127.0.0.1:{port}{path}", data=data,
+                                    headers=headers) as reply:
+                answer = await reply.read()
+                assert reply.status == status, answer
+                assert reply.headers["X-Content-Type-Options"] == "nosniff"
+                assert "frame-ancestors 'none'" in reply.headers["Content-Security-Policy"]
+    finally:
+        await runner.cleanup()
+    assert rig.sim.faults == {}  # nothing was injected
+
+
+@module_loop
+async def test_control_api_serves_its_own_client(clean: Rig) -> None:
+    import aiohttp
+
+    from dcim.simulators.control import start_control
+
+    runner = await start_control(clean.sim)
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/faults", json=FAULT,
+                                 headers={"Origin": base, "Sec-Fetch-Site": "same-origin"}) as r:
+                assert r.status == 201 and r.headers["X-Frame-Options"] == "DENY"
+                fault = await r.json()
+            async with http.get(f"{base}/faults", headers={"Host": "localhost"}) as r:
+                assert [f["id"] for f in await r.json()] == [fault["id"]]
+            async with http.delete(f"{base}/faults/{fault['id']}") as r:
+                assert r.status == 200
+            async with http.get(f"{base}/nope") as r:  # aiohttp's own 404 gets them too
+                assert r.status == 404 and r.headers["X-Content-Type-Options"] == "nosniff"
+    finally:
+        await runner.cleanup()

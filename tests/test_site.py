@@ -106,6 +106,11 @@ BROKEN = [
      "rack_count: 9", ["duplicate key 'rack_count'"]),
     ("yaml-syntax", "site:\n  id: cyberport5", "site:\n\tid: cyberport5", "\tid:",
      ["not valid YAML"]),
+    ("opcua-password-in-clear", "  endpoint: opc.tcp://127.0.0.1:14840/dcim/bms\n",
+     "  endpoint: opc.tcp://127.0.0.1:14840/dcim/bms\n  security:\n    username: dcim\n"
+     "    password_env: DCIM_BMS_PASSWORD\n", "  security:\n",
+     ["gateways[2].security", "username under security policy None", "in clear",
+      "Basic256Sha256", "allow_insecure_password: true"]),
     ("monitor-wrong-kind", "  profile: ats\n  gateway: gw-power\n  monitors: ATS-A",
      "  profile: ats\n  gateway: gw-power\n  monitors: TX-A", "monitors: TX-A",
      ["cannot monitor a transformer (TX-A)"]),

@@ -11,13 +11,19 @@
  * Missing numbers render as "–"; times are on the site's clock (Asia/Hong_Kong unless
  * the document names another zone in site.timezone); alarm ages tick every second.
  *
- * Alarm actions POST JSON to /api/alarms/{action} with the operator's name (remembered in
- * localStorage); the change comes back on the stream (when polling, the page refreshes at
- * once). "history" lists an alarm's journal from GET /api/alarms/history.
+ * Alarm actions POST JSON to /api/alarms/{action}; the change comes back on the stream (when
+ * polling, the page refreshes at once). "history" lists an alarm's journal from
+ * GET /api/alarms/history. GET /api/me first says who the page is signed in as: with
+ * sign-in, the journal names that user, every POST carries the session's CSRF token in
+ * X-CSRF-Token, actions the role may not take are not offered, and a 401 goes back to
+ * /login. Without sign-in (loopback only) the page sends the operator's typed name
+ * (remembered in localStorage).
  */
 'use strict';
 
 const STATE_URL = '/api/state';
+const ME_URL = '/api/me';
+const LOGIN_URL = '/login';
 const EVENTS_URL = '/api/events';
 const HAS_EVENT_SOURCE = typeof EventSource === 'function';
 const STREAM_FAILURES_BEFORE_POLLING = 3;
@@ -238,7 +244,10 @@ async function requestJson(url, init = {}, timeoutMs = FETCH_TIMEOUT_MS) {
       } catch (err) {
         detail = null; // not JSON: the status says enough
       }
-      throw new Error(detail || `HTTP ${response.status}`);
+      if (response.status === 401 && me.auth) window.location.assign(LOGIN_URL); // signed out
+      const error = new Error(detail || `HTTP ${response.status}`);
+      error.status = response.status;
+      throw error;
     }
     return await response.json();
   } catch (err) {
@@ -253,13 +262,48 @@ function fetchJson(url, timeoutMs = FETCH_TIMEOUT_MS) {
   return requestJson(url, {}, timeoutMs);
 }
 
-/** POST a JSON body (application/json: the server refuses anything else). */
+/** POST a JSON body (application/json: the server refuses anything else), with the CSRF token. */
 function postJson(url, body) {
-  return requestJson(url, {
-    method: 'POST',
-    headers: {'Content-Type': 'application/json'},
-    body: JSON.stringify(body),
-  });
+  const headers = {'Content-Type': 'application/json'};
+  if (me.csrf_token) headers['X-CSRF-Token'] = me.csrf_token;
+  return requestJson(url, {method: 'POST', headers, body: JSON.stringify(body)});
+}
+
+// ---------------------------------------------------------------- who is signed in
+
+// GET /api/me; until it answers (or if it cannot), the page behaves as without sign-in
+let me = {auth: false, user: null, role: null, csrf_token: null, permissions: null};
+
+/** Whether the signed-in role may take an action (everything when the server has not said). */
+function can(action) {
+  return !Array.isArray(me.permissions) || me.permissions.includes(action);
+}
+
+async function loadMe() {
+  try {
+    me = {...me, ...(await fetchJson(ME_URL))};
+  } catch (err) {
+    if (err && err.status === 401) {
+      window.location.assign(LOGIN_URL);
+      return false;
+    }
+    console.warn('dcim dashboard: /api/me failed; acting as without sign-in', err);
+  }
+  document.body.dataset.role = me.role || '';
+  $('signed-in').hidden = !me.auth;
+  $('operator-field').hidden = !!me.auth;
+  setText('who-name', me.user || DASH);
+  setText('who-role', me.role || '');
+  return true;
+}
+
+async function signOut() {
+  try {
+    await postJson('/api/logout', {});
+  } catch (err) {
+    console.warn('dcim dashboard: sign-out failed', err);
+  }
+  window.location.assign(LOGIN_URL);
 }
 
 // ---------------------------------------------------------------- header and tiles
@@ -637,6 +681,25 @@ const ACTION_DONE = {
 };
 // These need a reason (the server refuses them without): they open the form first.
 const NEEDS_REASON = {shelve: 'Shelve', out_of_service: 'Take out of service'};
+// How long, in minutes: the choices offered, up to what the role may ask for.
+const DURATIONS = {
+  shelve: [[15, '15 min'], [60, '1 h'], [240, '4 h'], [720, '12 h']],
+  out_of_service: [[60, '1 h'], [240, '4 h'], [720, '12 h'], [1440, '1 day'], [10080, '7 days']],
+};
+const DEFAULT_MINUTES = 60;
+
+/** Fill the duration list for an action; false when the action takes no duration. */
+function fillMinutes(action) {
+  const choices = DURATIONS[action];
+  if (!choices) return false;
+  const max = action === 'shelve' ? me.shelve_max_minutes : me.out_of_service_max_minutes;
+  let allowed = choices.filter(([minutes]) => !isNum(max) || minutes <= max);
+  if (!allowed.length) allowed = [[max, `${fmtValue(max)} min`]];
+  const chosen = allowed.some(([minutes]) => minutes === DEFAULT_MINUTES) ? DEFAULT_MINUTES : allowed[0][0];
+  $('action-minutes').replaceChildren(...allowed.map(([minutes, label]) =>
+    el('option', {value: minutes, text: label, selected: minutes === chosen})));
+  return true;
+}
 
 let alarmsById = new Map(); // the alarms of the last /api/state
 let alarmsKey = null; // what the tables were last drawn from, ages aside
@@ -664,14 +727,17 @@ function alarmFlags(a) {
 function alarmRow(a) {
   const where = [a.unit, a.device && a.device !== a.unit ? a.device : null].filter(Boolean).join(' · ');
   // listeners on the buttons themselves: a click on a row a refresh just replaced still acts
-  const buttons = list(a.actions).filter((action) => ACTION_TEXT[action]).map((action) => {
+  const buttons = list(a.actions).filter((action) => ACTION_TEXT[action] && can(action)).map((action) => {
     const button = el('button', {type: 'button', class: `act act-${action}`, dataset: {action, alarm: a.id},
       text: ACTION_TEXT[action]});
     button.addEventListener('click', () => onAlarmAction(action, a));
     return button;
   });
-  const history = el('button', {type: 'button', class: 'link-button', dataset: {history: a.id}, text: 'history'});
-  history.addEventListener('click', () => showHistory(a.id));
+  let history = null;
+  if (can('alarm_history')) {
+    history = el('button', {type: 'button', class: 'link-button', dataset: {history: a.id}, text: 'history'});
+    history.addEventListener('click', () => showHistory(a.id));
+  }
   return el('tr', {class: isUnacked(a) ? 'alarm unacked' : 'alarm',
     dataset: {id: a.id, priority: a.priority, state: a.state, source: a.source, announced: a.announced !== false}},
   el('td', {class: 'prio', text: text(a.priority)}),
@@ -750,7 +816,7 @@ function showActionMessage(message, kind = 'info') {
 }
 
 function needOperator() {
-  if (operatorName()) return false;
+  if (me.auth || operatorName()) return false; // signed in: the server knows the name
   showActionMessage('Type your name in "Operator" first: every alarm action is journaled with it.', 'error');
   $('operator').focus();
   return true;
@@ -773,7 +839,7 @@ function openActionForm(action, alarm) {
   form.dataset.action = action;
   form.dataset.alarm = alarm.id;
   setText('action-title', `${NEEDS_REASON[action]}: ${alarm.message || alarm.id}`);
-  $('action-minutes-field').hidden = action !== 'shelve';
+  $('action-minutes-field').hidden = !fillMinutes(action);
   $('action-submit').textContent = NEEDS_REASON[action];
   $('action-reason').value = '';
   form.hidden = false;
@@ -815,7 +881,7 @@ async function submitActionForm(event) {
     return;
   }
   const body = {reason};
-  if (action === 'shelve') body.minutes = Number($('action-minutes').value);
+  if (DURATIONS[action]) body.minutes = Number($('action-minutes').value);
   if (await sendAction(action, alarm, body)) closeActionForm();
 }
 
@@ -826,8 +892,8 @@ async function sendAction(action, alarmId, extra) {
   $('alarms').dataset.busy = 'true';
   showActionMessage(`${humanType(action)} ${alarmId}: sending…`);
   try {
-    const result = await postJson(ALARM_ACTION_URL + encodeURIComponent(action),
-      {alarm_id: alarmId, user: operatorName(), ...extra});
+    const body = me.auth ? {alarm_id: alarmId, ...extra} : {alarm_id: alarmId, user: operatorName(), ...extra};
+    const result = await postJson(ALARM_ACTION_URL + encodeURIComponent(action), body);
     showActionMessage(`${ACTION_DONE[action] || action} ${alarmId}: now ${STATE_TEXT[result.state] || text(result.state)}`
       + ` (journal #${text(result.seq)}).`, 'ok');
     return true;
@@ -901,6 +967,7 @@ function setUpAlarmControls() {
     showActionMessage('');
   });
   $('history-close').addEventListener('click', closeHistory);
+  $('sign-out').addEventListener('click', signOut);
 }
 
 // ---------------------------------------------------------------- devices
@@ -1205,8 +1272,13 @@ new ResizeObserver((entries) => {
   if (lastTrend) renderTrend(lastTrend);
 }).observe($('pue-trend'));
 
-setUpAlarmControls();
-setInterval(updateAlarmAges, 1000);
-if (HAS_EVENT_SOURCE) startStream();
-else startPolling();
-pollTrend();
+async function start() {
+  if (!(await loadMe())) return; // on its way to the sign-in page
+  setUpAlarmControls();
+  setInterval(updateAlarmAges, 1000);
+  if (HAS_EVENT_SOURCE) startStream();
+  else startPolling();
+  pollTrend();
+}
+
+start();

@@ -4,9 +4,14 @@ Each evaluation is handed every condition that holds now (see dcim/alarms/source
 A condition must hold for its source's on-delay before the alarm is raised and be gone for
 its off-delay before it clears, so a value hovering at a limit does not chatter. Operators
 acknowledge, shelve (for at most a shift), reset latched alarms and take alarms out of
-service; each of those is an event too, with who did it and why. Every event goes to the
-journal (dcim/alarms/journal.py) before it is returned, so notifications and the dashboard
-never see a transition the record does not hold.
+service (for at most `max_out_of_service_s`); each of those is an event too, with who did it
+and why. Shelving and out of service end by themselves at their expiry (user "system").
+An alarm is announced (paged) once per activation: bringing it back into view (unshelve,
+unsuppress, return to service) announces it only if nobody was told of it yet, so toggling a
+shelf never pages on-call again. Operators' names and texts are checked here, whatever the
+caller (operator_name, operator_text). Every event goes to the journal
+(dcim/alarms/journal.py) before it is returned, so notifications and the dashboard never see
+a transition the record does not hold.
 
 The engine is synchronous and takes the time as an argument: tests move the clock.
 """
@@ -14,6 +19,7 @@ The engine is synchronous and takes the time as an argument: tests move the cloc
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -26,11 +32,52 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
-SYSTEM = "system"
+SYSTEM = "system"  # the user of the system's own events: no operator may use the name
+MAX_USER_CHARS = 64
+# Unicode categories never accepted in operator text: control (Cc: NUL, ESC, DEL, ...),
+# format (Cf: bidi overrides, zero-width characters) and line/paragraph separators (Zl, Zp),
+# which could forge lines or hide text in the journal, logs, reports and messages.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+# ... except in comments and reasons, where tab and line breaks are kept, escaped as the two
+# characters \t, \r, \n, so a multi-line note stays one journal line.
+COMMENT_ESCAPES = {"\t": "\\t", "\r": "\\r", "\n": "\\n"}
 
 
 class AlarmError(ValueError):
     """An operator action that cannot be done (unknown alarm, wrong state, bad duration)."""
+
+
+def _refused(text: str) -> str:
+    """The refused characters of text, as U+XXXX (empty when there are none)."""
+    bad = sorted({ch for ch in text if unicodedata.category(ch) in REFUSED_CATEGORIES})
+    return ", ".join(f"U+{ord(ch):04X}" for ch in bad)
+
+
+def operator_name(user: str) -> str:
+    """The operator's name as journaled; AlarmError if it is empty, longer than 64, "system"
+    or holds control or format characters."""
+    if not user.strip():
+        raise AlarmError("an operator action needs the operator's name")
+    if len(user) > MAX_USER_CHARS:
+        raise AlarmError(f"the operator's name is longer than {MAX_USER_CHARS} characters")
+    if user.strip().casefold() == SYSTEM:
+        raise AlarmError(f"{SYSTEM!r} is reserved for the system's own events; "
+                         "give the operator's name")
+    bad = _refused(user)
+    if bad:
+        raise AlarmError(f"the operator's name holds control or format characters ({bad})")
+    return user
+
+
+def operator_text(text: str, what: str = "comment") -> str:
+    """A comment or reason as journaled: tab, CR and LF escaped (\\t, \\r, \\n); AlarmError
+    for any other control or format character."""
+    for raw, escaped in COMMENT_ESCAPES.items():
+        text = text.replace(raw, escaped)
+    bad = _refused(text)
+    if bad:
+        raise AlarmError(f"the {what} holds control or format characters ({bad})")
+    return text
 
 
 class AlarmEngine:
@@ -79,8 +126,22 @@ class AlarmEngine:
         for alarm in list(self.alarms.values()):
             if alarm.shelved_until_ns is not None and alarm.shelved_until_ns <= now_ns:
                 events.append(self._unshelve(alarm, SYSTEM, "shelving expired", now_ns))
+            events += self._service_expiry(alarm, now_ns)
         self._forget_normal()
         return self._record(events)
+
+    def _service_expiry(self, alarm: Alarm, now_ns: int) -> list[AlarmEvent]:
+        """Back in service at the expiry; a record from before expiries gets the longest one."""
+        if not alarm.out_of_service:
+            return []
+        if alarm.out_of_service_until_ns is None:
+            alarm.out_of_service_until_ns = now_ns + int(self.config.max_out_of_service_s * NS)
+            log.warning("alarm out of service without an expiry: returns to service at the "
+                        "longest allowed", extra={"alarm": alarm.id,
+                                                  "days": self.config.max_out_of_service_s / 86400})
+        if alarm.out_of_service_until_ns > now_ns:
+            return []
+        return [self._return(alarm, SYSTEM, "out of service expired", now_ns)]
 
     def _present(self, alarm: Alarm, cond: Condition, now_ns: int) -> list[AlarmEvent]:
         priority = self.config.priority_for(alarm.id, cond.priority)
@@ -101,6 +162,8 @@ class AlarmEngine:
         if now_ns - alarm.pending_since_ns < delay_ns:
             return []
         was = alarm.state
+        if was in (AlarmState.NORMAL, AlarmState.ACKED):  # a new activation
+            alarm.annunciated = False
         alarm.priority = priority
         alarm.condition, alarm.pending_since_ns = True, None
         alarm.state = AlarmState.UNACK
@@ -113,8 +176,7 @@ class AlarmEngine:
         alarm.last_change_ns = now_ns
         # Page only for news: an alarm nobody has acknowledged yet (it cleared and came back
         # unacknowledged) has already paged, and repeating it is what makes alarms chatter.
-        announce = alarm.announced and was in (AlarmState.NORMAL, AlarmState.ACKED)
-        return [self._event(alarm, Action.RAISE, now_ns, announce=announce)]
+        return [self._event(alarm, Action.RAISE, now_ns, announce=self._news(alarm))]
 
     def _absent(self, alarm: Alarm, now_ns: int) -> list[AlarmEvent]:
         alarm.pending_since_ns = None
@@ -165,10 +227,14 @@ class AlarmEngine:
             alarm.suppressed_by = None
             if quiet:
                 return []
-            # back in view: if it still needs someone, announce it as news
-            return [self._event(alarm, Action.UNSUPPRESS, now_ns,
-                                announce=alarm.announced and alarm.state is AlarmState.UNACK)]
+            # back in view: if it still needs someone and was never announced, that is news
+            return [self._event(alarm, Action.UNSUPPRESS, now_ns, announce=self._news(alarm))]
         return []
+
+    def _news(self, alarm: Alarm) -> bool:
+        """Whether to announce an alarm now: in view, active and unacknowledged, and not
+        announced yet in this activation."""
+        return alarm.announced and alarm.state is AlarmState.UNACK and not alarm.annunciated
 
     def _forget_normal(self) -> None:
         """Drop alarms that are normal with nothing pending (suppressed or not): the journal keeps
@@ -184,6 +250,7 @@ class AlarmEngine:
     def acknowledge(self, alarm_id: str, user: str, now_ns: int, comment: str = "") -> AlarmEvent:
         """An operator has seen it: active -> acknowledged, returned -> normal."""
         alarm = self._get(alarm_id, user)
+        comment = operator_text(comment)
         if alarm.state is AlarmState.UNACK:
             alarm.state = AlarmState.ACKED
         elif alarm.state is AlarmState.RTN_UNACK:
@@ -197,6 +264,7 @@ class AlarmEngine:
     def reset(self, alarm_id: str, user: str, now_ns: int, comment: str = "") -> AlarmEvent:
         """Return a latched alarm whose condition is gone to normal (acknowledging it)."""
         alarm = self._get(alarm_id, user)
+        comment = operator_text(comment)
         if not alarm.latched or alarm.condition or alarm.state is AlarmState.NORMAL:
             raise AlarmError(f"alarm {alarm_id} cannot be reset: "
                              + ("its condition still holds" if alarm.condition
@@ -210,6 +278,7 @@ class AlarmEngine:
                reason: str) -> AlarmEvent:
         """Hide an alarm for a while (a known nuisance); it comes back by itself at expiry."""
         alarm = self._get(alarm_id, user)
+        reason = operator_text(reason, "reason")
         if not reason.strip():
             raise AlarmError("shelving needs a reason (it is kept in the journal)")
         if not 0 < duration_s <= self.config.max_shelve_s:
@@ -221,8 +290,10 @@ class AlarmEngine:
                          now_ns, announce=False)
 
     def unshelve(self, alarm_id: str, user: str, now_ns: int, comment: str = "") -> AlarmEvent:
-        """Bring a shelved alarm back before its expiry."""
+        """Bring a shelved alarm back before its expiry (announced only if never announced in
+        this activation)."""
         alarm = self._get(alarm_id, user)
+        comment = operator_text(comment)
         if not alarm.shelved:
             raise AlarmError(f"alarm {alarm_id} is not shelved")
         event = self._unshelve(alarm, user, comment, now_ns)
@@ -232,31 +303,46 @@ class AlarmEngine:
     def _unshelve(self, alarm: Alarm, user: str, comment: str, now_ns: int) -> AlarmEvent:
         alarm.shelved_until_ns, alarm.shelved_by, alarm.shelve_reason = None, None, ""
         return self._event(alarm, Action.UNSHELVE, now_ns, user=user, comment=comment,
-                           announce=alarm.announced and alarm.state is AlarmState.UNACK)
+                           announce=self._news(alarm))
 
-    def remove_from_service(self, alarm_id: str, user: str, now_ns: int,
-                            reason: str) -> AlarmEvent:
-        """Take an alarm out of service (a broken sensor awaiting repair), with a reason."""
+    def remove_from_service(self, alarm_id: str, user: str, now_ns: int, reason: str,
+                            duration_s: float) -> AlarmEvent:
+        """Take an alarm out of service (a broken sensor awaiting repair), with a reason, for
+        at most max_out_of_service_s; it returns to service by itself at expiry."""
         alarm = self._get(alarm_id, user)
+        reason = operator_text(reason, "reason")
         if not reason.strip():
             raise AlarmError("taking an alarm out of service needs a reason")
         if alarm.out_of_service:
             raise AlarmError(f"alarm {alarm_id} is already out of service")
+        limit_s = self.config.max_out_of_service_s
+        if not 0 < duration_s <= limit_s:
+            raise AlarmError(f"out-of-service duration must be in (0, {limit_s:.0f}] s, "
+                             f"got {duration_s:g}")
         alarm.out_of_service_by = user
-        return self._act(alarm, Action.OUT_OF_SERVICE, user, reason, now_ns, announce=False)
+        alarm.out_of_service_until_ns = now_ns + int(duration_s * NS)
+        return self._act(alarm, Action.OUT_OF_SERVICE, user,
+                         f"{reason} (for {_span(duration_s)})", now_ns, announce=False)
 
     def return_to_service(self, alarm_id: str, user: str, now_ns: int,
                           comment: str = "") -> AlarmEvent:
-        """Put an out-of-service alarm back in service."""
+        """Put an out-of-service alarm back in service before its expiry."""
         alarm = self._get(alarm_id, user)
+        comment = operator_text(comment)
         if not alarm.out_of_service:
             raise AlarmError(f"alarm {alarm_id} is not out of service")
-        alarm.out_of_service_by = None
-        return self._act(alarm, Action.RETURN_TO_SERVICE, user, comment, now_ns,
-                         announce=alarm.announced and alarm.state is AlarmState.UNACK)
+        event = self._return(alarm, user, comment, now_ns)
+        self._forget_normal()
+        return self._record([event])[0]
+
+    def _return(self, alarm: Alarm, user: str, comment: str, now_ns: int) -> AlarmEvent:
+        alarm.out_of_service_by, alarm.out_of_service_until_ns = None, None
+        return self._event(alarm, Action.RETURN_TO_SERVICE, now_ns, user=user, comment=comment,
+                           announce=self._news(alarm))
 
     def set_maintenance(self, unit: str, user: str, on: bool) -> None:
         """Mark a unit in (or out of) planned maintenance; applied at the next evaluation."""
+        operator_name(user)
         if on:
             self.maintenance[unit] = user
         else:
@@ -264,8 +350,7 @@ class AlarmEngine:
         log.info("maintenance %s", "set" if on else "ended", extra={"unit": unit, "user": user})
 
     def _get(self, alarm_id: str, user: str) -> Alarm:
-        if not user.strip():
-            raise AlarmError("an operator action needs the operator's name")
+        operator_name(user)
         alarm = self.alarms.get(alarm_id)
         if alarm is None:
             raise AlarmError(f"no alarm {alarm_id!r} is active, shelved or awaiting acknowledgement")
@@ -301,6 +386,8 @@ class AlarmEngine:
 
     def _event(self, alarm: Alarm, action: Action, now_ns: int, *, user: str = SYSTEM,
                comment: str = "", announce: bool = True) -> AlarmEvent:
+        if announce and alarm.state is AlarmState.UNACK:
+            alarm.annunciated = True  # someone is told now: not again in this activation
         return AlarmEvent(time_ns=now_ns, alarm_id=alarm.id, action=action, state=alarm.state,
                           priority=alarm.priority, message=alarm.message, source=alarm.source,
                           unit=alarm.unit, device=alarm.device, user=user, comment=comment,
@@ -319,4 +406,13 @@ class AlarmEngine:
         return events
 
 
-__all__ = ["AlarmEngine", "AlarmError", "Priority"]
+def _span(seconds: float) -> str:
+    """'45 min', '36 h', '7 d': an out-of-service period as operators say it."""
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
+__all__ = ["AlarmEngine", "AlarmError", "Priority", "operator_name", "operator_text"]

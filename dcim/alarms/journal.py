@@ -1,30 +1,42 @@
 """The alarm journal: every alarm event, append-only, hash-chained, in one SQLite file.
 
 Auditors ask who did what and when, and whether the log could have been edited
-(ISO/IEC 27001:2022 A.8.15). Each row carries the SHA-256 of the previous row's hash and its
-own canonical content, so changing, removing or reordering a row breaks the chain from that
-row on, and `verify()` says where. (A chain shows tampering; it does not prevent someone with
-the file from rewriting all of it: ship `head()` elsewhere, such as into the time-series
-store, to anchor it.)
+(ISO/IEC 27001:2022 A.8.15). Each event row is chained to the one before by a hash over every
+column a reader filters on or shows (journal_chain.py), so changing, removing or reordering a
+row breaks the chain from there on, and `verify()` says where. The file also holds the current
+alarm records, so a restarted system comes back with the same alarms, acknowledgements and
+shelving; every change to them is sealed into a second chain bound to the events' head.
 
-The file also holds the current alarm records, written in the same transaction as their
-events, so a restarted system comes back with the same alarms, acknowledgements and shelving.
+Someone with the file can recompute every hash: heads exported out of the file at the
+writer's first write, every `head_export_interval_s` and at close (journal_heads.py: a signed
+JSON line per export) anchor the chain, and `verify(heads)` checks the journal against them.
+
+Appends return at once with their sequence numbers; a writer thread (journal_writer.py)
+commits them in batches, so the event loop never waits on fsync. Reads flush first.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import atexit
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dcim.alarms.types import Action, Alarm, AlarmEvent, AlarmState, Priority
+from dcim.alarms.journal_chain import (GENESIS, EventRow, SealRow, alarm_body, check_seals,
+                                       parse_alarm, parse_event, table_digest, walk_events)
+from dcim.alarms.journal_heads import (ExportedHead, Head, HeadExport, check_heads,
+                                       default_head_log, read_heads)
+from dcim.alarms.journal_writer import Append, JournalWriter, JournalWriteError, Replace
+from dcim.alarms.types import Alarm, AlarmEvent
 
-GENESIS = "0" * 64
+log = logging.getLogger(__name__)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
@@ -33,166 +45,216 @@ CREATE TABLE IF NOT EXISTS events (
     action TEXT NOT NULL,
     body TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    hash_version INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS events_time ON events (time_ns);
 CREATE INDEX IF NOT EXISTS events_alarm ON events (alarm_id, seq);
 CREATE TABLE IF NOT EXISTS alarms (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seals (
+    n INTEGER PRIMARY KEY,
+    event_seq INTEGER NOT NULL,
+    event_hash TEXT NOT NULL,
+    records TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
 """
+FLUSH_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 10.0
+
+__all__ = ["GENESIS", "AlarmJournal", "ChainCheck", "HeadExport", "JournalWriteError"]
 
 
 @dataclass(frozen=True, slots=True)
 class ChainCheck:
-    """The result of verifying the hash chain."""
+    """The result of verifying the journal: its chains, its records and any exported heads."""
 
     ok: bool
-    events: int
-    first_bad_seq: int | None = None
-    reason: str = ""
+    events: int  # events that verified, from #1
+    first_bad_seq: int | None = None  # where the event chain breaks
+    reason: str = ""  # why it breaks there
+    head: tuple[int, str] = (0, GENESIS)
+    seals: int = 0
+    problems: tuple[str, ...] = ()  # every failure, in words (the chain's break first)
+    notes: tuple[str, ...] = ()  # what was not or could not be checked
+    heads_checked: int = 0
 
 
-EVENT_FIELDS = tuple(f.name for f in fields(AlarmEvent) if f.name != "seq")
-ALARM_FIELDS = tuple(f.name for f in fields(Alarm))
-
-
-def _body(event: AlarmEvent) -> str:
-    """The canonical JSON of an event without its sequence number."""
-    # getattr per field rather than dataclasses.asdict: asdict deep-copies every value and
-    # was most of the cost of journaling a flood (2,000 alarms raised at once)
-    data = {name: getattr(event, name) for name in EVENT_FIELDS}
-    data["action"], data["state"], data["priority"] = (event.action.value, event.state.value,
-                                                       event.priority.value)
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
-
-
-def _hash(prev_hash: str, seq: int, body: str) -> str:
-    return hashlib.sha256(f"{prev_hash}|{seq}|{body}".encode()).hexdigest()
-
-
-def _event(seq: int, body: str) -> AlarmEvent:
-    data = json.loads(body)
-    data["action"] = Action(data["action"])
-    data["state"] = AlarmState(data["state"])
-    data["priority"] = Priority(data["priority"])
-    return AlarmEvent(seq=seq, **data)
-
-
-def _alarm_body(alarm: Alarm) -> str:
-    data = {name: getattr(alarm, name) for name in ALARM_FIELDS}
-    data["priority"], data["state"] = alarm.priority.value, alarm.state.value
-    data["series"] = list(alarm.series)
-    return json.dumps(data, sort_keys=True)
-
-
-def _alarm(body: str) -> Alarm:
-    data = json.loads(body)
-    data["priority"], data["state"] = Priority(data["priority"]), AlarmState(data["state"])
-    data["series"] = tuple(data["series"])
-    return Alarm(**data)
+def _migrate(db: sqlite3.Connection) -> None:
+    """Journals from before hash version 2 get the column; their rows stay version 1."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    if "hash_version" not in columns:
+        db.execute("ALTER TABLE events ADD COLUMN hash_version INTEGER NOT NULL DEFAULT 1")
 
 
 class AlarmJournal:
-    """Append-only event log and current alarm records (one writer; readers may share it)."""
+    """Append-only event log and current alarm records (one writer; readers may share it).
 
-    def __init__(self, path: str | Path) -> None:
+    ``heads``: True exports unsigned heads to ``<journal>.heads.jsonl`` every 300 s, False
+    exports none, a HeadExport says where, how often and with which key. Only a journal that
+    writes exports: readers (the CLI, reports) never touch the head log."""
+
+    def __init__(self, path: str | Path, heads: HeadExport | bool = True, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self.export = (HeadExport(default_head_log(self.path)) if heads is True
+                       else None if heads is False else heads)
+        self._clock = clock
+        self._lock = threading.Lock()  # the read connection
+        self._append_lock = threading.Lock()  # numbering and queueing, in one order
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged event survives power loss
         self._db.executescript(SCHEMA)
+        _migrate(self._db)
+        self._next_seq = self._committed_head()[0] + 1
+        self._writer: JournalWriter | None = None
+        self._closed = False
+        _OPEN.add(self)
 
-    def close(self) -> None:
-        """Close the file."""
-        with self._lock:
-            self._db.close()
-
-    def head(self) -> tuple[int, str]:
-        """(last sequence number, its hash), or (0, genesis) for an empty journal."""
-        row = self._db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+    # ------------------------------------------------------------------ writing
 
     def append(self, events: Sequence[AlarmEvent],
                alarms: Mapping[str, Alarm]) -> list[AlarmEvent]:
-        """Write events (numbered, chained) and the current records of their alarms, at once."""
-        with self._lock:
-            seq, prev = self.head()
-            out: list[AlarmEvent] = []
-            rows = []
+        """Number events and queue them with the current records of their alarms; returns the
+        numbered events at once (the writer thread commits them, see journal_writer.py)."""
+        if not events:
+            return []
+        with self._append_lock:
+            out = []
             for event in events:
-                seq += 1
-                body = _body(event)
-                digest = _hash(prev, seq, body)
-                rows.append((seq, event.time_ns, event.alarm_id, event.action.value, body, prev,
-                             digest))
-                prev = digest
-                out.append(replace(event, seq=seq))
-            touched = {e.alarm_id for e in events}
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                for alarm_id in touched:
-                    alarm = alarms.get(alarm_id)
-                    if alarm is None:
-                        self._db.execute("DELETE FROM alarms WHERE id = ?", (alarm_id,))
-                    else:
-                        self._db.execute("INSERT OR REPLACE INTO alarms VALUES (?, ?)",
-                                         (alarm_id, _alarm_body(alarm)))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return out
+                out.append(replace(event, seq=self._next_seq))
+                self._next_seq += 1
+            records = tuple((i, alarm_body(a) if (a := alarms.get(i)) is not None else None)
+                            for i in dict.fromkeys(e.alarm_id for e in events))
+            self._writing().submit(Append(tuple(out), records))
+        return out
 
     def save_alarms(self, alarms: Mapping[str, Alarm]) -> None:
         """Write every current record (pending and clearing timers change without events)."""
+        with self._append_lock:
+            self._writing().submit(Replace(tuple((i, alarm_body(a)) for i, a in alarms.items())))
+
+    def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+        """Wait until everything appended so far is committed (JournalWriteError if it cannot
+        be)."""
+        if self._writer is not None:
+            self._writer.flush(timeout_s)
+
+    def close(self) -> None:
+        """Commit what is queued, export the head (at close) and close the file."""
+        with self._append_lock:  # no append slips in behind the close
+            if self._closed:
+                return
+            self._closed = True
+        if self._writer is not None:
+            self._writer.close(CLOSE_TIMEOUT_S)
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM alarms")
-            self._db.executemany("INSERT INTO alarms VALUES (?, ?)",
-                                 [(a.id, _alarm_body(a)) for a in alarms.values()])
-            self._db.execute("COMMIT")
+            self._db.close()
+        _OPEN.discard(self)
+
+    @property
+    def write_error(self) -> str:
+        """The writer's last commit error ("" while it commits)."""
+        return self._writer.error if self._writer is not None else ""
+
+    def _writing(self) -> JournalWriter:
+        if self._closed:
+            raise JournalWriteError(f"the alarm journal {self.path} is closed")
+        if self._writer is None:
+            self._writer = JournalWriter(self.path, self.export, self._clock)
+        return self._writer
+
+    # ------------------------------------------------------------------ reading
+
+    def _committed_head(self) -> tuple[int, str]:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+    def head(self) -> tuple[int, str]:
+        """(last sequence number, its hash), or (0, genesis) for an empty journal."""
+        self.flush()
+        return self._committed_head()
 
     def load_alarms(self) -> dict[str, Alarm]:
-        """The alarm records as last written."""
+        """The alarm records as last written (an ERROR is logged if they are not as sealed)."""
+        self.flush()
         with self._lock:
-            rows = self._db.execute("SELECT id, body FROM alarms").fetchall()
-        return {str(i): _alarm(str(b)) for i, b in rows}
+            rows = [(str(i), str(b)) for i, b in
+                    self._db.execute("SELECT id, body FROM alarms").fetchall()]
+            seal = self._db.execute("SELECT records FROM seals ORDER BY n DESC LIMIT 1"
+                                    ).fetchone()
+        if seal is not None and seal[0] != table_digest(rows):
+            log.error("alarm records do not match their seal: edited outside dcim? run "
+                      "`dcim alarms verify`", extra={"journal": str(self.path)})
+        return {i: parse_alarm(b) for i, b in rows}
 
     def events(self, start_ns: int = 0, end_ns: int = 2**63 - 1, *,
                alarm_id: str | None = None, limit: int | None = None) -> list[AlarmEvent]:
         """Events with start_ns <= time < end_ns, oldest first (optionally one alarm's)."""
+        self.flush()
         sql = "SELECT seq, body FROM events WHERE time_ns >= ? AND time_ns < ?"
         args: list[Any] = [start_ns, end_ns]
         if alarm_id is not None:
             sql += " AND alarm_id = ?"
             args.append(alarm_id)
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql = f"SELECT * FROM ({sql[:-len(' ORDER BY seq')]} ORDER BY seq DESC LIMIT ?) " \
-                  "ORDER BY seq"
+        if limit is None:
+            sql += " ORDER BY seq"
+        else:
+            sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) ORDER BY seq"
             args.append(limit)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [_event(int(s), str(b)) for s, b in rows]
+        return [parse_event(int(s), str(b)) for s, b in rows]
 
-    def _rows(self) -> Iterator[tuple[int, str, str, str]]:
-        cursor = self._db.execute("SELECT seq, body, prev_hash, hash FROM events ORDER BY seq")
-        while batch := cursor.fetchmany(10_000):
-            yield from ((int(a), str(b), str(c), str(d)) for a, b, c, d in batch)
-
-    def verify(self) -> ChainCheck:
-        """Recompute the chain from the first event; report the first row that does not fit."""
-        prev, expected_seq, count = GENESIS, 1, 0
+    def verify(self, heads: Iterable[tuple[str, Iterable[str]]] | None = None, *,
+               key: bytes | None = None,
+               expect: Sequence[tuple[int, str]] = ()) -> ChainCheck:
+        """Recompute both chains and the records' digest; check exported heads (per head log:
+        a name and its lines; signatures with `key`) and expected (seq, hash) heads."""
+        self.flush()
+        read = read_heads(heads or (), key)
+        wanted = [*read.heads, *(ExportedHead("--expect-head", "expected", None, s, h)
+                                 for s, h in expect)]
         with self._lock:
-            for seq, body, prev_hash, digest in self._rows():
-                if seq != expected_seq:
-                    return ChainCheck(False, count, seq, f"sequence jumps from "
-                                                         f"{expected_seq - 1} to {seq}")
-                if prev_hash != prev:
-                    return ChainCheck(False, count, seq, "previous-hash does not match")
-                if _hash(prev, seq, body) != digest:
-                    return ChainCheck(False, count, seq, "content does not match its hash")
-                prev, expected_seq, count = digest, seq + 1, count + 1
-        return ChainCheck(True, count)
+            seals = [SealRow(*r) for r in self._db.execute(
+                "SELECT n, event_seq, event_hash, records, prev_hash, hash FROM seals "
+                "ORDER BY n")]
+            records = table_digest((str(i), str(b)) for i, b in
+                                   self._db.execute("SELECT id, body FROM alarms"))
+            cursor = self._db.execute("SELECT seq, time_ns, alarm_id, action, body, prev_hash, "
+                                      "hash, hash_version FROM events ORDER BY seq")
+            walk = walk_events((EventRow(*r) for r in cursor),
+                               {0, *(s.event_seq for s in seals), *(h.seq for h in wanted)})
+        problems, notes = [*read.problems], [*read.notes]
+        if walk.first_bad_seq is not None:
+            problems.insert(0, f"CHAIN BROKEN at event #{walk.first_bad_seq}: {walk.reason} "
+                               f"({walk.events} events verified before it)")
+        else:
+            problem, note = check_seals(seals, walk, records)
+            problems += [problem] if problem else []
+            notes += [note] if note else []
+        last = seals[-1] if seals else None
+        now = Head(walk.head[0], walk.head[1], last.n if last else 0,
+                   last.hash if last else GENESIS, records)
+        found, unanchored = check_heads(wanted, walk, {s.n: s.hash for s in seals}, now)
+        problems += found
+        notes += unanchored
+        if not wanted:
+            notes.append("no exported heads checked: a journal cut short, emptied or rewritten "
+                         "with recomputed hashes cannot be told from an intact one")
+        return ChainCheck(not problems, walk.events, walk.first_bad_seq, walk.reason, walk.head,
+                          len(seals), tuple(problems), tuple(notes), len(wanted))
+
+
+_OPEN: weakref.WeakSet[AlarmJournal] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_journals() -> None:
+    """A journal nobody closed still commits what it was handed before the process ends."""
+    for journal in list(_OPEN):
+        journal.close()

@@ -3,8 +3,8 @@
 It reads one thing, the live snapshot (dcim/live/state.py), and evaluates it as soon as a new
 one is built (each collector cycle that ends), so a trip is alarmed within the cycle that saw
 it, whatever the store is doing. A timer re-evaluates every `evaluate_interval_s` as well, for
-on/off-delays and shelving expiry when nothing changes. It never polls devices or reads the
-store itself. Operator actions (acknowledge, shelve, ...) go through it too, so every action
+on/off-delays and the expiry of shelving and out of service when nothing changes. It never
+polls devices or reads the store itself. Operator actions (acknowledge, shelve, ...) go through it too, so every action
 is journaled and notifications learn of it at once (an acknowledgement stops escalation).
 """
 
@@ -97,9 +97,11 @@ class AlarmService:
         """Reset a latched alarm whose condition is gone."""
         return self._done(self.engine.reset(alarm_id, user, self._now(), comment))
 
-    def remove_from_service(self, alarm_id: str, user: str, reason: str) -> AlarmEvent:
-        """Take an alarm out of service."""
-        return self._done(self.engine.remove_from_service(alarm_id, user, self._now(), reason))
+    def remove_from_service(self, alarm_id: str, user: str, reason: str,
+                            duration_s: float) -> AlarmEvent:
+        """Take an alarm out of service for duration_s (at most max_out_of_service_s)."""
+        return self._done(self.engine.remove_from_service(alarm_id, user, self._now(), reason,
+                                                          duration_s))
 
     def return_to_service(self, alarm_id: str, user: str, comment: str = "") -> AlarmEvent:
         """Return an alarm to service."""
@@ -123,7 +125,7 @@ class AlarmService:
             try:
                 seen = await self.state.version.wait_past(seen, interval)
             except TimeoutError:
-                pass  # nothing new: evaluate anyway, for delays and shelving expiry
+                pass  # nothing new: evaluate anyway, for delays and expiries
             try:
                 self.evaluate(self.state.current())
                 self._last_error = ""

@@ -129,6 +129,10 @@ class Alarm:
     shelve_reason: str = ""
     suppressed_by: str | None = None
     out_of_service_by: str | None = None
+    out_of_service_until_ns: int | None = None  # back in service by itself then
+    # an event announced it (someone was paged) since it last became active: bringing it back
+    # into view (unshelve, unsuppress, return to service) does not announce it again
+    annunciated: bool = False
     activations_ns: list[int] = field(default_factory=list)  # recent raises (chattering)
 
     @property

@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_parsers(sub)
 
+    from dcim.cli.users import add_parsers as add_user_parsers
+
+    add_user_parsers(sub)
+
     r = sub.add_parser("run", help="collect from the site's real devices into its store",
                        description="Production mode: the collectors of every gateway in the site "
                                    "file, the durable buffer, the store and the analytics, with a "

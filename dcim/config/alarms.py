@@ -1,8 +1,9 @@
-"""The `alarms:` section of a site file: delays, shelving limits, maintenance, priorities."""
+"""The `alarms:` section of a site file: delays, shelving and out-of-service limits,
+maintenance, priorities."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dcim.alarms.types import Priority
 
@@ -51,6 +52,10 @@ class AlarmsConfig(BaseModel):
                     "on- and off-delays")
     max_shelve_s: float = Field(12 * 3600.0, gt=0, le=7 * 86400,
                                 description="longest an operator may shelve an alarm (a shift)")
+    max_out_of_service_s: float = Field(
+        7 * 86400.0, gt=0, le=90 * 86400,
+        description="longest an operator may take an alarm out of service (it returns to "
+                    "service by itself at the end)")
     chatter_count: int = Field(3, ge=2, le=100,
                                description="raises within chatter_window_s that make it chatter")
     chatter_window_s: float = Field(60.0, gt=0, le=3600)
@@ -68,6 +73,26 @@ class AlarmsConfig(BaseModel):
         description="alarm ids or prefixes that stay active until reset (default: unit trips)")
     journal_path: str | None = Field(
         None, description="the alarm journal (SQLite); default var/alarms-<site>.sqlite")
+    head_log_path: str | None = Field(
+        None, description="where the journal's chain head is appended (one JSON line per "
+                          "export, for log shipping; docs/security.md); default beside the "
+                          "journal, var/alarms-<site>.heads.jsonl")
+    head_export_interval_s: float = Field(
+        300.0, ge=1, le=86400,
+        description="how often the head is exported while the journal changes (and at close)")
+    journal_key_env: str | None = Field(
+        None, min_length=1,
+        description="environment variable holding the key that signs exported heads "
+                    "(HMAC-SHA256, at least 16 bytes); without a key heads are unsigned")
+    journal_key_file: str | None = Field(
+        None, min_length=1,
+        description="file holding that key instead (outside var/, readable by dcim only)")
+
+    @model_validator(mode="after")
+    def _one_journal_key(self) -> AlarmsConfig:
+        if self.journal_key_env is not None and self.journal_key_file is not None:
+            raise ValueError("give journal_key_env or journal_key_file, not both")
+        return self
 
     def journal_file(self, site_id: str) -> str:
         """The journal's path: journal_path, or var/alarms-<site>.sqlite."""

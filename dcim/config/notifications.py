@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dcim.alarms.types import Priority
 
+
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,6 +44,23 @@ class EmailChannelConfig(_Base):
     password_env: str | None = Field(None, description="environment variable holding the password")
     starttls: bool = Field(False, description="upgrade the connection with STARTTLS before AUTH")
     timeout_s: float = Field(20.0, gt=0, le=300, description="timeout of one SMTP session")
+    allow_insecure_password: bool = Field(
+        False, description="accept a username without starttls, where the password crosses "
+        "the network in clear (logged as a WARNING at every start)")
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> EmailChannelConfig:
+        if self.insecure_password and not self.allow_insecure_password:
+            raise ValueError(
+                "username without starttls: the SMTP password would cross the network in "
+                "clear. Set starttls: true (port 587; implicit TLS on port 465 is not "
+                "supported), or, knowingly, set allow_insecure_password: true")
+        return self
+
+    @property
+    def insecure_password(self) -> bool:
+        """The channel logs in (AUTH) on a connection without TLS."""
+        return self.username is not None and not self.starttls
 
 
 class LogChannelConfig(_Base):

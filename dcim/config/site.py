@@ -135,8 +135,12 @@ class OpcuaSecurity(Strict):
     certificate: str | None = Field(None, description="client certificate (DER/PEM) path")
     private_key: str | None = None
     trust_dir: str | None = Field(None, description="folder of trusted server certificates")
-    username: str | None = None
-    password_env: str | None = None
+    username: str | None = Field(None, description="user token name (needs password_env)")
+    password_env: str | None = Field(
+        None, description="environment variable holding the user token's password")
+    allow_insecure_password: bool = Field(
+        False, description="accept username/password_env under policy None, where the password "
+        "crosses the network in clear (logged as a WARNING at every start)")
 
     @model_validator(mode="after")
     def _consistent(self) -> OpcuaSecurity:
@@ -147,7 +151,18 @@ class OpcuaSecurity(Strict):
                 "a secure policy needs certificate, private_key and trust_dir "
                 "(the server certificate is checked against trust_dir, never accepted blindly)"
             )
+        if self.insecure_password and not self.allow_insecure_password:
+            field = "username" if self.username else "password_env"
+            raise ValueError(
+                f"{field} under security policy None: the password would cross the network "
+                "in clear. Use policy Basic256Sha256 with mode SignAndEncrypt (certificate, "
+                "private_key, trust_dir), or, knowingly, set allow_insecure_password: true")
         return self
+
+    @property
+    def insecure_password(self) -> bool:
+        """A user password is configured on a channel without security."""
+        return self.policy == "None" and bool(self.username or self.password_env)
 
 
 class OpcuaGateway(Strict):

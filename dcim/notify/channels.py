@@ -112,6 +112,22 @@ _COLUMNS = "id, created_ns, attempts, next_try_ns, channel, kind, subject, body,
            "recipient, address, alarm_id, priority"
 
 
+def private_file(path: Path) -> None:
+    """Make sure a database file is readable by its owner only (0600) before SQLite opens it:
+    created so if missing (SQLite gives its -wal and -shm files the database's mode), and
+    tightened if an older version left it, or them, readable by others. The outbox holds
+    addresses and the text of every alarm message."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for extra in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if extra.exists() and extra.stat().st_mode & 0o077:
+            extra.chmod(0o600)
+
+
 class Outbox:
     """The SQLite file of messages to deliver; rows go pending -> delivered | failed.
 
@@ -122,6 +138,7 @@ class Outbox:
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
+        private_file(Path(path))
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a queued page must survive a power cut
@@ -259,6 +276,10 @@ class EmailSender:
         self.name = name
         self.config = config
         self._password = _secret(config.password_env, f"notifications.channels.{name}.password_env")
+        if config.insecure_password:  # allowed knowingly; said at every start all the same
+            log.warning("email channel logs in without TLS: its password crosses the network "
+                        "in clear (allow_insecure_password is set)",
+                        extra={"channel": name, "host": config.host, "port": config.port})
 
     async def send(self, message: Message) -> None:
         """Send to message.address; DeliveryError on a failure (5xx answers are permanent)."""

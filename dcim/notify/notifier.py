@@ -253,6 +253,10 @@ class _Tracked:
     paged: list[tuple[str, int, int]] = field(default_factory=list)
 
 
+# events after which an unacknowledged alarm that is not announced again is still escalated
+RETURNS = frozenset({Action.RAISE, Action.UNSHELVE, Action.UNSUPPRESS, Action.RETURN_TO_SERVICE})
+
+
 class Planner:
     """Alarm events and the passage of time in, Messages out; no I/O."""
 
@@ -318,7 +322,9 @@ class Planner:
             return "priority" if prev is None or e.priority.rank > prev.priority.rank else None
         if e.action in (Action.UNSHELVE, Action.UNSUPPRESS, Action.RETURN_TO_SERVICE) \
                 and e.state is AlarmState.UNACK:
-            return "raise"  # active and unacknowledged, now announced: nobody was paged yet
+            # active and unacknowledged, and announced: the engine announces a return into view
+            # only when nobody was told of this activation yet
+            return "raise"
         return None
 
     def _event(self, e: AlarmEvent) -> list[Message]:
@@ -333,11 +339,12 @@ class Planner:
             self._latest.pop(e.alarm_id, None)
         kind = self._kind(e, prev)
         route = select_route(self.config.routes, e.priority)
-        if (e.action is Action.RAISE and not e.announce and not hidden
+        if (e.action in RETURNS and not e.announce and not hidden
                 and e.state is AlarmState.UNACK and route is not None and route.tier is not None
                 and e.alarm_id not in self._tracked):
-            # back before anyone acknowledged it: nobody is paged again (the engine does not
-            # announce it), but the escalation clock runs again from now
+            # back before anyone acknowledged it, or back in view (unshelved, unsuppressed,
+            # returned to service) after someone was paged: nobody is paged again (the engine
+            # announces an alarm once per activation), but the escalation clock runs again
             self._tracked[e.alarm_id] = _Tracked(e, e.time_ns, route.tier, e.time_ns, e.time_ns)
         if not e.announce or kind is None or route is None:
             return []

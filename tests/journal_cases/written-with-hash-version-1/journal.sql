@@ -1,0 +1,20 @@
+BEGIN TRANSACTION;
+CREATE TABLE alarms (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+INSERT INTO "alarms" VALUES('unit:UPS-A3:down','{"acked_by": "kwong", "acked_ns": 1800000040000000000, "activations_ns": [1800000000000000000], "active_since_ns": 1800000000000000000, "annunciated": true, "clearing_since_ns": null, "condition": true, "device": null, "id": "unit:UPS-A3:down", "last_change_ns": 1800000040000000000, "latched": true, "message": "ups_module UPS-A3 tripped", "out_of_service_by": null, "out_of_service_until_ns": null, "pending_since_ns": null, "priority": "high", "series": [], "shelve_reason": "", "shelved_by": null, "shelved_until_ns": null, "source": "unit", "state": "active_acknowledged", "suppressed_by": null, "unit": "UPS-A3", "value": null}');
+INSERT INTO "alarms" VALUES('device:PDU-A-H1-2:comm','{"acked_by": null, "acked_ns": null, "activations_ns": [1800000030000000000], "active_since_ns": 1800000030000000000, "annunciated": true, "clearing_since_ns": null, "condition": true, "device": "PDU-A-H1-2", "id": "device:PDU-A-H1-2:comm", "last_change_ns": 1800000030000000000, "latched": false, "message": "pdu not answering", "out_of_service_by": null, "out_of_service_until_ns": null, "pending_since_ns": null, "priority": "medium", "series": [], "shelve_reason": "gateway replacement", "shelved_by": "chan", "shelved_until_ns": 1800003650000000000, "source": "device", "state": "active_unacknowledged", "suppressed_by": null, "unit": "PDU-A-H1-2", "value": null}');
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    time_ns INTEGER NOT NULL,
+    alarm_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    body TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+INSERT INTO "events" VALUES(1,1800000000000000000,'unit:UPS-A3:down','raise','{"action":"raise","alarm_id":"unit:UPS-A3:down","announce":true,"comment":"","device":null,"message":"ups_module UPS-A3 tripped","out_of_service":false,"priority":"high","shelved":false,"source":"unit","state":"active_unacknowledged","suppressed":false,"time_ns":1800000000000000000,"unit":"UPS-A3","user":"system"}','0000000000000000000000000000000000000000000000000000000000000000','b8fb5e388626b37a8083ab7ec64cf090d363a2c8892732bda8d825047fd040be');
+INSERT INTO "events" VALUES(2,1800000030000000000,'device:PDU-A-H1-2:comm','raise','{"action":"raise","alarm_id":"device:PDU-A-H1-2:comm","announce":true,"comment":"","device":"PDU-A-H1-2","message":"pdu not answering","out_of_service":false,"priority":"medium","shelved":false,"source":"device","state":"active_unacknowledged","suppressed":false,"time_ns":1800000030000000000,"unit":"PDU-A-H1-2","user":"system"}','b8fb5e388626b37a8083ab7ec64cf090d363a2c8892732bda8d825047fd040be','5854974d36e48eff0d3f3e8c607a7d6c7a9b4385852be1563faeb4b9b496fb75');
+INSERT INTO "events" VALUES(3,1800000040000000000,'unit:UPS-A3:down','ack','{"action":"ack","alarm_id":"unit:UPS-A3:down","announce":true,"comment":"on site, breaker tripped","device":null,"message":"ups_module UPS-A3 tripped","out_of_service":false,"priority":"high","shelved":false,"source":"unit","state":"active_acknowledged","suppressed":false,"time_ns":1800000040000000000,"unit":"UPS-A3","user":"kwong"}','5854974d36e48eff0d3f3e8c607a7d6c7a9b4385852be1563faeb4b9b496fb75','011fc01da2c29ace114a36395dfaeea2da4da7b49f1c01b5a0647a607981b6ed');
+INSERT INTO "events" VALUES(4,1800000050000000000,'device:PDU-A-H1-2:comm','shelve','{"action":"shelve","alarm_id":"device:PDU-A-H1-2:comm","announce":false,"comment":"gateway replacement (for 60 min)","device":"PDU-A-H1-2","message":"pdu not answering","out_of_service":false,"priority":"medium","shelved":true,"source":"device","state":"active_unacknowledged","suppressed":false,"time_ns":1800000050000000000,"unit":"PDU-A-H1-2","user":"chan"}','011fc01da2c29ace114a36395dfaeea2da4da7b49f1c01b5a0647a607981b6ed','1c2de354ca57eced03f980f0cac38cf35b4e622c9e94f57e2117edbd65e828f3');
+CREATE INDEX events_time ON events (time_ns);
+CREATE INDEX events_alarm ON events (alarm_id, seq);
+COMMIT;
