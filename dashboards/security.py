@@ -115,17 +115,17 @@ def tls_context(certificate: str, private_key: str) -> ssl.SSLContext:
 
 # -- who is asking
 
-def over_tls(request: web.BaseRequest) -> bool:
+def over_tls(request: web.Request) -> bool:
     """Whether the browser reached us over HTTPS (here, or at a trusted proxy in front)."""
     return _scheme(request, request.app[GUARD]) == "https"
 
 
-def cookie_name(request: web.BaseRequest) -> str:
+def cookie_name(request: web.Request) -> str:
     """The session cookie's name (the __Host- prefix over TLS)."""
     return SECURE_COOKIE if over_tls(request) else COOKIE
 
 
-def client_address(request: web.BaseRequest, auth: Authenticator | None) -> str:
+def client_address(request: web.Request, auth: Authenticator | None) -> str:
     """The client's address: the peer, or the hop a trusted proxy forwarded for."""
     peer = request.remote or ""
     if auth is not None and auth.trusts(peer):
@@ -136,7 +136,7 @@ def client_address(request: web.BaseRequest, auth: Authenticator | None) -> str:
     return peer
 
 
-def identify(request: web.BaseRequest, guard: Guard, touch: bool = True) -> Identity | None:
+def identify(request: web.Request, guard: Guard, touch: bool = True) -> Identity | None:
     """Who sent the request: a bearer token, a trusted proxy's user, a session cookie; None
     when nothing proves a name. Without auth: the loopback identity (the name is typed)."""
     auth = guard.auth
@@ -154,7 +154,7 @@ def identify(request: web.BaseRequest, guard: Guard, touch: bool = True) -> Iden
     return auth.from_session(session_id, touch) if session_id else None
 
 
-def _scheme(request: web.BaseRequest, guard: Guard) -> str:
+def _scheme(request: web.Request, guard: Guard) -> str:
     if guard.auth is not None and guard.auth.trusts(request.remote):
         forwarded = request.headers.get("X-Forwarded-Proto", "").strip().lower()
         if forwarded in ("http", "https"):
@@ -221,7 +221,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return refused.response()
 
 
-async def security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: the security headers on every response, errors and files too."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)

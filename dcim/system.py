@@ -149,11 +149,14 @@ class System:
         """The alarm engine on its journal, evaluating each new live snapshot."""
         from dcim.alarms.engine import AlarmEngine
         from dcim.alarms.journal import AlarmJournal
+        from dcim.alarms.journal_heads import head_export
         from dcim.alarms.service import AlarmService
 
         config = self.site.config.alarms
         path = self.options.alarm_journal or config.journal_file(self.site.id)
-        journal = AlarmJournal(path)
+        # heads exported (signed when a key is configured) to a log the journal cannot rewrite;
+        # a configured key that is missing stops the start here (JournalKeyError)
+        journal = AlarmJournal(path, head_export(config, path))
         stack.callback(journal.close)
         engine = AlarmEngine(config, journal)
         if self.notifier is not None:

@@ -383,6 +383,17 @@ async def test_sign_in_is_rate_limited_and_every_failure_logged(
     assert "guess 123456" not in caplog.text and PASSWORD not in caplog.text
 
 
+async def test_guesses_at_once_do_not_slip_past_the_limit(
+        live: LiveState, store: UserStore, clock: Clock) -> None:
+    async with dashboard(live, RecordingAlarms(), authenticator(store, clock)) as server, \
+            Browser(server) as browser:
+        for _ in range(8):  # a shift signing in from one office address: never limited
+            assert await browser.sign_in("otto") == 200
+        guesses = await asyncio.gather(*(browser.sign_in("suki", f"guess {i:06d}")
+                                         for i in range(20)))
+        assert sorted(guesses) == [401] * 5 + [429] * 15
+
+
 async def test_csrf_token_is_needed_with_a_session(live: LiveState, store: UserStore,
                                                    clock: Clock) -> None:
     alarms = RecordingAlarms()

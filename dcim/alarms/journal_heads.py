@@ -175,20 +175,28 @@ class HeadsRead:
     notes: tuple[str, ...]
 
 
-def _parse(doc: object, where: str) -> ExportedHead | None:
-    if isinstance(doc, dict) and isinstance(doc.get("journal_head"), dict):
-        doc = doc["journal_head"]  # a JSON log record carrying a head
-    if not isinstance(doc, dict):
+def _head_doc(text: str | bytes) -> dict[str, object] | None:
+    """The head object of a line: a head line, or a JSON log record carrying one."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
         return None
+    if isinstance(doc, dict) and isinstance(doc.get("journal_head"), dict):
+        doc = doc["journal_head"]
+    return doc if isinstance(doc, dict) else None
+
+
+def _parse(doc: Mapping[str, object], where: str) -> ExportedHead | None:
     ints = [doc.get(k) for k in ("seq", "seal", "time_ns")]
     hexes = [doc.get(k) for k in ("hash", "seal_hash", "records")]
     if (doc.get("format") != HEAD_FORMAT or doc.get("reason") not in REASONS
             or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ints)
             or not all(isinstance(h, str) and _HEX64.fullmatch(h) for h in hexes)):
         return None
-    return ExportedHead(where, str(doc["reason"]), int(doc["time_ns"]), int(doc["seq"]),
-                        str(doc["hash"]), int(doc["seal"]), str(doc["seal_hash"]),
-                        str(doc["records"]))
+    seq, seal, time_ns = [i for i in ints if isinstance(i, int)]  # all of them, checked above
+    digest, seal_hash, records = [h for h in hexes if isinstance(h, str)]
+    return ExportedHead(where, str(doc["reason"]), time_ns, seq, digest, seal, seal_hash,
+                        records)
 
 
 def read_heads(sources: Iterable[tuple[str, Iterable[str]]], key: bytes | None) -> HeadsRead:
@@ -201,16 +209,11 @@ def read_heads(sources: Iterable[tuple[str, Iterable[str]]], key: bytes | None) 
             if not text.strip():
                 continue
             where = f"{name} line {number}"
-            try:
-                doc = json.loads(text)
-            except ValueError:
-                doc = None
-            head = _parse(doc, where)
-            if head is None:
+            doc = _head_doc(text)
+            head = _parse(doc, where) if doc is not None else None
+            if doc is None or head is None:
                 problems.append(f"{where} is not a journal head")
                 continue
-            assert isinstance(doc, dict)
-            doc = doc.get("journal_head", doc)
             sig = doc.get("sig")
             if sig is None:
                 unsigned += 1
@@ -248,10 +251,8 @@ def last_exported(path: Path | None, tail_bytes: int = 65536) -> ExportedHead | 
         lines = [line for line in f.read().splitlines() if line.strip()]
     if not lines:
         return None
-    try:
-        return _parse(json.loads(lines[-1]), f"{path.name} (last line)")
-    except ValueError:
-        return None
+    doc = _head_doc(lines[-1])
+    return _parse(doc, f"{path.name} (last line)") if doc is not None else None
 
 
 def _missing(head: ExportedHead, walk: ChainWalk, seals: Mapping[int, str],

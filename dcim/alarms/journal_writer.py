@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcim.alarms.journal_chain import (GENESIS, SealRow, event_row, record_hash,
+from dcim.alarms.journal_chain import (GENESIS, EventRow, SealRow, event_row, record_hash,
                                        records_digest, seal_row)
 from dcim.alarms.journal_heads import Head, HeadExport, export_head, last_exported
 from dcim.alarms.types import AlarmEvent
@@ -78,6 +78,43 @@ class _State:
                     records_digest(self.records.values()))
 
 
+@dataclass(slots=True)
+class _Batch:
+    """One transaction: event rows, record changes (None: delete), the seal after them."""
+
+    records: dict[str, str]  # alarm id -> record hash, after the transaction
+    rows: list[EventRow] = field(default_factory=list)
+    changes: dict[str, str | None] = field(default_factory=dict)
+    replace: bool = False  # the records table is emptied first
+    seal: SealRow | None = None
+
+
+def _write(db: sqlite3.Connection, batch: _Batch) -> None:
+    """Write a batch in one transaction (rolled back if any statement fails)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.executemany("INSERT INTO events (seq, time_ns, alarm_id, action, body, prev_hash, "
+                       "hash, hash_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       [(r.seq, r.time_ns, r.alarm_id, r.action, r.body, r.prev_hash, r.hash,
+                         r.version) for r in batch.rows])
+        if batch.replace:
+            db.execute("DELETE FROM alarms")
+        db.executemany("DELETE FROM alarms WHERE id = ?",
+                       [(i,) for i, b in batch.changes.items() if b is None])
+        db.executemany("INSERT OR REPLACE INTO alarms VALUES (?, ?)",
+                       [(i, b) for i, b in batch.changes.items() if b is not None])
+        if batch.seal is not None:
+            seal = batch.seal
+            db.execute("INSERT INTO seals VALUES (?, ?, ?, ?, ?, ?)",
+                       (seal.n, seal.event_seq, seal.event_hash, seal.records, seal.prev_hash,
+                        seal.hash))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 class JournalWriter:
     """One thread that owns the journal's write connection (`clock` times the head exports;
     tests move it, retries run on real time)."""
@@ -95,11 +132,6 @@ class JournalWriter:
                                         daemon=True)
         self._thread.start()
 
-    @property
-    def alive(self) -> bool:
-        """Whether the thread still runs (False after close)."""
-        return self._thread.is_alive()
-
     def submit(self, job: Append | Replace) -> None:
         """Queue a job; it is committed with whatever else is queued."""
         self._queue.put(job)
@@ -108,6 +140,8 @@ class JournalWriter:
         """Wait until everything submitted so far is committed."""
         marker = _Marker()
         self._queue.put(marker)
+        if not self._thread.is_alive() and not marker.done.is_set():
+            raise JournalWriteError(f"the alarm journal's writer has stopped ({self.error})")
         if not marker.done.wait(timeout_s):
             raise JournalWriteError(f"the alarm journal did not commit within {timeout_s:g} s"
                                     + (f" ({self.error})" if self.error else ""))
@@ -126,15 +160,20 @@ class JournalWriter:
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None)
         try:
-            db.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
-            self._load(db)
-            self._export("open")
-            while not self._step(db):
-                pass
-        finally:
-            db.close()
+            db = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                db.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
+                self._load(db)
+                self._export("open")
+                while not self._step(db):
+                    pass
+            finally:
+                db.close()
+        except Exception as exc:  # cannot even open: every append from now on is lost
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("alarm journal writer stopped", extra={"journal": str(self.path)})
+            self._release(self.error)
 
     def _step(self, db: sqlite3.Connection) -> bool:
         """Wait for work, commit it, export if due; True once closed."""
@@ -195,57 +234,10 @@ class JournalWriter:
 
     def _commit(self, db: sqlite3.Connection) -> None:
         """Write every pending job in one transaction; on failure keep them for a retry."""
-        state = self._state
-        seq, prev = state.seq, state.hash
-        rows = []
-        records = dict(state.records)
-        changes: dict[str, str | None] = {}
-        replace = False
-        for job in self._pending:
-            if isinstance(job, Replace):
-                replace, records, changes = True, {}, dict(job.records)
-            else:
-                for event in job.events:
-                    seq += 1
-                    if seq != event.seq and not self.error:
-                        log.warning("alarm journal renumbers an event: another process wrote "
-                                    "to it", extra={"seq": event.seq, "as": seq})
-                    rows.append(event_row(event, seq, prev))
-                    prev = rows[-1].hash
-                    if seq % YIELD_EVERY == 0:
-                        time.sleep(0)  # let the event loop's thread have the GIL
-                changes.update(job.records)
-        for alarm_id, body in changes.items():
-            if body is None:
-                records.pop(alarm_id, None)
-            else:
-                records[alarm_id] = record_hash(alarm_id, body)
-        digest = records_digest(records.values())
-        seal: SealRow | None = None
-        if rows or digest != records_digest(state.records.values()):
-            seal = seal_row(state.seal + 1, state.seal_hash, (seq, prev), digest)
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany("INSERT INTO events (seq, time_ns, alarm_id, action, body, "
-                               "prev_hash, hash, hash_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                               [(r.seq, r.time_ns, r.alarm_id, r.action, r.body, r.prev_hash,
-                                 r.hash, r.version) for r in rows])
-                if replace:
-                    db.execute("DELETE FROM alarms")
-                db.executemany("DELETE FROM alarms WHERE id = ?",
-                               [(i,) for i, b in changes.items() if b is None])
-                db.executemany("INSERT OR REPLACE INTO alarms VALUES (?, ?)",
-                               [(i, b) for i, b in changes.items() if b is not None])
-                if seal is not None:
-                    db.execute("INSERT INTO seals VALUES (?, ?, ?, ?, ?, ?)",
-                               (seal.n, seal.event_seq, seal.event_hash, seal.records,
-                                seal.prev_hash, seal.hash))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, OSError) as exc:
+            batch = self._prepare()
+            _write(db, batch)
+        except Exception as exc:  # disk full, I/O error, locked, or a bug: retry, in order
             error = f"{type(exc).__name__}: {exc}"
             if error != self.error:  # once per distinct failure, not every retry
                 log.error("alarm journal cannot commit; retrying",
@@ -258,12 +250,44 @@ class JournalWriter:
             return
         if self.error:
             log.info("alarm journal commits again", extra={"journal": str(self.path)})
-        state.seq, state.hash, state.records = seq, prev, records
-        if seal is not None:
-            state.seal, state.seal_hash = seal.n, seal.hash
+        state = self._state
+        state.records = batch.records
+        if batch.rows:
+            state.seq, state.hash = batch.rows[-1].seq, batch.rows[-1].hash
+        if batch.seal is not None:
+            state.seal, state.seal_hash = batch.seal.n, batch.seal.hash
             self._dirty = True
         self._pending.clear()
         self._attempt, self.error = 0, ""
+
+    def _prepare(self) -> _Batch:
+        """The rows, record changes and seal of every pending job, chained on the state."""
+        state = self._state
+        seq, prev = state.seq, state.hash
+        batch = _Batch(records=dict(state.records))
+        for job in self._pending:
+            if isinstance(job, Replace):
+                batch.replace, batch.records, batch.changes = True, {}, dict(job.records)
+                continue
+            for event in job.events:
+                seq += 1
+                if seq != event.seq and not self.error:
+                    log.warning("alarm journal renumbers an event: another process wrote to it",
+                                extra={"seq": event.seq, "as": seq})
+                batch.rows.append(event_row(event, seq, prev))
+                prev = batch.rows[-1].hash
+                if seq % YIELD_EVERY == 0:
+                    time.sleep(0)  # let the event loop's thread have the GIL
+            batch.changes.update(job.records)
+        for alarm_id, body in batch.changes.items():
+            if body is None:
+                batch.records.pop(alarm_id, None)
+            else:
+                batch.records[alarm_id] = record_hash(alarm_id, body)
+        digest = records_digest(batch.records.values())
+        if batch.rows or digest != records_digest(state.records.values()):
+            batch.seal = seal_row(state.seal + 1, state.seal_hash, (seq, prev), digest)
+        return batch
 
     def _export(self, reason: str) -> None:
         """Export the committed head (a failing export is logged, never stops the writer)."""

@@ -34,6 +34,14 @@ class RateLimit:
             hits = self._hits[key] = deque(maxlen=self.limit)
         hits.append(now)
 
+    def forget_one(self, key: str) -> None:
+        """Take back the key's newest hit (an attempt counted in advance that succeeded)."""
+        hits = self._hits.get(key)
+        if hits:
+            hits.pop()
+            if not hits:
+                del self._hits[key]
+
     def clear(self, key: str) -> None:
         """Forget the key's events (a successful sign-in clears the user's failures)."""
         self._hits.pop(key, None)

@@ -27,6 +27,8 @@ from dcim.config.auth import AuthConfig
 
 log = logging.getLogger(__name__)
 
+HASHES_AT_ONCE = 4  # Argon2 takes 64 MiB and tens of ms a hash: a burst of sign-ins queues
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
@@ -71,6 +73,7 @@ class Authenticator:
         self._actions = RateLimit(config.actions_per_minute, 60.0, clock)
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies]
         self._secret = secrets.token_bytes(32)  # the proxy identities' CSRF tokens
+        self._hashing = asyncio.Semaphore(HASHES_AT_ONCE)
 
     # -- sign-in
 
@@ -84,22 +87,26 @@ class Authenticator:
                                                   "reason": "too many failures",
                                                   "retry_after_s": round(wait, 1)})
             raise SignInRefused("too many failed sign-ins: try again later", wait)
+        # counted before the (slow) hash: concurrent guesses cannot slip past the limit
+        self._failures_by_user.hit(user_key)
+        self._failures_by_client.hit(client)
         stored = self.store.password_hash(name)
         passwords = self.store.passwords
-        ok = await asyncio.to_thread(passwords.verify, stored, password)
+        async with self._hashing:
+            ok = await asyncio.to_thread(passwords.verify, stored, password)
         user = self.store.user(name)
         if not ok or user is None or user.disabled:
-            self._failures_by_user.hit(user_key)
-            self._failures_by_client.hit(client)
             reason = ("unknown user" if user is None else "user disabled" if user.disabled
                       else "wrong password")
             log.warning("sign-in refused", extra={"user": _printable(name), "client": client,
                                                   "reason": reason})
             raise SignInRefused("wrong user name or password")
         self._failures_by_user.clear(user_key)
+        self._failures_by_client.forget_one(client)
         if stored is not None and len(password) <= MAX_PASSWORD and passwords.needs_rehash(stored):
-            self.store.set_password_hash(user.name,
-                                         await asyncio.to_thread(passwords.hash, password))
+            async with self._hashing:
+                fresh = await asyncio.to_thread(passwords.hash, password)
+            self.store.set_password_hash(user.name, fresh)
         log.info("signed in", extra={"user": user.name, "role": user.role.value,
                                      "client": client})
         return self.sessions.create(user.name), user

@@ -145,8 +145,9 @@ def _verify(args: argparse.Namespace) -> int:
     seq, head = check.head
     anchored = (f"; {check.heads_checked} exported heads hold" if check.heads_checked
                 else "; NOT anchored (no exported heads)")
-    print(f"{path}: chain intact, {check.events} events, {check.seals} seals of the alarm "
-          f"records{anchored}; head #{seq} {head}")
+    sealed = f"alarm records match seal #{check.seals}" if check.seals else "no seal yet"
+    print(f"{path}: chain intact, {check.events} events, {sealed}{anchored}; "
+          f"head #{seq} {head}")
     return 0
 
 
