@@ -162,6 +162,15 @@ def _scheme(request: web.Request, guard: Guard) -> str:
     return request.scheme
 
 
+def _host(request: web.Request, guard: Guard) -> str:
+    """The Host the browser used: X-Forwarded-Host from a trusted proxy, or Host."""
+    if guard.auth is not None and guard.auth.trusts(request.remote):
+        forwarded = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.host
+
+
 def _route_action(request: web.Request, guard: Guard) -> str:
     resource = request.match_info.route.resource
     action = guard.route_actions.get(resource.canonical if resource else "", SIGNED_IN)
@@ -175,14 +184,15 @@ def _admit(request: web.Request, guard: Guard) -> Identity | None:
     """The identity the request may go on with (None on public routes), or Refused."""
     resource = request.match_info.route.resource
     route = resource.canonical if resource else ""
-    if route not in UNGUARDED_HOST and host_name(request.host) not in guard.allowed_hosts:
-        raise Refused(421, f"this dashboard does not answer to {host_name(request.host)!r}; "
+    host = _host(request, guard)
+    if route not in UNGUARDED_HOST and host_name(host) not in guard.allowed_hosts:
+        raise Refused(421, f"this dashboard does not answer to {host_name(host)[:100]!r}; "
                            "list the name in the site file's auth.allowed_hosts")
     unsafe = request.method not in SAFE_METHODS
     if unsafe:
         origin = request.headers.get("Origin")
         fetch_site = request.headers.get("Sec-Fetch-Site")
-        if origin is not None and origin != f"{_scheme(request, guard)}://{request.host}":
+        if origin is not None and origin != f"{_scheme(request, guard)}://{host}":
             raise Refused(403, f"cross-origin request refused (Origin {origin[:100]!r})")
         if origin is None and fetch_site not in (None, "same-origin", "none"):
             raise Refused(403, f"cross-site request refused (Sec-Fetch-Site {fetch_site[:20]!r})")

@@ -440,7 +440,8 @@ async def test_a_trusted_proxy_names_the_user(live: LiveState, store: UserStore,
     for proxies, status in ((["127.0.0.1"], 200), (["10.9.9.9"], 401)):
         auth = authenticator(store, clock, trusted_proxy_header="X-Forwarded-User",
                              trusted_proxies=proxies)
-        async with dashboard(live, alarms, auth) as server, Browser(server) as proxied:
+        async with dashboard(live, alarms, auth, allowed_hosts=("127.0.0.1", "dcim.example")
+                             ) as server, Browser(server) as proxied:
             named = {"X-Forwarded-User": "otto"}
             got, me = await proxied.get("/api/me", named)
             assert got == status
@@ -450,7 +451,14 @@ async def test_a_trusted_proxy_names_the_user(live: LiveState, store: UserStore,
                 sent = {**named, "X-CSRF-Token": me["csrf_token"]}
                 assert (await proxied.post("/api/alarms/ack", BODY, sent))[0] == 200
                 assert (await proxied.get("/api/me", {"X-Forwarded-User": "nobody"}))[0] == 401
-    assert [c[:2] for c in alarms.calls] == [("ack", "otto")]
+                # TLS ends at the proxy: the name and scheme it was reached by are the origin
+                public = {**sent, "X-Forwarded-Host": "dcim.example",
+                          "Origin": "https://dcim.example", "X-Forwarded-Proto": "https"}
+                assert (await proxied.post("/api/alarms/ack", BODY, public))[0] == 200
+                rebound = {**public, "X-Forwarded-Host": "evil.example",
+                           "Origin": "https://evil.example"}
+                assert (await proxied.post("/api/alarms/ack", BODY, rebound))[0] == 421
+    assert [c[:2] for c in alarms.calls] == [("ack", "otto")] * 2
 
 
 async def test_actions_per_minute_are_limited(live: LiveState, store: UserStore,

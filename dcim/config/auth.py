@@ -50,7 +50,7 @@ class AuthConfig(BaseModel):
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses or networks (CIDR) of reverse proxies whose "
-                    "trusted_proxy_header and X-Forwarded-For are believed")
+                    "trusted_proxy_header and X-Forwarded-For, -Proto and -Host are believed")
     tls_certificate: str | None = Field(
         None, description="PEM certificate (chain) file: the dashboard serves HTTPS with it")
     tls_private_key: str | None = Field(
