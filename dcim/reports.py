@@ -372,6 +372,8 @@ def _evidence(site: Site, storage: Storage, reader: _Reader,
         seq, head = journal.head()
         out["journal"] = {"path": str(journal.path), "events": check.events,
                           "chain_ok": check.ok, "first_bad_seq": check.first_bad_seq,
+                          "problem": (check.problems[0] if check.problems else check.reason)
+                          if not check.ok else "",
                           "head_seq": seq, "head_sha256": head}
     return out
 
@@ -541,7 +543,7 @@ def render_markdown(report: AvailabilityReport) -> str:
     journal = ev.get("journal")
     if journal is not None:
         state = "intact" if journal["chain_ok"] else \
-            f"BROKEN at event #{journal['first_bad_seq']}"
+            f"BROKEN: {md(journal.get('problem') or 'at event #' + str(journal['first_bad_seq']))}"
         lines.append(f"- alarm journal: {md(journal['path'])}, {journal['events']:,} events, hash "
                      f"chain {state}; head #{journal['head_seq']} {journal['head_sha256']}")
     else:
