@@ -148,3 +148,45 @@ def test_smtp_login_in_clear_warns_at_start(tmp_path: Path, caplog: pytest.LogCa
     warned = [r for r in caplog.records if "password crosses the network in clear" in r.message]
     assert [getattr(r, "channel", None) for r in warned] == ["mail"]
     assert "secret" not in caplog.text
+
+
+@pytest.mark.parametrize(("section", "ok"), [
+    pytest.param({"backend": "influxdb1", "url": "http://influx.site.example:8086",
+                  "username": "dcim", "password_env": "INFLUX_PW"}, False,
+                 id="influxdb1-password-over-http"),
+    pytest.param({"backend": "influxdb1", "url": "https://influx.site.example:8086",
+                  "username": "dcim", "password_env": "INFLUX_PW"}, True, id="influxdb1-https"),
+    pytest.param({"backend": "influxdb1", "url": "http://127.0.0.1:8086",
+                  "username": "dcim", "password_env": "INFLUX_PW"}, True, id="influxdb1-loopback"),
+    pytest.param({"backend": "influxdb1", "url": "http://influx.site.example:8086"}, True,
+                 id="influxdb1-no-password"),
+    pytest.param({"backend": "influxdb2", "url": "http://influx.site.example:8086",
+                  "org": "o", "bucket": "b"}, False, id="influxdb2-token-over-http"),
+    pytest.param({"backend": "influxdb2", "url": "http://influx.site.example:8086",
+                  "org": "o", "bucket": "b", "allow_insecure_password": True}, True,
+                 id="influxdb2-opted-in"),
+])
+def test_store_credentials_in_clear_are_a_config_error(section: dict[str, object],
+                                                       ok: bool) -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from dcim.config.storage import StorageConfig
+
+    adapter: TypeAdapter[object] = TypeAdapter(StorageConfig)
+    if ok:
+        adapter.validate_python(section)
+    else:
+        with pytest.raises(ValidationError, match="cross the network in clear"):
+            adapter.validate_python(section)
+
+
+def test_a_store_opted_in_to_plain_http_warns_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    from dcim.config.storage import InfluxDB1StorageConfig
+    from dcim.storage.factory import open_storage
+
+    config = InfluxDB1StorageConfig(backend="influxdb1", url="http://influx.site.example:8086",
+                                    username="dcim", password_env="INFLUX_PW",
+                                    allow_insecure_password=True)
+    with caplog.at_level(logging.WARNING, logger="dcim.storage.factory"):
+        open_storage(config, site_id="s")
+    assert any("in clear" in r.getMessage() for r in caplog.records)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 
 MiB = 1 << 20
@@ -45,6 +45,17 @@ class _Backend(_Base):
                                  description="the durable buffer that collectors write through")
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _secret_in_clear(url: HttpUrl, secret: str, allowed: bool) -> None:
+    """A password or token sent over plain http to another host is a config error."""
+    if url.scheme == "http" and (url.host or "") not in LOOPBACK_HOSTS and not allowed:
+        raise ValueError(f"url: {url} is plain http to another host, so the {secret} would "
+                         "cross the network in clear; use https, or set "
+                         "allow_insecure_password: true to accept that (warned at every start)")
+
+
 class EmbeddedStorageConfig(_Backend):
     """SQLite in WAL mode in one file: zero set-up, for the demo and small sites."""
 
@@ -63,8 +74,16 @@ class InfluxDB1StorageConfig(_Backend):
     retention_policy: str | None = None
     username: str | None = None
     password_env: str | None = Field(None, description="environment variable that holds the password")
+    allow_insecure_password: bool = Field(
+        False, description="accept sending the password over plain http to another host")
     create_database: bool = True
     write: WriteOptions = WriteOptions()
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> InfluxDB1StorageConfig:
+        if self.password_env is not None:
+            _secret_in_clear(self.url, "password", self.allow_insecure_password)
+        return self
 
 
 class InfluxDB2StorageConfig(_Backend):
@@ -75,7 +94,14 @@ class InfluxDB2StorageConfig(_Backend):
     org: str = Field(min_length=1, description="organisation; '-' for a 1.8+ server")
     bucket: str = Field(min_length=1, description="bucket; 'database/retention_policy' for a 1.8+ server")
     token_env: str = Field("DCIM_INFLUX_TOKEN", description="environment variable that holds the API token")
+    allow_insecure_password: bool = Field(
+        False, description="accept sending the API token over plain http to another host")
     write: WriteOptions = WriteOptions()
+
+    @model_validator(mode="after")
+    def _no_token_in_clear(self) -> InfluxDB2StorageConfig:
+        _secret_in_clear(self.url, "API token", self.allow_insecure_password)
+        return self
 
 
 StorageConfig = Annotated[

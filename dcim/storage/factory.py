@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+
 from dcim.storage.base import Storage
 from dcim.config.storage import (
+    LOOPBACK_HOSTS,
     EmbeddedStorageConfig,
     InfluxDB1StorageConfig,
     InfluxDB2StorageConfig,
     StorageConfig,
 )
 
+log = logging.getLogger(__name__)
+
 
 def open_storage(config: StorageConfig, *, site_id: str) -> Storage:
     """The backend for config, not yet started (call start(), and close() when done)."""
+    if getattr(config, "allow_insecure_password", False):
+        url = getattr(config, "url", None)
+        if url is not None and url.scheme == "http" and url.host not in LOOPBACK_HOSTS:
+            log.warning("storage credentials cross the network in clear (plain http to another "
+                        "host, allowed by allow_insecure_password)",
+                        extra={"backend": config.backend, "url": str(url)})
     if isinstance(config, EmbeddedStorageConfig):
         from dcim.storage.embedded import EmbeddedStorage
 
