@@ -301,3 +301,37 @@ def test_the_users_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     # a site without auth: users would change nothing: said, not done
     code, _, err = cli("users", "list", str(ROOT / "config" / "cyberport5.yaml"))
     assert code == 1 and "no `auth:` section" in err
+
+
+async def test_every_sign_in_attempt_is_journaled_and_listed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dcim.auth.service import Authenticator, SignInRefused
+    from dcim.cli import main
+
+    site = _site_with_auth(tmp_path)
+    users = UserStore(tmp_path / "users.sqlite", passwords=Passwords(FAST))
+    try:
+        users.add_user("kwong", Role.OPERATOR, PASSWORD)
+        auth = Authenticator(AuthConfig(login_failures=3), users)
+        for guess in ("guess1", "guess2\x1b[2J"):
+            with pytest.raises(SignInRefused):
+                await auth.sign_in("kwong", guess, "192.0.2.7")
+        with pytest.raises(SignInRefused):
+            await auth.sign_in("nobody\x1b[31m", "x", "192.0.2.7")
+        with pytest.raises(SignInRefused):  # the third failure from there: limited
+            await auth.sign_in("kwong", PASSWORD, "192.0.2.7")
+        await auth.sign_in("kwong", PASSWORD, "127.0.0.1")
+        records = users.sign_ins()
+    finally:
+        users.close()
+    assert [(r.user, r.client, r.ok, r.reason) for r in records] == [
+        ("kwong", "192.0.2.7", False, "wrong password"),
+        ("kwong", "192.0.2.7", False, "wrong password"),
+        ("nobody\x1b[31m", "192.0.2.7", False, "unknown user"),
+        ("kwong", "192.0.2.7", False, "too many failures"),
+        ("kwong", "127.0.0.1", True, "")]
+    assert all(PASSWORD not in repr(r) and "guess" not in repr(r) for r in records)
+    assert main(["users", "log", str(site)]) == 0
+    out = capsys.readouterr().out
+    assert "5 attempts in the last 24 h, 4 refused" in out
+    assert "\x1b" not in out and "nobody\\x1b[31m" in out  # escaped, not sent to the terminal

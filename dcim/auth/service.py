@@ -86,6 +86,7 @@ class Authenticator:
             log.warning("sign-in refused", extra={"user": _printable(name), "client": client,
                                                   "reason": "too many failures",
                                                   "retry_after_s": round(wait, 1)})
+            self.store.record_sign_in(name, client, False, "too many failures")
             raise SignInRefused("too many failed sign-ins: try again later", wait)
         # counted before the (slow) hash: concurrent guesses cannot slip past the limit
         self._failures_by_user.hit(user_key)
@@ -100,6 +101,7 @@ class Authenticator:
                       else "wrong password")
             log.warning("sign-in refused", extra={"user": _printable(name), "client": client,
                                                   "reason": reason})
+            self.store.record_sign_in(name, client, False, reason)
             raise SignInRefused("wrong user name or password")
         self._failures_by_user.clear(user_key)
         self._failures_by_client.forget_one(client)
@@ -109,6 +111,7 @@ class Authenticator:
             self.store.set_password_hash(user.name, fresh)
         log.info("signed in", extra={"user": user.name, "role": user.role.value,
                                      "client": client})
+        self.store.record_sign_in(user.name, client, True)
         return self.sessions.create(user.name), user
 
     def sign_out(self, identity: Identity) -> None:

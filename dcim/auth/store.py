@@ -40,7 +40,16 @@ CREATE TABLE IF NOT EXISTS tokens (
     last_used_ns INTEGER,
     revoked_ns INTEGER
 );
+CREATE TABLE IF NOT EXISTS sign_ins (
+    seq INTEGER PRIMARY KEY,
+    time_ns INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    client TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
 """
+KEEP_SIGN_INS = 100_000  # the newest sign-in records kept (a guessing storm cannot fill the disk)
 
 
 class AuthError(ValueError):
@@ -67,6 +76,17 @@ class Token:
     created_ns: int
     last_used_ns: int | None
     revoked_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """One sign-in attempt as journaled."""
+
+    time_ns: int
+    user: str  # as typed (shortened)
+    client: str
+    ok: bool
+    reason: str  # why it was refused ("" when it succeeded)
 
 
 def token_digest(secret: str) -> str:
@@ -186,6 +206,23 @@ class UserStore:
         rows = self._db.execute("SELECT name, user, role, created_ns, last_used_ns, revoked_ns "
                                 "FROM tokens ORDER BY name").fetchall()
         return [Token(r[0], r[1], Role(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    # -- the sign-in journal
+
+    def record_sign_in(self, user: str, client: str, ok: bool, reason: str = "") -> None:
+        """Journal one sign-in attempt (the name as typed, shortened; never the password)."""
+        self._db.execute("INSERT INTO sign_ins (time_ns, user, client, ok, reason) "
+                         "VALUES (?, ?, ?, ?, ?)",
+                         (self._clock_ns(), user[:100], client[:100], int(ok), reason[:200]))
+        self._db.execute("DELETE FROM sign_ins WHERE seq <= "
+                         "(SELECT MAX(seq) FROM sign_ins) - ?", (KEEP_SIGN_INS,))
+
+    def sign_ins(self, since_ns: int = 0, limit: int = 1000) -> list[SignIn]:
+        """Sign-in attempts since a time, oldest first (at most the newest `limit`)."""
+        rows = self._db.execute(
+            "SELECT time_ns, user, client, ok, reason FROM (SELECT * FROM sign_ins "
+            "WHERE time_ns >= ? ORDER BY seq DESC LIMIT ?) ORDER BY seq", (since_ns, limit))
+        return [SignIn(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
 
     def revoke_token(self, name: str) -> Token:
         """Revoke a token by its name: refused from the next request on."""

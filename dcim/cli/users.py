@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -97,6 +98,20 @@ def _token(args: argparse.Namespace, store: UserStore) -> None:
     print(secret)
 
 
+def _log(args: argparse.Namespace, store: UserStore) -> None:
+    from dcim.cli.alarms import printable
+
+    since = time.time_ns() - int(args.hours * 3600e9)
+    rows = store.sign_ins(since)
+    print(f"{'time':<21} {'user':<24} {'client':<20} result")
+    for r in rows:
+        result = "signed in" if r.ok else f"refused: {r.reason}"
+        print(f"{_when(r.time_ns):<21} {printable(r.user):<24} {printable(r.client):<20} "
+              f"{result}")
+    refused = sum(not r.ok for r in rows)
+    print(f"{len(rows)} attempts in the last {args.hours:g} h, {refused} refused")
+
+
 def _revoke(args: argparse.Namespace, store: UserStore) -> None:
     token = store.revoke_token(args.token_name)
     print(f"revoked token {token.name} of {token.user}")
@@ -156,3 +171,5 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--role", choices=ROLES, default=None,
                    help="a lesser role than the user's (default: the user's)")
     verb("revoke", "revoke an API token by its name", _revoke, ("token_name", "the token's name"))
+    g = verb("log", "the sign-in journal: every attempt, who, from where, refused or not", _log)
+    g.add_argument("--hours", type=float, default=24.0, help="how far back (default 24)")
