@@ -92,3 +92,34 @@ def test_an_outbox_left_readable_is_tightened(tmp_path: Path, umask_022: None) -
     Outbox(path).close()
     assert {p.name: _mode(p) for p in tmp_path.iterdir()} == {
         p.name: 0o600 for p in tmp_path.iterdir()}
+
+
+async def test_the_journal_store_and_buffer_are_private_even_without_the_cli_umask(
+        tmp_path: Path) -> None:
+    """Files holding audit data or history are 0600 whatever the process umask is."""
+    import os
+    import stat
+
+    from dcim.alarms.journal import AlarmJournal
+    from dcim.collectors.buffer import DurableBuffer
+    from dcim.config.storage import EmbeddedStorageConfig
+    from dcim.storage.base import Sample, SeriesKey
+    from dcim.storage.embedded import EmbeddedStorage
+
+    old = os.umask(0o022)
+    try:
+        journal = AlarmJournal(tmp_path / "alarms.sqlite")
+        journal.close()
+        store = EmbeddedStorage(EmbeddedStorageConfig(path=str(tmp_path / "s.sqlite")),
+                                site_id="s")
+        await store.start()
+        await store.close()
+        buffer = DurableBuffer(tmp_path / "buffer")
+        buffer.append([Sample(SeriesKey("m", "d", "p"), 1, 1.0)])
+        buffer.close()
+    finally:
+        os.umask(old)
+    files = [tmp_path / "alarms.sqlite", tmp_path / "s.sqlite",
+             *sorted((tmp_path / "buffer").iterdir())]
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in files if f.is_file()}
+    assert modes and all(m == 0o600 for m in modes.values()), modes

@@ -124,7 +124,7 @@ class DurableBuffer:
         self.dropped_samples = 0
         self.fsyncs = 0
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.directory / "lock", os.O_WRONLY | os.O_CREAT, 0o644)
+        self._lock_fd = os.open(self.directory / "lock", os.O_WRONLY | os.O_CREAT, 0o600)
         try:  # released by the kernel when the process dies, SIGKILL included
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -407,7 +407,7 @@ class DurableBuffer:
         durable = durable or now - self._ack_synced_at >= self.fsync_interval_s
         tmp = self.directory / "ack.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 pwrite_all(fd, pack_ack(self._ack), 0, tmp)
                 if durable:

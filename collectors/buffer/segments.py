@@ -72,7 +72,7 @@ def create_segment(directory: Path, seq: int, first_number: int,
     """A new segment file holding its header, fsync'd; removed again if any step fails."""
     path = directory / segment_name(seq)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             pwrite_all(fd, SEGMENT_HEADER.pack(MAGIC, seq), 0, path)
             fsync(fd)

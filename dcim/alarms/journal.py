@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -104,6 +105,8 @@ class AlarmJournal:
         self._clock = clock
         self._lock = threading.Lock()  # the read connection
         self._append_lock = threading.Lock()  # numbering and queueing, in one order
+        if not self.path.exists():  # audit data: readable by dcim's account only
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -107,6 +108,8 @@ class EmbeddedStorage:
     def _open(self) -> None:
         path = Path(self.config.path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # the site's history: readable by dcim's account only
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         db = sqlite3.connect(path, isolation_level=None)  # transactions handled explicitly
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
