@@ -184,6 +184,19 @@ class System:
                 "file has no `auth:` section: anyone reaching the port could act on alarms "
                 "under any name. Add `auth:` (users, roles, TLS: see docs/security.md) or "
                 "serve on 127.0.0.1 (the default --host)"))])
+        if auth is not None:
+            from dcim.auth.roles import Role
+            from dcim.auth.store import UserStore
+
+            users = UserStore(auth.users_file(self.site.id))
+            try:
+                admins = [u for u in users.users() if u.role is Role.ADMIN and not u.disabled]
+            finally:
+                users.close()
+            if not admins:  # the install step that was missed: say how to do it
+                log.warning("nobody can administer sign-in: create the first admin with "
+                            f"`dcim users add NAME {where} --role admin`",
+                            extra={"users_db": auth.users_file(self.site.id)})
         if auth is not None and auth.tls_certificate and auth.tls_private_key:
             try:
                 tls_context(auth.tls_certificate, auth.tls_private_key)

@@ -335,3 +335,25 @@ async def test_every_sign_in_attempt_is_journaled_and_listed(
     out = capsys.readouterr().out
     assert "5 attempts in the last 24 h, 4 refused" in out
     assert "\x1b" not in out and "nobody\\x1b[31m" in out  # escaped, not sent to the terminal
+
+
+def test_a_start_without_an_admin_says_how_to_make_the_first(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from dcim.site import load_site
+    from dcim.system import System, SystemOptions
+
+    site = load_site(_site_with_auth(tmp_path))
+    system = System(site, SystemOptions(dashboard_port=0))
+    with caplog.at_level(logging.WARNING, logger="dcim.system"):
+        system._check_dashboard()
+    assert any("create the first admin" in r.getMessage() and "--role admin" in r.getMessage()
+               for r in caplog.records)
+    users = UserStore(tmp_path / "users.sqlite", passwords=Passwords(FAST))
+    users.add_user("lee", Role.ADMIN, PASSWORD)
+    users.close()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dcim.system"):
+        system._check_dashboard()
+    assert not [r for r in caplog.records if "first admin" in r.getMessage()]
