@@ -72,7 +72,11 @@ async def test_a_trip_during_a_store_outage_alarms_within_one_poll(
             await asyncio.sleep(0.05)
         unit = system.live.current().units[target]
         assert unit.state == "down" and "status word" in unit.why
-        assert system.forward.stats().outage_s > 0  # the store was down all along
+        assert not influxd_process.running  # the store was down all along
+        deadline = time.monotonic() + 10  # and the forwarder saw it (it buffers meanwhile)
+        while system.forward.stats().outage_s == 0:
+            assert time.monotonic() < deadline, system.forward.stats()
+            await asyncio.sleep(0.1)
         influxd_process.start()
         deadline = time.monotonic() + 30
         while system.forward.stats().buffered > 0 or system.forward.stats().outage_s > 0:
