@@ -60,6 +60,11 @@ class _Device:
     ops: tuple[tuple[str, int, int, bool], ...] = ()
     # picks the stored values out of the decoder's (None: all of them)
     pick: Callable[[list[float | None]], Sequence[float | None]] | None = None
+    # per read: the stored points it serves, by index in the stored order, with the points
+    # scaled by a scale factor it holds (what a refused read leaves without a value)
+    read_slots: tuple[tuple[int, ...], ...] = ()
+    # reads refused with an exception in the current poll (None when all answered)
+    refused: list[tuple[int, int]] | None = None
     silent: bool = False  # its last attempt got no answer at all (timeout, refused, reset)
     warned: bool = False  # its own "not answering" warning is out for the current failure run
 
@@ -180,14 +185,16 @@ class ModbusCollector:
                 ops = tuple((_READ_METHODS[r.table], r.address, r.count, r.table in _BIT_TABLES)
                             for r in reads)
                 pick = None if len(keep) == len(decoder.names) else _picker(keep)
-                plan = plans[id(profile)] = (profile, reads, decoder, keep, ops, pick)
-            _, reads, decoder, keep, ops, pick = plan
+                plan = plans[id(profile)] = (profile, reads, decoder, keep, ops, pick,
+                                             _read_slots(reads, [decoder.names[i] for i in keep]))
+            _, reads, decoder, keep, ops, pick, read_slots = plan
             series = {decoder.names[i]: device.series(decoder.names[i]) for i in keep}
             self._devices[device.id] = _Device(
                 device, reads, decoder,
                 PointTable(series, int(stale_after_intervals * device.interval_s * 1e9)),
                 DeviceHealth(device.id, gateway.id),
-                Backoff(backoff_base_s, backoff_cap_s), device.unit_id or 1, ops, pick)
+                Backoff(backoff_base_s, backoff_cap_s), device.unit_id or 1, ops, pick,
+                read_slots)
         self._connections = [_Connection(gateway) for _ in range(gateway.max_in_flight)]
         self._pool = _Pool(self._connections)
         self.cadences: list[Cadence] = []
@@ -198,6 +205,7 @@ class ModbusCollector:
         self._quiet = 0  # attempts that got no answer and polls skipped in backoff, ever
         self._pending: dict[str, tuple[_Device, str, float]] = {}  # failed, not yet warned
         self._last_error = ""  # of the last attempt that got no answer
+        self._refused_logged: set[tuple[str, int]] = set()  # (profile, read index)
         self._down = False
         self._down_since = 0.0
 
@@ -328,13 +336,45 @@ class ModbusCollector:
             health.next_attempt_s = 0.0
         health.ok(t_ns, latency_s)
         pick = dev.pick
+        if dev.refused is not None:  # some reads were refused: their points are bad
+            return dev.points.good_values(self._refused(dev, values if pick is None
+                                                        else pick(values)), t_ns)
         return dev.points.good_values(values if pick is None else pick(values), t_ns)
+
+    def _refused(self, dev: _Device, values: Sequence[float | None]) -> list[float | None]:
+        """values with the points of dev's refused reads taken out (None: a bad sample);
+        each refused read is logged once per profile, with the fix."""
+        refused, dev.refused = dev.refused or [], None
+        out = list(values)
+        for index, code in refused:
+            for slot in dev.read_slots[index]:
+                out[slot] = None
+            read = dev.reads[index]
+            message = (f"exception {code} ({_EXCEPTION_NAMES.get(code, 'device exception')}) "
+                       f"to FC{read.function_code} {read.table} {read.address}+{read.count}")
+            dev.health.last_error = message
+            key = (dev.device.profile_id, index)
+            if key in self._refused_logged:
+                continue
+            self._refused_logged.add(key)
+            log.warning(
+                "Modbus read refused, its points marked bad, the device's other reads go on; "
+                "split the read: lower max_gap of profile %s (now %d) or leave a gap in its "
+                "map between these points", dev.device.profile_id,
+                getattr(dev.device.profile, "max_gap", 0), extra={
+                    "device": dev.device.id, "gateway": self.gateway.id,
+                    "profile": dev.device.profile_id, "function": read.function_code,
+                    "table": read.table, "address": read.address, "count": read.count,
+                    "points": [pp.point.name for pp in read.points], "exception_code": code,
+                    "error": message})
+        return out
 
     def _failed(self, dev: _Device, t_ns: int, exc: BaseException, *,
                 answered: bool) -> SampleColumns:
         """The samples of a failed poll; answered: the gateway said something (not a timeout,
         refusal or reset). The warning waits for the end of the cycle (_settle)."""
         message = f"{type(exc).__name__}: {exc}"
+        dev.refused = None
         delay = dev.backoff.next_delay()
         dev.health.next_attempt_s = self._clock() + delay
         dev.health.failed(message)
@@ -394,6 +434,7 @@ class ModbusCollector:
                 client = await conn.get()
             unit = dev.unit
             answers: list[list[int] | list[bool]] = []
+            refused: list[tuple[int, int]] | None = None
             for method, address, count, bits in dev.ops:
                 self.requests += 1
                 try:
@@ -402,10 +443,18 @@ class ModbusCollector:
                     conn.drop()  # a timed-out or broken connection may hold a late answer
                     raise
                 if result.isError():
-                    code = getattr(result, "exception_code", "?")
-                    table = next(t for t, m in _READ_METHODS.items() if m == method)
-                    raise DeviceError(f"exception code {code} reading {table} "
-                                      f"{address}+{count}")
+                    code: int = getattr(result, "exception_code", 0)
+                    if code in _NOT_ANSWERING or len(dev.ops) == 1:
+                        table = next(t for t, m in _READ_METHODS.items() if m == method)
+                        raise DeviceError(f"exception code {code} reading {table} "
+                                          f"{address}+{count}")
+                    # This read is refused (e.g. exception 2: it spans an unmapped register);
+                    # the others go on. Zeros stand in for its answer and are never stored.
+                    if refused is None:
+                        refused = []
+                    refused.append((len(answers), code))
+                    answers.append([False] * count if bits else [0] * count)
+                    continue
                 if bits:
                     answers.append(list(result.bits[:count]))
                 else:
@@ -414,6 +463,13 @@ class ModbusCollector:
                         conn.drop()
                         raise DeviceError(f"{len(registers)} registers for {count}")
                     answers.append(registers)
+            if refused is not None:
+                if len(refused) == len(answers):  # nothing answered: the device failed
+                    index, code = refused[0]
+                    read = dev.reads[index]
+                    raise DeviceError(f"exception code {code} reading {read.table} "
+                                      f"{read.address}+{read.count}")
+                dev.refused = refused
             return answers
         finally:
             pool.give(conn)
@@ -447,3 +503,21 @@ class ModbusCollector:
 _READ_METHODS = {"holding": "read_holding_registers", "input": "read_input_registers",
                  "coil": "read_coils", "discrete_input": "read_discrete_inputs"}
 _BIT_TABLES = ("coil", "discrete_input")
+# Exception codes that say the device itself is not answering (through a gateway): the
+# whole device fails, not one read.
+_NOT_ANSWERING = frozenset({10, 11})
+_EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+                    4: "server device failure", 6: "server device busy"}
+
+
+def _read_slots(reads: Sequence[ReadRequest], stored: list[str]) -> tuple[tuple[int, ...], ...]:
+    """Per read, the indexes in `stored` of its points and of the points scaled by a scale
+    factor it holds: what has no value when that read is refused."""
+    slot = {name: i for i, name in enumerate(stored)}
+    out = []
+    for read in reads:
+        names = {pp.point.name for pp in read.points}
+        names |= {pp.point.name for r in reads for pp in r.points
+                  if pp.point.scale_factor_point in names}
+        out.append(tuple(sorted(slot[n] for n in names if n in slot)))
+    return tuple(out)

@@ -1,9 +1,11 @@
 """The OPC UA collector: one client per server, subscribed (or polled), sampled on a cadence.
 
 Subscribed points keep their latest value, status and arrival time ("sample and hold");
-every aligned boundary of a device's interval turns them into samples stamped with the
-boundary, so redundant collectors write identical timestamps. Poll-mode devices are read
-in one batched Read per boundary instead. Node ids are resolved from namespace URIs on
+every aligned boundary of a device's interval turns them into samples. With the gateway's
+`timestamps: source` (or `server`) a new value is stored once at the device's time for it
+and a held one at the boundary's time; with `poll` every sample carries the boundary, so
+redundant collectors write identical timestamps. Poll-mode devices are read in one batched
+Read per boundary instead. Node ids are resolved from namespace URIs on
 every connection. After a lost connection the old client and its subscription are torn
 down and exactly one new subscription is made on the next connection (asyncua's own
 auto-reconnect is off: it would restore monitored items with stale namespace indexes).
@@ -13,7 +15,6 @@ The collector never writes to the server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -36,10 +37,12 @@ from dcim.collectors.opcua_client import (
 from dcim.collectors.opcua_nodes import (
     PointAddress,
     as_number,
+    judge_time,
     parse_address,
     quality_of,
     resolve,
     status_name,
+    value_time_ns,
 )
 from dcim.collectors.scheduler import Cadence, start_cadences
 from dcim.tasks import cancel_and_wait
@@ -54,6 +57,10 @@ STALE_AFTER_INTERVALS = 3
 QUEUE_SIZE = 1  # per monitored item: only the latest value matters for sample and hold
 MAX_NODES_PER_READ = 1000  # one Read request at most; servers limit MaxNodesPerRead
 LIFETIME_KEEPALIVES = 5  # a server drops an orphaned subscription after this many keep-alives
+# Servers revise smaller keep-alive counts up (node-opcua: to 2, with the lifetime to 3x),
+# and asyncua's stale-subscription watchdog trusts the requested count: a count of 1 made it
+# find every quiet subscription stale and recreate it (docs/collectors.md).
+MIN_KEEPALIVE_COUNT = 3
 CLOSE_TIMEOUT_S = 1.0
 # Points that say a unit tripped or stopped: sampled and published fast, and each data change
 # handed to the live state at once (sink.note), so a trip is alarmed within the device's
@@ -77,6 +84,7 @@ class _Point:
     scale: float
     offset: float
     fast: bool = False  # an event point (EVENT_ROLES): fast sampling, changes noted at once
+    late_ns: int = 0  # how late a change may arrive after its device time (the interval)
     node_id: ua.NodeId | None = None
     error: str = ""  # why it has no node id on this connection
     value: float = math.nan  # latest value of any status
@@ -85,6 +93,11 @@ class _Point:
     received: bool = False  # something arrived on the current connection
     received_mono: float = 0.0
     ever: bool = False  # something arrived since start
+    # timestamps source/server: the device time of the held value as sent (0: none) and the
+    # time to store it at (0: the boundary's), and the time of the point's last sample
+    device_ns: int = 0
+    time_ns: int = 0
+    written_ns: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -163,12 +176,15 @@ class OpcuaCollector:
                     device.id, p.name, device.series(p.name), parse_address(device, p),
                     profile.mode, float(p.sampling_interval_ms if p.sampling_interval_ms is not None
                                         else sampling), p.deadband,
-                    p.scale, p.offset, fast=fast))
+                    p.scale, p.offset, fast=fast, late_ns=int(device.interval_s * 1e9)))
             self._devices[device.id] = _Device(device, points, DeviceHealth(device.id, gateway.id),
                                                profile.mode)
         self._points = [p for d in self._devices.values() for p in d.points]
         # the live state's fast path (LiveState.note); plain sinks do not have it
         self._note: Callable[[Sample], None] | None = getattr(sink, "note", None)
+        self._stamped = gateway.timestamps != "poll"
+        self._max_skew_ns = int(gateway.max_clock_skew_s * 1e9)
+        self._skew_logged: set[str] = set()  # devices whose clock skew was logged
         self._conn: _Connection | None = None
         self._attempted = False  # a first connection attempt has finished
         self._outage_since: float | None = None
@@ -283,14 +299,10 @@ class OpcuaCollector:
         points = [p for p in self._points if p.mode == "subscribe" and p.node_id is not None]
         intervals = [self._devices[p.device_id].device.interval_s for p in points]
         params = ua.CreateSubscriptionParameters()
-        publish_ms = min(intervals) * 1000
-        if any(p.fast for p in points):  # event points' changes must not wait for a publish
-            publish_ms = min(publish_ms, min(p.sampling_ms for p in points if p.fast))
-        params.RequestedPublishingInterval = publish_ms
-        # A keep-alive at least every half stale period proves a quiet subscription alive.
-        params.RequestedMaxKeepAliveCount = max(1, int(
-            self._stale_intervals * min(intervals) * 1000 / publish_ms) // 2)
-        params.RequestedLifetimeCount = params.RequestedMaxKeepAliveCount * LIFETIME_KEEPALIVES
+        fast_ms = [p.sampling_ms for p in points if p.fast]
+        (params.RequestedPublishingInterval, params.RequestedMaxKeepAliveCount,
+         params.RequestedLifetimeCount) = subscription_timing(
+            min(intervals), min(fast_ms) if fast_ms else None, self._stale_intervals)
         params.MaxNotificationsPerPublish = 0  # no limit
         params.PublishingEnabled = True
         params.Priority = 0
@@ -328,8 +340,8 @@ class OpcuaCollector:
                     self.requests += 1
                     self._store(conn, point, event.data.monitored_item.Value)
                     if point.fast and self._note is not None:
-                        self._note(Sample(point.series, time.time_ns(), point.value,
-                                          quality_of(point.status)))
+                        self._note(Sample(point.series, point.time_ns or time.time_ns(),
+                                          point.value, quality_of(point.status)))
             elif isinstance(event, StatusChangeEvent):
                 status = event.notification.Status
                 if status is not None and not status.is_good():
@@ -341,9 +353,9 @@ class OpcuaCollector:
         if conn.consumer is not None:
             conn.consumer.cancel()
             await asyncio.gather(conn.consumer, return_exceptions=True)
-        if conn.subscription is not None:
-            with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await asyncio.wait_for(conn.subscription.delete(), CLOSE_TIMEOUT_S)
+        # No DeleteSubscriptions of its own: CloseSession deletes the session's subscriptions
+        # after asyncua has stopped its publish loop, where a DeleteSubscriptions first left
+        # the Publish in flight to be answered BadNoSubscription (a ServiceFault warning).
         conn.subscription, conn.consumer = None, None
         conn.handles.clear()
         if conn.client is not None:
@@ -392,10 +404,41 @@ class OpcuaCollector:
         point.value = math.nan if number is None else number * point.scale + point.offset
         if quality_of(status) is Quality.GOOD:
             point.last_good = point.value
+        if self._stamped:
+            self._stamp(point, data)
         point.received, point.ever = True, True
         point.received_mono = time.monotonic()
         if not conn.got_data:
             self._recovered(conn)
+
+    def _stamp(self, point: _Point, data: ua.DataValue) -> None:
+        """Note the device's time of a value (timestamps source or server): a value whose
+        device time did not change since the held one is no new value and keeps its time."""
+        received_ns = int(self._clock() * 1e9)
+        device_ns = value_time_ns(data, self.gateway.timestamps)
+        if device_ns is None:  # the server sends no time: each value is new, received now
+            point.time_ns = received_ns
+            return
+        if device_ns == point.device_ns:
+            return
+        point.device_ns = device_ns
+        point.time_ns, skew_ns = judge_time(device_ns, received_ns, first=not point.received,
+                                            max_skew_ns=self._max_skew_ns,
+                                            late_ns=point.late_ns)
+        if skew_ns is not None and point.device_id not in self._skew_logged:
+            self._skew_logged.add(point.device_id)
+            log.warning("OPC UA device clock is off by %.1f s (more than max_clock_skew_s): "
+                        "its values are stored at their receive time", skew_ns / 1e9, extra={
+                            "gateway": self.gateway.id, "device": point.device_id,
+                            "point": point.name, "skew_s": round(skew_ns / 1e9, 3),
+                            "max_clock_skew_s": self.gateway.max_clock_skew_s})
+
+    def _sample_time(self, p: _Point, t_ns: int) -> int:
+        """When a sample of p at the boundary t_ns is stored: its new value's own time, once;
+        else (poll policy, or no new value since the last sample) the boundary."""
+        t = p.time_ns if self._stamped and p.time_ns > p.written_ns else t_ns
+        p.written_ns = max(p.written_ns, t)
+        return t
 
     def _cycle_for(self, members: list[_Device]) -> Callable[[float], Awaitable[None]]:
         tag = f"opcua:{self.gateway.id}:{members[0].device.interval_s:g}s"
@@ -432,9 +475,8 @@ class OpcuaCollector:
             for i in range(0, len(points), MAX_NODES_PER_READ):
                 chunk = points[i:i + MAX_NODES_PER_READ]
                 self.requests += 1
-                results = await asyncio.wait_for(conn.client.uaclient.read_attributes(
-                    [p.node_id for p in chunk if p.node_id is not None], ua.AttributeIds.Value),
-                    self._settings.timeout_s)
+                results = await asyncio.wait_for(conn.client.uaclient.read(
+                    _read_parameters(chunk)), self._settings.timeout_s)
                 for point, data in zip(chunk, results, strict=True):
                     self._store(conn, point, data)
         except (TimeoutError, ua.UaError, OSError, ConnectionError) as exc:
@@ -461,7 +503,8 @@ class OpcuaCollector:
             if not p.received:
                 if not p.ever and now - conn.connected_mono < dev.stale_after_s:
                     continue  # initial value on its way
-                out.append(Sample(p.series, t_ns, p.last_good, Quality.BAD))
+                out.append(Sample(p.series, self._sample_time(p, t_ns), p.last_good,
+                                  Quality.BAD))
                 bad += 1
                 continue
             quality = quality_of(p.status)
@@ -469,7 +512,7 @@ class OpcuaCollector:
                 quality = max(quality, Quality.STALE)
             value = p.value if quality is not Quality.BAD and not math.isnan(p.value) \
                 else p.last_good
-            out.append(Sample(p.series, t_ns, value, quality))
+            out.append(Sample(p.series, self._sample_time(p, t_ns), value, quality))
             bad += quality is Quality.BAD
             stale += quality is Quality.STALE
             fresh += 1
@@ -497,6 +540,37 @@ class OpcuaCollector:
         health.ok(t_ns, latency)
         if stale == fresh - bad and stale:
             health.status = DeviceStatus.STALE
+
+
+def subscription_timing(interval_s: float, fast_ms: float | None,
+                        stale_intervals: int) -> tuple[float, int, int]:
+    """(publishing interval ms, max keep-alive count, lifetime count) of the subscription of
+    devices whose shortest interval is interval_s (fast_ms: the event points' sampling).
+
+    Event points' changes must not wait for a publish, so their sampling bounds the
+    publishing interval. A keep-alive comes at least every half stale period (it proves a
+    quiet subscription alive), with a count of at least MIN_KEEPALIVE_COUNT, which servers
+    keep as asked: the publishing interval is shortened to make both hold.
+    """
+    publish_ms = interval_s * 1000
+    if fast_ms is not None:
+        publish_ms = min(publish_ms, fast_ms)
+    half_stale_ms = stale_intervals * interval_s * 1000 / 2
+    keepalive = max(MIN_KEEPALIVE_COUNT, int(half_stale_ms / publish_ms))
+    publish_ms = min(publish_ms, half_stale_ms / keepalive)
+    return publish_ms, keepalive, keepalive * LIFETIME_KEEPALIVES
+
+
+def _read_parameters(points: list[_Point]) -> ua.ReadParameters:
+    """A Read of the points' values with both timestamps (the Read's default is Source)."""
+    params = ua.ReadParameters()
+    params.TimestampsToReturn = ua.TimestampsToReturn.Both
+    for point in points:
+        item = ua.ReadValueId()
+        item.NodeId = point.node_id
+        item.AttributeId = ua.AttributeIds.Value
+        params.NodesToRead.append(item)
+    return params
 
 
 def _monitor_request(point: _Point, handle: int) -> ua.MonitoredItemCreateRequest:

@@ -27,6 +27,7 @@ from asyncua.ua.uaerrors import UaError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from dcim.collectors.opcua_nodes import status_name
+from dcim.collectors.opcua_pki import save_rejected
 
 from dcim.config.site import OpcuaGateway
 
@@ -145,9 +146,14 @@ async def _secure(client: Client, settings: ClientSettings) -> None:
         await validator(server_cert, endpoint.Server)
     except ua.UaError as exc:  # ServiceError carries the status (BadCertificateUntrusted ...)
         code = getattr(exc, "code", ua.StatusCodes.BadCertificateInvalid)
+        kept = ""
+        try:  # kept for inspection (`dcim pki trust` shows the same fingerprints)
+            kept = f" (saved as {save_rejected(server_cert, settings.trust_dir)})"
+        except OSError:
+            log.debug("cannot save the rejected certificate", exc_info=True)
         raise UntrustedServer(
             f"server certificate {_describe(server_cert)} of {settings.endpoint} refused: "
-            f"{status_name(code)}; add it to {settings.trust_dir} if it is the right "
+            f"{status_name(code)}{kept}; add it to {settings.trust_dir} if it is the right "
             "server") from exc
     await client.set_security(policy, str(settings.certificate), str(settings.private_key),
                               server_certificate=uacrypto.der_from_x509(server_cert), mode=mode)

@@ -14,6 +14,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asyncua import Client, ua
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 # nsu=<uri>;<s|i|g|b>=<identifier>, as in OPC UA Part 6 5.3.1.10 (expanded node id text)
 NODE_PATTERN = re.compile(r"^nsu=(?P<uri>[^;]+);(?P<kind>[sigb])=(?P<id>.+)$")
 SEVERITY_SHIFT = 30  # StatusCode bits 31-30: 00 Good, 01 Uncertain, 10/11 Bad
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,47 @@ def as_number(value: Any) -> float | None:
         number = float(value)
         return number if math.isfinite(number) else None
     return None
+
+
+def timestamp_ns(when: datetime | None) -> int | None:
+    """An OPC UA DateTime as ns since the Unix epoch (naive means UTC); None when absent
+    (or the zero DateTime, 1601, that some servers send for "no time")."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    ns: int = (when - _UNIX_EPOCH) // _MICROSECOND * 1000
+    return ns if ns > 0 else None
+
+
+def value_time_ns(data: ua.DataValue, policy: str) -> int | None:
+    """The device's time of a value under a gateway's `timestamps` policy: 'source' the
+    SourceTimestamp, else the ServerTimestamp; 'server' the ServerTimestamp; None if absent."""
+    if policy == "source":
+        source = timestamp_ns(data.SourceTimestamp)
+        if source is not None:
+            return source
+    return timestamp_ns(data.ServerTimestamp)
+
+
+def judge_time(value_ns: int, received_ns: int, *, first: bool, max_skew_ns: int,
+               late_ns: int) -> tuple[int, int | None]:
+    """(time to store a new value at, measured skew or None) for a value stamped value_ns
+    by the device and received at received_ns (the collector's clock).
+
+    0 means "no time of its own: store it at the next boundary": a connection's first value
+    much older than late_ns + max_skew_ns is an old unchanged value (a subscription's
+    initial value, a first read), not a fresh change. A changed value further than
+    max_skew_ns in the future, or older than late_ns (how late a change may legitimately
+    arrive: the poll or publishing interval) + max_skew_ns, shows the device's clock is off:
+    stored at the receive time, and the skew returned for the log.
+    """
+    lag = received_ns - value_ns
+    if lag > late_ns + max_skew_ns:
+        return (0, None) if first else (received_ns, -lag)
+    if -lag > max_skew_ns:
+        return received_ns, -lag
+    return value_ns, None
 
 
 @dataclass(frozen=True, slots=True)

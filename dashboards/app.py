@@ -9,6 +9,8 @@ callables for metrics, health and stored trends, and an `Authenticator` when the
   one (at most `max_pushes_per_s` a second), a heartbeat comment every `heartbeat_s` (view)
 - `GET /api/state`: the same document (dashboards/state.py) as one JSON answer, with an ETag
 - `GET /api/trend?point=pue_live&hours=6`: a stored analytics series, mean per bucket (view)
+- `GET /api/series?device=D&point=P&since=1h&until=...&every=1m&agg=mean`: any stored point
+  of the site's devices, raw or aggregated, at most MAX_SERIES_ROWS rows (view)
 - `GET /metrics`: the collectors' health in Prometheus' text format (view)
 - `GET /healthz`: 200 while collectors run and storage answers, 503 otherwise (public)
 - `POST /api/alarms/{ack,shelve,unshelve,reset,out_of_service,return_to_service}`: operator
@@ -30,6 +32,7 @@ same bytes go to every stream and every /api/state request (`StateFeed`).
 from __future__ import annotations
 
 import asyncio
+import difflib
 import ipaddress
 import json
 import logging
@@ -38,8 +41,9 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -56,7 +60,8 @@ from dcim.dashboards.security import (GUARD, IDENTITY, MAX_BODY_BYTES, PUBLIC, S
 from dcim.dashboards.state import state_document, state_health
 from dcim.live.service import MEASUREMENT as ANALYTICS_MEASUREMENT
 from dcim.live.source import AlarmView, StateSource, Version
-from dcim.storage.base import Aggregate, Bucket, SeriesKey, StorageError
+from dcim.simulators.faults import parse_duration
+from dcim.storage.base import Aggregate, Bucket, Sample, SeriesKey, StorageError
 from dcim.tasks import cancel_task
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,21 @@ TREND_BUCKETS = 72  # points per trend line, whatever the period
 TrendReader = Callable[[SeriesKey, int, int, int, Aggregate], Awaitable[list[Bucket]]]
 """A store's `read_aggregate` (dcim/storage/base.py): all the dashboard reads from storage."""
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
+MAX_SERIES_ROWS = 10_000  # rows or buckets per /api/series answer (400 beyond)
+MIN_SERIES_EVERY_NS = 1_000_000_000
+SERIES_PARAMS = frozenset({"device", "point", "since", "until", "every", "agg"})
+
+
+class SeriesStore(Protocol):
+    """The two reads /api/series makes: a Storage's (dcim/storage/base.py)."""
+
+    async def read_range(self, series: SeriesKey, start_ns: int, end_ns: int, *,
+                         good_only: bool = False) -> list[Sample]:
+        """Raw samples with start_ns <= time < end_ns, oldest first."""
+
+    async def read_aggregate(self, series: SeriesKey, start_ns: int, end_ns: int,
+                             every_ns: int, fn: Aggregate) -> list[Bucket]:
+        """Good samples in epoch-aligned buckets of every_ns."""
 
 
 @dataclass(frozen=True)
@@ -174,12 +194,15 @@ ALARMS: web.AppKey[AlarmView | None] = web.AppKey("alarms")
 METRICS: web.AppKey[Callable[[], str] | None] = web.AppKey("metrics")
 HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")
 TREND: web.AppKey[TrendReader | None] = web.AppKey("trend")
+SERIES: web.AppKey[SeriesStore | None] = web.AppKey("series")
+POINTS: web.AppKey[Mapping[str, tuple[str, Mapping[str, str]]]] = web.AppKey("points")
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 
 
 # the action each route needs (dcim/auth/roles.py): "{action}" is the path segment's
 ROUTE_ACTIONS: Mapping[str, str] = {
-    "/": VIEW, "/api/state": VIEW, "/api/events": VIEW, "/api/trend": VIEW, "/metrics": VIEW,
+    "/": VIEW, "/api/state": VIEW, "/api/events": VIEW, "/api/trend": VIEW, "/api/series": VIEW,
+    "/metrics": VIEW,
     "/api/alarms/history": ALARM_HISTORY, "/api/alarms/{action}": "{action}",
     "/api/me": SIGNED_IN, "/api/logout": SIGNED_IN,
     "/login": PUBLIC, "/api/login": PUBLIC, "/static": PUBLIC, "/healthz": PUBLIC,
@@ -191,11 +214,19 @@ def create_app(settings: DashboardSettings, state: StateSource, alarms: AlarmVie
                health: HealthCheck | None = None,
                trend: TrendReader | None = None,
                device_types: Mapping[str, str] | None = None,
+               points: Mapping[str, Mapping[str, str]] | None = None,
+               series: SeriesStore | None = None,
                auth: Authenticator | None = None,
                clock: Callable[[], float] = time.time) -> web.Application:
     """The dashboard app. Without `health`, /healthz judges the live state's collection;
-    without `metrics`, `trend` or `alarms` those routes answer 503; without `auth`, nobody
-    signs in and only a loopback bind may act on alarms."""
+    without `metrics`, `trend`, `series` or `alarms` those routes answer 503; without `auth`,
+    nobody signs in and only a loopback bind may act on alarms. `points` (device -> point ->
+    unit) is what /api/series may read; each of its devices needs its type in `device_types`
+    (the series' measurement)."""
+    types = device_types or {}
+    untyped = sorted(set(points or {}) - set(types))
+    if untyped:
+        raise ValueError(f"points of devices without a device type: {', '.join(untyped[:5])}")
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[guard])
     hosts = {host_name(h) for h in settings.allowed_hosts}
     if settings.host and not _unspecified(settings.host):  # the address bound is its own name
@@ -209,6 +240,8 @@ def create_app(settings: DashboardSettings, state: StateSource, alarms: AlarmVie
     app[METRICS] = metrics
     app[HEALTH] = health if health is not None else lambda: state_health(state.current())
     app[TREND] = trend
+    app[SERIES] = series
+    app[POINTS] = {d: (types[d], units) for d, units in (points or {}).items()}
     app[CLOCK] = clock
     app.add_routes(routes)
     app.add_routes(signin.routes)
@@ -406,6 +439,141 @@ def trend_window(now_ns: int, hours: float) -> tuple[int, int, int]:
     end_ns = now_ns - now_ns % every_ns + every_ns
     start_ns = end_ns - every_ns * math.ceil(hours * 3600e9 / every_ns)
     return every_ns, start_ns, end_ns
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRequest:
+    """One validated /api/series request: a series of the site and a bounded window."""
+
+    key: SeriesKey
+    unit: str
+    start_ns: int
+    end_ns: int
+    every_ns: int | None  # None: raw samples
+    fn: Aggregate
+
+
+def series_request(query: Mapping[str, str],
+                   points: Mapping[str, tuple[str, Mapping[str, str]]],
+                   now_ns: int) -> SeriesRequest:
+    """The request a query string asks for, or ValueError saying what is wrong. Names are
+    looked up in the site's own devices and points; buckets are at most MAX_SERIES_ROWS."""
+    extra = sorted(set(query) - SERIES_PARAMS)
+    if extra:
+        raise ValueError(f"unknown parameter {_shown(extra[0])}; "
+                         f"known: {', '.join(sorted(SERIES_PARAMS))}")
+    device, point = query.get("device", ""), query.get("point", "")
+    if device not in points:
+        raise ValueError(_unknown("device", device, list(points)))
+    measurement, units = points[device]
+    if point not in units:
+        raise ValueError(_unknown("point", point, list(units), f" of {device}"))
+    start_ns = _instant("since", query.get("since", "1h"), now_ns)
+    end_ns = _instant("until", query["until"], now_ns) if "until" in query else now_ns + 1
+    if end_ns <= start_ns:
+        raise ValueError("since must be before until")
+    every_ns = None
+    if "every" in query:
+        every_ns = int(_seconds("every", query["every"]) * 1e9)
+        if every_ns < MIN_SERIES_EVERY_NS:
+            raise ValueError("every must be at least 1s")
+        buckets = -((start_ns - start_ns % every_ns - end_ns) // every_ns)  # ceil
+        if buckets > MAX_SERIES_ROWS:
+            raise ValueError(f"{buckets} buckets, more than {MAX_SERIES_ROWS}: raise every or "
+                             "narrow since and until")
+    elif "agg" in query:
+        raise ValueError("agg needs every (the bucket width, such as every=1m)")
+    names = [a.value for a in Aggregate]
+    if query.get("agg", "mean") not in names:
+        raise ValueError(f"agg must be one of {', '.join(names)}, not {_shown(query['agg'])}")
+    return SeriesRequest(SeriesKey(measurement, device, point), units[point], start_ns, end_ns,
+                         every_ns, Aggregate(query.get("agg", "mean")))
+
+
+def _shown(text: str) -> str:
+    """A client's text, quoted and cut short, for an error message."""
+    return repr(text[:64] + ("..." if len(text) > 64 else ""))
+
+
+def _unknown(kind: str, name: str, known: list[str], where: str = "") -> str:
+    near = difflib.get_close_matches(name, known, n=5)
+    hint = f"; did you mean {', '.join(near)}?" if near else ""
+    return f"unknown {kind} {_shown(name)}{where}{hint}"
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a duration such as 30s, 15m, 2h or 7d, "
+                         f"not {_shown(text)}") from None
+    if not math.isfinite(seconds) or seconds > 100 * 365 * 86400:
+        raise ValueError(f"{name} must be at most 100 years")
+    return seconds
+
+
+def _instant(name: str, text: str, now_ns: int) -> int:
+    """A duration before now ('6h') or an ISO 8601 time (UTC when it has no offset)."""
+    try:
+        parse_duration(text)
+    except ValueError:
+        pass
+    else:
+        return now_ns - int(_seconds(name, text) * 1e9)
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a duration before now (6h) or an ISO 8601 time "
+                         f"(2026-12-01T08:00:00+08:00), not {_shown(text)}") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return int(stamp.timestamp()) * 1_000_000_000 + stamp.microsecond * 1000
+
+
+@routes.get("/api/series")
+async def _series(request: web.Request) -> web.Response:
+    """GET /api/series: a stored point of the site, raw or per bucket, at most
+    MAX_SERIES_ROWS rows (400 beyond, saying how to narrow)."""
+    store = request.app[SERIES]
+    try:
+        want = series_request(request.query, request.app[POINTS],
+                              int(request.app[CLOCK]() * 1e9))
+    except ValueError as exc:
+        return _bad_request(str(exc))
+    if store is None:
+        return web.json_response({"error": "storage is not running"}, status=503)
+    too_many = (f"more than {MAX_SERIES_ROWS} samples between since and until: narrow them, "
+                "or aggregate with every (such as every=1m)")
+    points: list[list[Any]]
+    try:
+        if want.every_ns is None:
+            # good samples counted first (one bucket or two): a long raw range is refused
+            # before it is read
+            counts = await store.read_aggregate(want.key, want.start_ns, want.end_ns,
+                                                want.end_ns - want.start_ns, Aggregate.COUNT)
+            if sum(b.count for b in counts) > MAX_SERIES_ROWS:
+                return _bad_request(too_many)
+            samples = await store.read_range(want.key, want.start_ns, want.end_ns)
+            if len(samples) > MAX_SERIES_ROWS:
+                return _bad_request(too_many)
+            points = [[s.time_ns // 1_000_000, _finite(s.value), s.quality.name.lower()]
+                      for s in samples]
+        else:
+            buckets = await store.read_aggregate(want.key, want.start_ns, want.end_ns,
+                                                 want.every_ns, want.fn)
+            points = [[b.start_ns // 1_000_000, _finite(b.value), "good" if b.count else None]
+                      for b in buckets]
+    except StorageError as exc:
+        return web.json_response({"error": f"storage: {exc}"}, status=503)
+    return web.json_response(
+        {"device": want.key.device, "point": want.key.point, "unit": want.unit,
+         "every_s": None if want.every_ns is None else want.every_ns / 1e9,
+         "agg": None if want.every_ns is None else want.fn.value, "points": points},
+        headers={"Cache-Control": "no-store"})
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
 
 
 @routes.get("/metrics")

@@ -13,7 +13,9 @@ knows: unit states, energisation, rack bands and loads are computed once by the 
 - every rack: hottest good inlet temperature, its ASHRAE band, power, worst quality;
 - redundancy: groups, concurrent maintainability, fault tolerance, single points of failure;
 - alarms (with the actions an operator may take), the anomaly detectors' open episodes and
-  devices that are not up.
+  devices that are not up;
+- on a site without a plant (no units, no racks: a monitoring-only site), every live value by
+  device, since no other view shows them.
 """
 
 from __future__ import annotations
@@ -160,6 +162,14 @@ def alarm_counts(alarms: Sequence[Alarm]) -> dict[str, Any]:
             "by_priority": by_priority}
 
 
+def _device_values(state: SiteState) -> list[dict[str, Any]]:
+    """Every live value, by device and point (what a site without a plant shows)."""
+    return [{"device": k.device, "type": k.measurement, "point": k.point,
+             "value": _finite(s.value), "quality": s.quality.name.lower(),
+             "time_ms": _ms(s.time_ns)}
+            for k, s in sorted(state.values.items(), key=lambda i: (i[0].device, i[0].point))]
+
+
 def state_document(state: SiteState, alarms: Sequence[Alarm], now_ns: int, *,
                    device_types: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The document of /api/state and /api/events (see dashboards/static/app.js)."""
@@ -188,6 +198,7 @@ def state_document(state: SiteState, alarms: Sequence[Alarm], now_ns: int, *,
         "anomalies": _anomaly_docs(state.anomalies),
         "devices_not_up": not_up,
         "withheld": dict(state.withheld),
+        "device_values": [] if state.units or state.racks else _device_values(state),
     }
 
 

@@ -10,6 +10,9 @@ ordinary series of measurement `analytics`, device = the site id: `pue_today`, `
 `wue_today`, `anomalies_active`, `anomaly_models_trained` (NaN with quality bad when a figure
 is withheld). The live state adds `pue_live`, redundancy and the Tier III verdicts.
 
+A site without the meters PUE needs (a monitoring-only site) gets no PUE figures at all: the
+reason is said once at start and in `withheld`, and the series are written as NaN/bad.
+
 A failing run logs one line with its cause, again only when the cause changes (the traceback
 goes to DEBUG).
 """
@@ -26,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from dcim.analytics.pue import SiteFigures, energy_meters, periods, site_figures
+from dcim.analytics.pue import SiteFigures, periods, site_figures
 from dcim.collectors.base import SampleSink
+from dcim.live.build import pue_meters
 from dcim.site import Site
 from dcim.storage.base import Quality, Sample, SeriesKey, Storage
 from dcim.tasks import cancel_task
@@ -43,10 +47,11 @@ class AnalysisResult:
     """What one run computed."""
 
     time_ns: int
-    live: SiteFigures  # over the live window, from the store (the live state has its own)
-    today: SiteFigures
+    live: SiteFigures | None  # over the live window, from the store (None: PUE withheld)
+    today: SiteFigures | None
     samples: list[Sample]
     anomalies: list[Any] = field(default_factory=list)  # active Anomaly records, newest data
+    withheld: dict[str, str] = field(default_factory=dict)  # analysis -> what the site lacks
 
 
 class AnalyticsService:
@@ -60,7 +65,9 @@ class AnalyticsService:
         self.sink = sink
         self.interval_s = interval_s
         self._clock = clock
-        self.meters = energy_meters(site)
+        self.meters, self.why_no_pue = pue_meters(site)
+        if self.why_no_pue is not None:
+            log.info("PUE withheld", extra={"reason": self.why_no_pue})
         self.last: AnalysisResult | None = None
         self.anomaly_stage = None
         if anomalies:
@@ -97,12 +104,23 @@ class AnalyticsService:
         tz = self.site.config.site.timezone
         live_p = periods("live", now_ns, tz)
         day_p = periods("day", now_ns, tz, to_date=True)
-        data = await self._series(self.meters.all_series(), day_p.start_ns - LOOKBACK_NS, now_ns + 1)
-        live = site_figures(self.site, data, live_p.start_ns, live_p.end_ns, meters=self.meters)
-        today = site_figures(self.site, data, day_p.start_ns, day_p.end_ns, meters=self.meters)
+        live: SiteFigures | None = None
+        today: SiteFigures | None = None
+        withheld: dict[str, str] = {}
+        if self.meters is not None:
+            data = await self._series(self.meters.all_series(), day_p.start_ns - LOOKBACK_NS,
+                                      now_ns + 1)
+            live = site_figures(self.site, data, live_p.start_ns, live_p.end_ns,
+                                meters=self.meters)
+            today = site_figures(self.site, data, day_p.start_ns, day_p.end_ns,
+                                 meters=self.meters)
+        elif self.why_no_pue is not None:
+            withheld["pue"] = self.why_no_pue
         samples = self._samples(now_ns, today)
         current = []
-        if self.anomaly_stage is not None:
+        if self.anomaly_stage is not None and self.anomaly_stage.withheld is not None:
+            withheld["anomalies"] = self.anomaly_stage.withheld
+        elif self.anomaly_stage is not None:
             from dcim.anomaly_service import active
 
             current = active(await self.anomaly_stage.run(now_ns), now_ns)
@@ -113,10 +131,10 @@ class AnalyticsService:
             self.sink.add(samples)
         else:
             await self.storage.write(samples)
-        self.last = AnalysisResult(now_ns, live, today, samples, current)
+        self.last = AnalysisResult(now_ns, live, today, samples, current, withheld)
         return self.last
 
-    def _samples(self, t: int, today: SiteFigures) -> list[Sample]:
+    def _samples(self, t: int, today: SiteFigures | None) -> list[Sample]:
         out: list[Sample] = []
 
         def put(point: str, value: float | None) -> None:
@@ -124,9 +142,9 @@ class AnalyticsService:
             out.append(Sample(self._key(point), t, float(value) if ok else math.nan,  # type: ignore[arg-type]
                               Quality.GOOD if ok else Quality.BAD))
 
-        put("pue_today", today.pue.value)
-        put("cue_today", today.cue.value)
-        put("wue_today", today.wue.value)
+        put("pue_today", today.pue.value if today is not None else None)
+        put("cue_today", today.cue.value if today is not None else None)
+        put("wue_today", today.wue.value if today is not None else None)
         return out
 
     async def start(self) -> None:

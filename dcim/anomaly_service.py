@@ -8,6 +8,9 @@ last `window_s` the same way; layers that need training wait until enough histor
 Every start trains again from the store (the baselines need the history anyway); the saved
 models (`<class>.npz` + `<class>.json`, 0600, in a 0700 folder) are the record of what ran.
 Models pickled by older versions (`*.pkl`) are never loaded, only reported once.
+
+A site with no point of a role the detectors read (a monitoring-only site without roles) has
+nothing to detect: `withheld` says why, once in the log, and runs return no anomalies.
 """
 
 from __future__ import annotations
@@ -45,8 +48,10 @@ class AnomalyStage:
         self.window_s, self.training_s, self.step_s = window_s, training_s, step_s
         self.min_training_s = min_training_s
         self.retrain_every_s = retrain_every_s
-        self.keys = [d.series(p.name) for d in site.devices.values() for p in d.profile.points
-                     if p.role in ROLES and (d.device_type != "meter")]
+        self.keys = anomaly_keys(site)
+        self.withheld = why_no_anomalies(site)
+        if self.withheld is not None:
+            log.info("anomaly detection withheld", extra={"reason": self.withheld})
         self._max = {k for k in self.keys if k.point in ("unit_status", "fault")}
         self.detector: Detector | None = None
         self.trained = False
@@ -130,12 +135,33 @@ class AnomalyStage:
                         "delete it", extra={"path": str(old)})
 
     async def run(self, now_ns: int) -> list[Anomaly]:
-        """Anomalies in the last window (retraining first when due)."""
+        """Anomalies in the last window (retraining first when due); none without keys."""
+        if not self.keys:
+            return []
         if self._due(now_ns):
             await self.train(now_ns)
         assert self.detector is not None
         batch = await self._batch(now_ns - int(self.window_s * NS), now_ns)
         return self.detector.detect(batch)
+
+
+def anomaly_keys(site: Site) -> list[SeriesKey]:
+    """The series the detectors read: points with a detector role, meters aside; a CRAH only
+    with the mechanical unit it monitors (its features need the hall that unit serves)."""
+    return [d.series(p.name) for d in site.devices.values() for p in d.profile.points
+            if p.role in ROLES and d.device_type != "meter"
+            and (d.device_type != "crah" or d.monitors in site.mechanical)]
+
+
+def why_no_anomalies(site: Site) -> str | None:
+    """What the site lacks for anomaly detection, or None when the detectors have series."""
+    if anomaly_keys(site):
+        return None
+    loose = [d.id for d in site.devices_of_type("crah") if d.monitors not in site.mechanical]
+    also = (f"; CRAH devices count only with the mechanical unit they monitor "
+            f"({', '.join(loose[:3])} monitor none)") if loose else ""
+    return (f"anomaly detection needs points with roles ({', '.join(ROLES[:4])}, ...) on "
+            f"devices other than meters; the site has none{also}")
 
 
 def active(anomalies: list[Anomaly], now_ns: int, step_s: float = 60.0) -> list[Anomaly]:

@@ -101,9 +101,12 @@ def fast(devices: list[SiteDevice], **profile: Any) -> list[SiteDevice]:
 
 def aimed(server: OpcuaSimServer, devices: list[SiteDevice],
           security: OpcuaSecurity | None = None) -> list[SiteDevice]:
-    """The devices with their gateway pointed at the test server (and its security)."""
+    """The devices with their gateway pointed at the test server (and its security), stamping
+    samples with the aligned boundaries (the snapshots here are dated T0, long ago:
+    test_collect_opcua_time.py covers the source and server policies)."""
     site = SITE.with_endpoints({"bms": (server.host, server.port)})
     gateway = site.config.gateways[[g.id for g in site.config.gateways].index("bms")]
+    gateway = gateway.model_copy(update={"timestamps": "poll"})
     if security is not None:
         gateway = gateway.model_copy(update={"security": security})
     return [dataclasses.replace(d, gateway=gateway) for d in devices]
@@ -463,7 +466,8 @@ async def test_dropped_connection_leaves_one_subscription(plain: OpcuaSimServer)
     try:
         devices = fast(DEVICES)
         gateway = devices[0].gateway.model_copy(
-            update={"endpoint": f"opc.tcp://127.0.0.1:{proxy.port}/dcim/bms"})
+            update={"endpoint": f"opc.tcp://127.0.0.1:{proxy.port}/dcim/bms",
+                    "timestamps": "poll"})
         devices = [dataclasses.replace(d, gateway=gateway) for d in devices]
         async with collecting(devices) as (collector, sink):
             await until(lambda: boundary_with(sink, values_at(8)) is not None)

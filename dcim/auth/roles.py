@@ -21,7 +21,7 @@ class Role(StrEnum):
 
 
 # actions
-VIEW = "view"  # the page, /api/state, /api/events, /api/trend, /metrics
+VIEW = "view"  # the page, /api/state, /api/events, /api/trend, /api/series, /metrics
 ALARM_HISTORY = "alarm_history"  # an alarm's journal events
 ACK = "ack"
 SHELVE = "shelve"

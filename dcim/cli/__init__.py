@@ -68,20 +68,70 @@ async def _until_stopped(main: Coroutine[Any, Any, None],
     return stopped_by[0] if stopped_by else None
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
+def _load_for_start(path: str) -> Any:
+    """The site of a file after every check a start makes (ConfigError lists what fails)."""
     from dcim.site import ConfigError, load_site
+    from dcim.site.preflight import startup_issues
+
+    site = load_site(path)
+    issues = startup_issues(site) + _needed_analyses(site)
+    if issues:
+        raise ConfigError(issues)
+    return site
+
+
+def _needed_analyses(site: Any) -> list[Any]:
+    """An analysis the file asks for (a `site.pue:` section) must have what it needs."""
+    from dcim.live.build import pue_meters
+    from dcim.site import ConfigIssue
+
+    if "pue" not in site.config.site.model_fields_set:
+        return []  # not asked for: withheld with its reason when the meters are not there
+    _, why = pue_meters(site)
+    if why is None:
+        return []
+    loc = ("site", "pue")
+    line = site.lines.line_of(loc) if site.lines is not None else None
+    return [ConfigIssue(str(site.source or "<site>"), line, loc,
+                        f"{why} (remove the pue: section to run without PUE)")]
+
+
+def _config_failure(path: str, exc: Exception) -> str:
+    """A configuration problem as file:line: field: message lines, never a traceback."""
+    from dcim.site import ConfigError
+
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    return f"{path}: {exc}"
+
+
+def _withheld(site: Any) -> dict[str, str]:
+    """The analyses `dcim run` will withhold on this site, with what the site lacks for each."""
+    from dcim.anomaly_service import why_no_anomalies
+    from dcim.live.build import plan
+
+    withheld = dict(plan(site).withheld)
+    why = why_no_anomalies(site)
+    if why is not None:
+        withheld["anomalies"] = why
+    return withheld
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from dcim.site import ConfigError
     from dcim.site.summary import summarize
 
     status = 0
     for path in args.files:
         try:
-            site = load_site(path)
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
+            site = _load_for_start(path)
+            summary = summarize(site, _withheld(site))
+        except (ConfigError, ValueError) as exc:
+            print(_config_failure(path, exc), file=sys.stderr)
             status = 1
             continue
         print(f"{path}: OK")
-        print(summarize(site))
+        print(summary)
     return status
 
 
@@ -125,10 +175,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from dcim.site import ConfigError
 
     try:
+        _load_for_start(args.site)  # the checks of `dcim validate`, before anything starts
         return run_demo(args.site, seconds=args.seconds, simulate=False, host=args.host,
                         port=None if args.no_dashboard else args.port)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    except (ConfigError, ValueError) as exc:  # a configuration problem: no traceback
+        print(_config_failure(args.site, exc), file=sys.stderr)
+        log.debug("run refused", exc_info=True)
         return 1
 
 
@@ -201,6 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     from dcim.cli.users import add_parsers as add_user_parsers
 
     add_user_parsers(sub)
+
+    from dcim.cli.discover import add_parsers as add_discover_parsers
+
+    add_discover_parsers(sub)
+
+    from dcim.cli.pki import add_parsers as add_pki_parsers
+
+    add_pki_parsers(sub)
+
+    from dcim.cli.query import add_parsers as add_query_parsers
+
+    add_query_parsers(sub)
 
     r = sub.add_parser("run", help="collect from the site's real devices into its store",
                        description="Production mode: the collectors of every gateway in the site "

@@ -2,7 +2,10 @@
 
 Structure: site identity, storage, protocol gateways, device profiles (point maps),
 the electrical and mechanical plant as a graph, redundancy groups, IT halls with rows
-of racks, and the devices that monitor them.
+of racks, and the devices that monitor them. Only the identity (id, name, timezone), a
+gateway, a profile and devices are required: the plant, halls and grid factors are optional,
+and each analysis that needs them is withheld, with why, on a site that lacks them (a
+monitoring-only site: a few meters and a BMS).
 """
 
 from __future__ import annotations
@@ -67,8 +70,9 @@ class EmissionFactor(Strict):
 
 
 class Grid(Strict):
-    supplier: str
-    emission_factors: list[EmissionFactor] = Field(min_length=1)
+    supplier: str = ""
+    emission_factors: list[EmissionFactor] = Field(
+        default_factory=list, description="grid factors per year; CUE is withheld without one")
 
 
 class PueSettings(Strict):
@@ -82,9 +86,9 @@ class SiteInfo(Strict):
     id: Id
     name: str
     timezone: str = "Asia/Hong_Kong"
-    location: Location
+    location: Location | None = None
     tier_design: Literal["I", "II", "III", "III+", "IV"] = "III+"
-    grid: Grid
+    grid: Grid = Field(default_factory=Grid, description="supplier and emission factors (CUE)")
     pue: PueSettings = PueSettings()
 
     @field_validator("timezone")
@@ -173,6 +177,19 @@ class OpcuaGateway(Strict):
     endpoint: str = Field(pattern=r"^opc\.tcp://[^/\s]+(/.*)?$")
     security: OpcuaSecurity = OpcuaSecurity()
     timeout_s: float = Field(4.0, gt=0, le=60)
+    timestamps: Literal["source", "server", "poll"] = Field(
+        "source",
+        description="time stored with each value: 'source' the device's SourceTimestamp "
+        "(else the ServerTimestamp, else the receive time), 'server' the ServerTimestamp "
+        "(else the receive time), 'poll' the aligned sampling boundary (identical across "
+        "redundant collectors); with source or server, a value unchanged since the last "
+        "boundary is stored at the boundary time, never again at its old time",
+    )
+    max_clock_skew_s: float = Field(
+        10.0, gt=0, le=86_400,
+        description="a source or server time further than this from the collector's clock "
+        "is replaced by the receive time (logged once per device with the skew)",
+    )
 
 
 Gateway = Annotated[ModbusGateway | ModbusRtuGateway | OpcuaGateway,
@@ -382,7 +399,9 @@ class Device(Strict):
     gateway: Id
     unit_id: int | None = Field(None, ge=0, le=255, description="Modbus unit id")
     node_name: str | None = Field(None, description="replaces {device} in OPC UA node ids")
-    monitors: Id = Field(description="the component, rack or 'site' this device measures")
+    monitors: Id | None = Field(
+        "site", description="the component or rack this device measures; 'site' (the default) "
+        "for the site as a whole, null for nothing in particular")
     interval_s: float = Field(5.0, gt=0, le=3600)
 
 
@@ -394,10 +413,10 @@ class SiteConfig(Strict):
     storage: StorageConfig = EmbeddedStorageConfig()
     gateways: list[Gateway] = Field(min_length=1)
     profiles: dict[Id, Profile] = Field(min_length=1)
-    electrical: list[ElectricalComponent] = Field(min_length=1)
+    electrical: list[ElectricalComponent] = Field(default_factory=list)
     mechanical: list[MechanicalComponent] = Field(default_factory=list)
     redundancy_groups: list[RedundancyGroup] = Field(default_factory=list)
-    halls: list[Hall] = Field(min_length=1)
+    halls: list[Hall] = Field(default_factory=list)
     devices: list[Device] = Field(default_factory=list)
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig,
                                  description="alarm delays, shelving, maintenance, priorities")

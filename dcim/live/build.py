@@ -40,6 +40,7 @@ from dcim.live.state import (
     UnitState,
 )
 from dcim.site import Site
+from dcim.site.model import NOTHING
 from dcim.storage.base import Quality, Sample, SeriesKey
 
 POWER_POINTS = ("power_kw", "output_power_kw", "fan_power_kw")  # a unit's own power, best first
@@ -125,6 +126,29 @@ def _power_of_energy(names: set[str], energy_point: str) -> str | None:
     return candidate if candidate != energy_point and candidate in names else None
 
 
+def pue_meters(site: Site) -> tuple[EnergyMeters | None, str | None]:
+    """The PUE meters of a site, or None and what the site lacks for PUE (one truth for the
+    live state, the history analytics and `dcim validate`)."""
+    try:
+        meters = energy_meters(site)
+    except ValueError as exc:  # a site without PUE metering still has a live state
+        return None, f"PUE needs facility and IT energy meters: {exc}"
+    if not meters.grid and not meters.generator:
+        return None, ("PUE needs facility energy meters (energy_kwh on the meters of the "
+                      "utility feeds or generators); the site has none")
+    if not meters.it:
+        return None, (f"PUE needs IT energy meters at the {meters.boundary} boundary "
+                      f"({meters.category}); the site has none")
+    return meters, None
+
+
+def site_points(site: Site) -> tuple[SeriesKey, ...]:
+    """Every point of the devices that measure the site as a whole or nothing in particular
+    (a monitoring-only site's meters): kept live although no unit or rack reads them."""
+    return tuple(d.series(p.name) for d in site.devices.values()
+                 if d.monitors in ("site", NOTHING) for p in d.profile.points)
+
+
 def plan(site: Site, envelope: EnvelopeConfig | None = None) -> LivePlan:
     """Resolve once which series the live state reads and what they say."""
     by_unit: dict[str, list[Any]] = {}
@@ -174,11 +198,9 @@ def plan(site: Site, envelope: EnvelopeConfig | None = None) -> LivePlan:
                 any(p.name == "power_kw" for p in d.profile.points):
             utility.append((feed.id, d.series("power_kw")))
     withheld: dict[str, str] = {}
-    meters: EnergyMeters | None = None
-    try:
-        meters = energy_meters(site)
-    except ValueError as exc:  # a site without PUE metering still has a live state
-        withheld["pue"] = str(exc)
+    meters, why_no_pue = pue_meters(site)
+    if why_no_pue is not None:
+        withheld["pue"] = why_no_pue
     facility: list[SeriesKey] = []
     it: list[SeriesKey] = []
     if meters is not None:
@@ -192,11 +214,13 @@ def plan(site: Site, envelope: EnvelopeConfig | None = None) -> LivePlan:
     if site.config.electrical or site.config.mechanical:
         topology = compile_topology(site)
     else:
-        withheld["redundancy"] = "the site file describes no electrical or mechanical plant"
+        withheld["redundancy"] = ("redundancy needs the topology (electrical and mechanical "
+                                  "plant, redundancy groups); the site file describes none")
     outdoor = next((d.series(p.name) for d in site.devices.values() for p in d.profile.points
                     if p.role == "outdoor_temp_c"), None)
     energy = tuple(meters.all_series()) if meters is not None else ()
     keys: set[SeriesKey] = set(facility) | set(it) | set(energy) | {k for _, k in utility}
+    keys |= set(site_points(site))
     for u in units:
         keys |= set(u.status) | set(u.power) | ({u.running} if u.running else set())
     for r in racks:

@@ -7,12 +7,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from dcim.config import site as schema
 from dcim.config.alarms import ALARM_SOURCES
 from dcim.site.errors import ConfigError, ConfigIssue, Loc
-from dcim.site.model import Rack, Site, SiteDevice, expand_racks, rack_monitor_devices
+from dcim.site.hints import unknown_field_hint
+from dcim.site.model import (
+    NOTHING, Rack, Site, SiteDevice, expand_racks, rack_monitor_devices,
+)
 from dcim.site.roles import DEVICE_TYPE_ROLES, MONITORS, ROLES
 from dcim.site.yamlsrc import LineMap, read_yaml
 
@@ -20,33 +23,13 @@ SOURCE_TYPES = ("utility_feed", "generator")
 FEED_TYPES = ("pdu",)
 
 
-def _all_field_names() -> set[str]:
-    names: set[str] = set()
-    stack: list[type[BaseModel]] = [schema.SiteConfig]
-    seen: set[type[BaseModel]] = set()
-    while stack:
-        model = stack.pop()
-        if model in seen:
-            continue
-        seen.add(model)
-        names.update(model.model_fields)
-        for sub in vars(schema).values():
-            if isinstance(sub, type) and issubclass(sub, BaseModel) and sub not in seen:
-                stack.append(sub)
-    return names
-
-
 def _pydantic_issues(exc: ValidationError, lines: LineMap) -> list[ConfigIssue]:
-    known = _all_field_names()
     issues = []
     for err in exc.errors(include_url=False):
         loc: Loc = tuple(err["loc"])
         kind = err["type"]
         if kind == "extra_forbidden":
-            name = str(loc[-1])
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            message = f"unknown field {name!r}{hint}"
+            message = f"unknown field {str(loc[-1])!r}{unknown_field_hint(loc)}"
         elif kind == "missing":
             message = "required field is missing"
         else:
@@ -255,8 +238,10 @@ def _build_devices(cfg: schema.SiteConfig, racks: list[tuple[Rack, Loc]], lines:
                 if other != dev.id:
                     issues.append(lines.issue(loc + ("unit_id",), f"unit id {dev.unit_id} on gateway "
                                               f"{gateway.id} is already used by {other}"))
-        kind = targets.get(dev.monitors)
-        if kind is None:
+        kind = targets.get(dev.monitors) if dev.monitors is not None else "site"
+        if kind == "site":
+            pass  # any device may measure the site as a whole (a monitoring-only site)
+        elif kind is None:
             issues.append(lines.issue(loc + ("monitors",), f"device {dev.id} monitors {dev.monitors!r}, "
                                       "which is not a component, a rack or 'site'"))
         elif kind not in MONITORS[profile.device_type]:
@@ -269,7 +254,8 @@ def _build_devices(cfg: schema.SiteConfig, racks: list[tuple[Rack, Loc]], lines:
         devices[dev.id] = SiteDevice(
             id=dev.id, device_type=profile.device_type, profile_id=dev.profile, profile=profile,
             gateway=gateway, unit_id=dev.unit_id, node_name=dev.node_name or dev.id,
-            monitors=dev.monitors, interval_s=dev.interval_s,
+            monitors=dev.monitors if dev.monitors is not None else NOTHING,
+            interval_s=dev.interval_s,
         )
     return devices
 
@@ -310,7 +296,7 @@ def parse_site(text: str, file: str = "<string>") -> Site:
     if issues:
         raise ConfigError(issues)
     return Site(config=cfg, source=Path(file) if file != "<string>" else None,
-                racks={rack.id: rack for rack, _ in racks}, devices=devices)
+                racks={rack.id: rack for rack, _ in racks}, devices=devices, lines=lines)
 
 
 def load_site(path: str | Path) -> Site:

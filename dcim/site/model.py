@@ -10,7 +10,11 @@ from dcim.config.site import (
     ModbusRtuGateway, OpcuaGateway,
     OpcuaProfile, RedundancyGroup, SiteConfig,
 )
+from dcim.site.yamlsrc import LineMap
 from dcim.storage.base import SeriesKey
+
+
+NOTHING = ""  # SiteDevice.monitors of a device that measures no unit in particular
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,7 @@ class SiteDevice:
     gateway: ModbusGateway | ModbusRtuGateway | OpcuaGateway
     unit_id: int | None
     node_name: str
-    monitors: str
+    monitors: str  # a component or rack id, 'site', or NOTHING (no unit in particular)
     interval_s: float
 
     @property
@@ -66,6 +70,7 @@ class Site:
     source: Path | None
     racks: dict[str, Rack] = field(default_factory=dict)
     devices: dict[str, SiteDevice] = field(default_factory=dict)
+    lines: LineMap | None = field(default=None, repr=False, compare=False)  # where fields are
 
     def __post_init__(self) -> None:
         self.electrical: dict[str, ElectricalComponent] = {c.id: c for c in self.config.electrical}
@@ -113,7 +118,8 @@ class Site:
         config = self.config.model_copy(update={"gateways": gateways})
         by_id = {g.id: g for g in gateways}
         devices = {k: replace(d, gateway=by_id[d.gateway.id]) for k, d in self.devices.items()}
-        return Site(config=config, source=self.source, racks=dict(self.racks), devices=devices)
+        return Site(config=config, source=self.source, racks=dict(self.racks), devices=devices,
+                    lines=self.lines)
 
     def point_count(self) -> int:
         """Number of points polled across all devices (= series written)."""
