@@ -389,7 +389,8 @@ def crah_features(batch: Batch, site: Site) -> DeviceRows:
              ("supply_temp_c", "return_temp_c", "fan_power_kw", "valve_pct")}
         if not np.isfinite(g["supply_temp_c"]).any():
             continue
-        halls = site.mechanical[dev.monitors].serves or []
+        unit = site.mechanical.get(dev.monitors)  # a CRAH monitoring no declared unit: no halls
+        halls = (unit.serves or []) if unit is not None else []
         load = _hall_it_kw(batch, site, halls[0], t) if halls else np.zeros(len(t))
         X = np.column_stack([g["supply_temp_c"], g["return_temp_c"],
                              g["return_temp_c"] - g["supply_temp_c"], g["fan_power_kw"],

@@ -497,7 +497,7 @@ def _profile_for(info: UnitInfo) -> tuple[dict[str, Any], list[str], str]:
     return profile, notes, name.strip() or "unknown"
 
 
-def build_draft(result: ScanResult, *, gateway_id: str = "gw1", monitors: str = "unassigned",
+def build_draft(result: ScanResult, *, gateway_id: str = "gw1", monitors: str | None = None,
                 timeout_s: float = 1.0) -> Draft:
     """Gateway + one profile per distinct device kind + one device per unit found."""
     gateway = {"id": gateway_id, "protocol": "modbus_tcp", "host": result.host,
@@ -517,14 +517,18 @@ def build_draft(result: ScanResult, *, gateway_id: str = "gw1", monitors: str = 
             by_kind[key] = pid
             profiles[pid] = profile
             notes[pid] = [info.describe(), *lines]
-        devices.append({"id": f"{gateway_id}-u{info.unit_id}", "profile": by_kind[key],
-                        "gateway": gateway_id, "unit_id": info.unit_id, "monitors": monitors})
+        device: dict[str, Any] = {"id": f"{gateway_id}-u{info.unit_id}",
+                                  "profile": by_kind[key], "gateway": gateway_id,
+                                  "unit_id": info.unit_id}
+        if monitors is not None:  # omitted: the device measures the site as a whole
+            device["monitors"] = monitors
+        devices.append(device)
     header = [f"Draft from: dcim discover modbus {result.host}:{result.port}",
               f"{len(result.units)} unit(s) found with {result.requests} requests in "
               f"{result.elapsed_s:.1f} s" + (f"; stopped: {result.stopped}" if result.stopped
                                               else ""),
-              "Paste into a site file; set each device's monitors: to the component, rack or",
-              "'site' it measures, and give the devices better ids."]
+              "Paste into a site file; give each device a better id and, if it measures a",
+              "component or rack of the plant, monitors: (omitted, it measures the site)."]
     return Draft({"gateways": [gateway], "profiles": profiles, "devices": devices}, notes, header)
 
 

@@ -191,7 +191,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text).strip("-._")[:64] or "class"
 
 
-def build_draft(inv: Inventory, *, gateway_id: str = "bms", monitors: str = "unassigned",
+def build_draft(inv: Inventory, *, gateway_id: str = "bms", monitors: str | None = None,
                 security: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """(site fragment, comment lines): a profile per device class, a device per object."""
     by_object: dict[tuple[tuple[str, str], ...], list[FoundVariable]] = {}
@@ -229,13 +229,16 @@ def build_draft(inv: Inventory, *, gateway_id: str = "bms", monitors: str = "una
             notes.append(f"profile {pid}: " + ", ".join(
                 f"{v.path[-1][1]} ({v.data_type}{', ' + v.unit if v.unit else ''})"
                 for v in variables))
-        devices.append({"id": _slug(f"{gateway_id}-{obj_name}"), "profile": pid,
-                        "gateway": gateway_id, "node_name": obj_name, "monitors": monitors})
+        device: dict[str, Any] = {"id": _slug(f"{gateway_id}-{obj_name}"), "profile": pid,
+                                  "gateway": gateway_id, "node_name": obj_name}
+        if monitors is not None:  # omitted: the device measures the site as a whole
+            device["monitors"] = monitors
+        devices.append(device)
     gateway: dict[str, Any] = {"id": gateway_id, "protocol": "opcua", "endpoint": inv.endpoint}
     if security:
         gateway["security"] = security
     notes.append("device_type 'meter' is a placeholder in every profile: set the real one, "
-                 "add roles, and set each device's monitors:")
+                 "add roles, and monitors: on devices that measure a component or rack")
     if inv.truncated:
         notes.append(f"the browse stopped at {inv.nodes_visited} nodes (--max-nodes): "
                      "the server holds more")

@@ -349,7 +349,7 @@ class System:
         c = state.collection
         fig = state.pue_live.pue if state.pue_live is not None else None
         if fig is None:
-            pue = "PUE live: -"
+            pue = "PUE live: -" if "pue" not in state.withheld else "PUE: withheld"
         elif fig.value is not None:
             pue = f"PUE live {fig.value:.3f} ({fig.category})"
         else:

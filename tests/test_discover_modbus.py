@@ -42,24 +42,11 @@ def text_registers(text: str, count: int) -> list[int]:
 
 
 def minimal_site(draft: dict[str, Any]) -> dict[str, Any]:
-    """The draft inside the smallest site that validates with the plant still required: a
-    utility feed named like the draft's monitors placeholder, a PDU and one single-corded
-    rack (the plant-less minimal site being made in parallel would not need them)."""
-    return {
-        "site": {"id": "probe", "name": "Discovery test",
-                 "location": {"latitude": 22.26, "longitude": 114.13},
-                 "grid": {"supplier": "HK Electric",
-                          "emission_factors": [{"year": 2025, "kg_co2e_per_kwh": 0.7}]}},
-        "gateways": draft["gateways"],
-        "profiles": draft["profiles"],
-        "electrical": [
-            {"id": "unassigned", "type": "utility_feed", "capacity_kw": 1000},
-            {"id": "pdu1", "type": "pdu", "capacity_kw": 100, "inputs": ["unassigned"]},
-        ],
-        "halls": [{"id": "H1", "rows": [{"id": "R1", "design_kw": 5, "racks": [
-            {"id": "R1-01", "single_corded": True, "feed_a": "pdu1"}]}]}],
-        "devices": draft.get("devices") or [],
-    }
+    """The draft inside the smallest site that validates: identity, gateways, profiles and
+    devices, no plant (a monitoring-only site, config/examples/monitoring-only.yaml)."""
+    return {"site": {"id": "probe", "name": "Discovery test"},
+            "gateways": draft["gateways"], "profiles": draft["profiles"],
+            "devices": draft.get("devices") or []}
 
 
 # ---------------------------------------------------------------- pure parts
@@ -144,7 +131,9 @@ def test_draft_groups_kinds_and_validates() -> None:
     assert draft.data["profiles"]["unknown"]["points"][0]["table"] == "input"
     text = render_draft(draft)
     assert "# TODO: fill in points" in text
-    site_from_dict(minimal_site(yaml.safe_load(text)))
+    site = site_from_dict(minimal_site(yaml.safe_load(text)))
+    assert {d.monitors for d in site.devices.values()} == {"site"}
+    assert {d["monitors"] for d in build_draft(result, monitors="M-1").data["devices"]} == {"M-1"}
 
 
 # ---------------------------------------------------------------- real servers

@@ -56,7 +56,7 @@ def device_conditions(site: Site, health: Mapping[str, DeviceHealth]) -> list[Co
         out.append(Condition(
             alarm_id=f"device:{device_id}:comm", source="device", priority=priority,
             message=f"{kind} {device_id} not answering: {why}; its readings are not live",
-            unit=device.monitors if device is not None else None, device=device_id))
+            unit=(device.monitors or None) if device is not None else None, device=device_id))
     return out
 
 
@@ -136,7 +136,7 @@ def anomaly_conditions(site: Site, anomalies: Iterable[Any]) -> list[Condition]:
         out.append(Condition(
             alarm_id=f"anomaly:{layer}:{device_id}", source="anomaly",
             priority=Priority(worst.severity), message=(worst.message or worst.kind) + more,
-            unit=device.monitors if device is not None else None, device=device_id,
+            unit=(device.monitors or None) if device is not None else None, device=device_id,
             series=series, value=float(worst.value)))
     return out
 

@@ -141,8 +141,8 @@ def add_parsers(sub: Any) -> None:
     m.add_argument("--budget", type=float, default=120.0,
                    help="stop after this many seconds (default 120)")
     m.add_argument("--gateway-id", default="gw1", help="id of the gateway in the draft")
-    m.add_argument("--monitors", default="unassigned",
-                   help="placeholder for each device's monitors: (default 'unassigned')")
+    m.add_argument("--monitors", default=None,
+                   help="component or rack every device measures (default: omitted, the site)")
     m.add_argument("-o", "--output", default="-", help="draft file (default stdout)")
     m.set_defaults(func=_cmd_modbus)
 
@@ -161,7 +161,7 @@ def add_parsers(sub: Any) -> None:
     o.add_argument("--max-nodes", type=int, default=2000,
                    help="stop browsing after this many nodes (default 2000)")
     o.add_argument("--gateway-id", default="bms", help="id of the gateway in the draft")
-    o.add_argument("--monitors", default="unassigned",
-                   help="placeholder for each device's monitors: (default 'unassigned')")
+    o.add_argument("--monitors", default=None,
+                   help="component or rack every device measures (default: omitted, the site)")
     o.add_argument("-o", "--output", default="-", help="draft file (default stdout)")
     o.set_defaults(func=_cmd_opcua)
