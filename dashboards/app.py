@@ -32,7 +32,6 @@ same bytes go to every stream and every /api/state request (`StateFeed`).
 from __future__ import annotations
 
 import asyncio
-import difflib
 import ipaddress
 import json
 import logging
@@ -41,9 +40,8 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
@@ -54,14 +52,15 @@ from dcim.auth.service import Authenticator
 from dcim.config.auth import LOOPBACK_NAMES
 from dcim.dashboards import signin
 from dcim.dashboards.actions import action_request
+from dcim.dashboards.series import (MAX_SERIES_ROWS, SeriesStore,
+                                    series_request)
 from dcim.dashboards.security import (GUARD, IDENTITY, MAX_BODY_BYTES, PUBLIC, SIGNED_IN,
                                       Guard, Refused, guard, host_name, identify, is_loopback,
                                       read_json, security_headers)
 from dcim.dashboards.state import state_document, state_health
 from dcim.live.service import MEASUREMENT as ANALYTICS_MEASUREMENT
 from dcim.live.source import AlarmView, StateSource, Version
-from dcim.simulators.faults import parse_duration
-from dcim.storage.base import Aggregate, Bucket, Sample, SeriesKey, StorageError
+from dcim.storage.base import Aggregate, Bucket, SeriesKey, StorageError
 from dcim.tasks import cancel_task
 
 log = logging.getLogger(__name__)
@@ -75,23 +74,6 @@ TREND_BUCKETS = 72  # points per trend line, whatever the period
 TrendReader = Callable[[SeriesKey, int, int, int, Aggregate], Awaitable[list[Bucket]]]
 """A store's `read_aggregate` (dcim/storage/base.py): all the dashboard reads from storage."""
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
-MAX_SERIES_ROWS = 10_000  # rows or buckets per /api/series answer (400 beyond)
-MIN_SERIES_EVERY_NS = 1_000_000_000
-SERIES_PARAMS = frozenset({"device", "point", "since", "until", "every", "agg"})
-
-
-class SeriesStore(Protocol):
-    """The two reads /api/series makes: a Storage's (dcim/storage/base.py)."""
-
-    async def read_range(self, series: SeriesKey, start_ns: int, end_ns: int, *,
-                         good_only: bool = False) -> list[Sample]:
-        """Raw samples with start_ns <= time < end_ns, oldest first."""
-
-    async def read_aggregate(self, series: SeriesKey, start_ns: int, end_ns: int,
-                             every_ns: int, fn: Aggregate) -> list[Bucket]:
-        """Good samples in epoch-aligned buckets of every_ns."""
-
-
 @dataclass(frozen=True)
 class DashboardSettings:
     """Where the dashboard listens and how it pushes."""
@@ -439,95 +421,6 @@ def trend_window(now_ns: int, hours: float) -> tuple[int, int, int]:
     end_ns = now_ns - now_ns % every_ns + every_ns
     start_ns = end_ns - every_ns * math.ceil(hours * 3600e9 / every_ns)
     return every_ns, start_ns, end_ns
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesRequest:
-    """One validated /api/series request: a series of the site and a bounded window."""
-
-    key: SeriesKey
-    unit: str
-    start_ns: int
-    end_ns: int
-    every_ns: int | None  # None: raw samples
-    fn: Aggregate
-
-
-def series_request(query: Mapping[str, str],
-                   points: Mapping[str, tuple[str, Mapping[str, str]]],
-                   now_ns: int) -> SeriesRequest:
-    """The request a query string asks for, or ValueError saying what is wrong. Names are
-    looked up in the site's own devices and points; buckets are at most MAX_SERIES_ROWS."""
-    extra = sorted(set(query) - SERIES_PARAMS)
-    if extra:
-        raise ValueError(f"unknown parameter {_shown(extra[0])}; "
-                         f"known: {', '.join(sorted(SERIES_PARAMS))}")
-    device, point = query.get("device", ""), query.get("point", "")
-    if device not in points:
-        raise ValueError(_unknown("device", device, list(points)))
-    measurement, units = points[device]
-    if point not in units:
-        raise ValueError(_unknown("point", point, list(units), f" of {device}"))
-    start_ns = _instant("since", query.get("since", "1h"), now_ns)
-    end_ns = _instant("until", query["until"], now_ns) if "until" in query else now_ns + 1
-    if end_ns <= start_ns:
-        raise ValueError("since must be before until")
-    every_ns = None
-    if "every" in query:
-        every_ns = int(_seconds("every", query["every"]) * 1e9)
-        if every_ns < MIN_SERIES_EVERY_NS:
-            raise ValueError("every must be at least 1s")
-        buckets = -((start_ns - start_ns % every_ns - end_ns) // every_ns)  # ceil
-        if buckets > MAX_SERIES_ROWS:
-            raise ValueError(f"{buckets} buckets, more than {MAX_SERIES_ROWS}: raise every or "
-                             "narrow since and until")
-    elif "agg" in query:
-        raise ValueError("agg needs every (the bucket width, such as every=1m)")
-    names = [a.value for a in Aggregate]
-    if query.get("agg", "mean") not in names:
-        raise ValueError(f"agg must be one of {', '.join(names)}, not {_shown(query['agg'])}")
-    return SeriesRequest(SeriesKey(measurement, device, point), units[point], start_ns, end_ns,
-                         every_ns, Aggregate(query.get("agg", "mean")))
-
-
-def _shown(text: str) -> str:
-    """A client's text, quoted and cut short, for an error message."""
-    return repr(text[:64] + ("..." if len(text) > 64 else ""))
-
-
-def _unknown(kind: str, name: str, known: list[str], where: str = "") -> str:
-    near = difflib.get_close_matches(name, known, n=5)
-    hint = f"; did you mean {', '.join(near)}?" if near else ""
-    return f"unknown {kind} {_shown(name)}{where}{hint}"
-
-
-def _seconds(name: str, text: str) -> float:
-    try:
-        seconds = parse_duration(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a duration such as 30s, 15m, 2h or 7d, "
-                         f"not {_shown(text)}") from None
-    if not math.isfinite(seconds) or seconds > 100 * 365 * 86400:
-        raise ValueError(f"{name} must be at most 100 years")
-    return seconds
-
-
-def _instant(name: str, text: str, now_ns: int) -> int:
-    """A duration before now ('6h') or an ISO 8601 time (UTC when it has no offset)."""
-    try:
-        parse_duration(text)
-    except ValueError:
-        pass
-    else:
-        return now_ns - int(_seconds(name, text) * 1e9)
-    try:
-        stamp = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a duration before now (6h) or an ISO 8601 time "
-                         f"(2026-12-01T08:00:00+08:00), not {_shown(text)}") from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return int(stamp.timestamp()) * 1_000_000_000 + stamp.microsecond * 1000
 
 
 @routes.get("/api/series")

@@ -242,8 +242,7 @@ class System:
         app = create_app(settings, live, alarms, metrics=self.metrics_text, health=self.healthy,
                          trend=storage.read_aggregate if storage is not None else None,
                          device_types={d.id: d.device_type for d in self.site.devices.values()},
-                         points={d.id: {p.name: p.unit or "" for p in d.profile.points}
-                                 for d in self.site.devices.values()}, series=storage,
+                         points=self.site.point_units(), series=storage,
                          auth=auth)
         self.dashboard = server = DashboardServer(app, host=host,
                                                   port=self.options.dashboard_port or 0,

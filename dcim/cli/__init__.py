@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_query_parsers(sub)
 
+    from dcim.cli.profiles import add_parsers as add_profile_parsers
+
+    add_profile_parsers(sub)
+
     r = sub.add_parser("run", help="collect from the site's real devices into its store",
                        description="Production mode: the collectors of every gateway in the site "
                                    "file, the durable buffer, the store and the analytics, with a "

@@ -238,8 +238,7 @@ async def run_query(storage: Storage, target: Target, measurement: str,
 
 def site_points(site: Site) -> dict[str, dict[str, str]]:
     """device -> point -> unit ('' without one) of a loaded Site."""
-    return {d.id: {p.name: p.unit or "" for p in d.profile.points}
-            for d in site.devices.values()}
+    return site.point_units()
 
 
 async def _query(args: argparse.Namespace) -> int:

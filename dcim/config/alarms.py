@@ -58,7 +58,8 @@ class AlarmsConfig(BaseModel):
                     "service by itself at the end)")
     chatter_count: int = Field(3, ge=2, le=100,
                                description="raises within chatter_window_s that make it chatter")
-    chatter_window_s: float = Field(60.0, gt=0, le=3600)
+    chatter_window_s: float = Field(60.0, gt=0, le=3600,
+                                    description="the window of chatter_count, seconds")
     stale_after_s: float = Field(24 * 3600.0, gt=0,
                                  description="an alarm active longer than this is stale")
     maintenance: list[str] = Field(

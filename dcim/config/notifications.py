@@ -21,7 +21,7 @@ class _Base(BaseModel):
 class WebhookChannelConfig(_Base):
     """POST each message as JSON, optionally signed with HMAC-SHA256 over the body."""
 
-    kind: Literal["webhook"]
+    kind: Literal["webhook"] = Field(description="HTTP POST of JSON")
     url: str = Field(pattern=r"^https?://", description="receiver URL (http or https)")
     secret_env: str | None = Field(
         None, description="environment variable holding the HMAC secret; the signature is "
@@ -34,7 +34,7 @@ class EmailChannelConfig(_Base):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    kind: Literal["email"]
+    kind: Literal["email"] = Field(description="plain-text email through SMTP")
     host: str = Field(min_length=1, description="SMTP relay host")
     port: int = Field(25, ge=1, le=65535, description="SMTP port (587 with starttls)")
     sender: str = Field(alias="from", min_length=3, description="From: address")
@@ -66,7 +66,7 @@ class EmailChannelConfig(_Base):
 class LogChannelConfig(_Base):
     """Write each message as one structured log line (the demo's channel)."""
 
-    kind: Literal["log"]
+    kind: Literal["log"] = Field(description="a structured log line")
     level: Literal["info", "warning", "error"] = Field("warning", description="log level")
 
 
@@ -157,8 +157,10 @@ class NotificationsConfig(_Base):
     renotify_s: float | None = Field(None, gt=0, description="resend to the current tier while "
                                      "unacknowledged this often; none sends once")
     tick_s: float = Field(1.0, gt=0, le=60, description="how often escalation and floods are checked")
-    flood: FloodConfig = Field(default_factory=FloodConfig)
-    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    flood: FloodConfig = Field(default_factory=FloodConfig,
+                               description="alarm flood detection and summaries")
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig,
+                                     description="retries of the outbox")
 
     @model_validator(mode="after")
     def _references(self) -> NotificationsConfig:

@@ -57,20 +57,20 @@ class Strict(BaseModel):
 
 
 class Location(Strict):
-    city: str = "Hong Kong"
-    address: str = ""
-    latitude: float = Field(ge=-90, le=90)
-    longitude: float = Field(ge=-180, le=180)
+    city: str = Field("Hong Kong", description="city of the site, shown in reports")
+    address: str = Field("", description="street address, shown in reports")
+    latitude: float = Field(ge=-90, le=90, description="degrees north (negative: south)")
+    longitude: float = Field(ge=-180, le=180, description="degrees east (negative: west)")
 
 
 class EmissionFactor(Strict):
-    year: int = Field(ge=2000, le=2100)
+    year: int = Field(ge=2000, le=2100, description="calendar year the factor applies to")
     kg_co2e_per_kwh: float = Field(gt=0, lt=2, description="grid emission factor")
-    source: str = ""
+    source: str = Field("", description="who published the factor (e.g. the supplier's report)")
 
 
 class Grid(Strict):
-    supplier: str = ""
+    supplier: str = Field("", description="electricity supplier, shown in reports")
     emission_factors: list[EmissionFactor] = Field(
         default_factory=list, description="grid factors per year; CUE is withheld without one")
 
@@ -78,18 +78,22 @@ class Grid(Strict):
 class PueSettings(Strict):
     """Where IT energy is measured (The Green Grid category) and how much data a figure needs."""
 
-    it_boundary: Literal["ups_output", "pdu_output", "it_input"] = "it_input"
+    it_boundary: Literal["ups_output", "pdu_output", "it_input"] = Field(
+        "it_input", description="where IT energy is measured: UPS output (category 1), PDU "
+        "output (category 2) or the IT equipment's input (category 3)")
     min_coverage: float = Field(0.95, gt=0, le=1, description="fraction of the period with data")
 
 
 class SiteInfo(Strict):
     id: Id
-    name: str
-    timezone: str = "Asia/Hong_Kong"
-    location: Location | None = None
-    tier_design: Literal["I", "II", "III", "III+", "IV"] = "III+"
+    name: str = Field(description="the site's name, shown on the dashboard and in reports")
+    timezone: str = Field("Asia/Hong_Kong", description="IANA timezone of the site: days, "
+                          "shifts and rota handovers are site-local")
+    location: Location | None = Field(None, description="where the site is; optional")
+    tier_design: Literal["I", "II", "III", "III+", "IV"] = Field(
+        "III+", description="the Uptime Institute tier the site is designed to")
     grid: Grid = Field(default_factory=Grid, description="supplier and emission factors (CUE)")
-    pue: PueSettings = PueSettings()
+    pue: PueSettings = Field(PueSettings(), description="how PUE is computed (docs/pue.md)")
 
     @field_validator("timezone")
     @classmethod
@@ -108,24 +112,25 @@ class ModbusGateway(Strict):
     """A Modbus TCP address (gateway or device) behind which unit ids are polled."""
 
     id: Id
-    protocol: Literal["modbus_tcp"]
-    host: str = "127.0.0.1"
-    port: int = Field(502, ge=1, le=65535)
+    protocol: Literal["modbus_tcp"] = Field(description="Modbus TCP (also a serial gateway's "
+                                            "TCP side)")
+    host: str = Field("127.0.0.1", description="address or name of the gateway or device")
+    port: int = Field(502, ge=1, le=65535, description="TCP port (502 is Modbus's own)")
     max_in_flight: int = Field(1, ge=1, le=64, description="requests in flight at once")
-    timeout_s: float = Field(1.0, gt=0, le=60)
+    timeout_s: float = Field(1.0, gt=0, le=60, description="seconds to wait for one answer")
 
 
 class ModbusRtuGateway(Strict):
     """A serial Modbus RTU line (RS-485) on a local port; one request at a time by nature."""
 
     id: Id
-    protocol: Literal["modbus_rtu"]
+    protocol: Literal["modbus_rtu"] = Field(description="Modbus RTU on a local serial port")
     serial_port: str = Field(description="e.g. /dev/ttyUSB0")
-    baudrate: int = Field(19200, ge=300, le=921600)
-    parity: Literal["N", "E", "O"] = "N"
-    bytesize: Literal[7, 8] = 8
-    stopbits: Literal[1, 2] = 1
-    timeout_s: float = Field(1.0, gt=0, le=60)
+    baudrate: int = Field(19200, ge=300, le=921600, description="line speed, bits per second")
+    parity: Literal["N", "E", "O"] = Field("N", description="parity: none, even or odd")
+    bytesize: Literal[7, 8] = Field(8, description="data bits per character")
+    stopbits: Literal[1, 2] = Field(1, description="stop bits per character")
+    timeout_s: float = Field(1.0, gt=0, le=60, description="seconds to wait for one answer")
 
     @property
     def max_in_flight(self) -> int:
@@ -134,10 +139,12 @@ class ModbusRtuGateway(Strict):
 
 
 class OpcuaSecurity(Strict):
-    policy: Literal["None", "Basic256Sha256"] = "None"
-    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    policy: Literal["None", "Basic256Sha256"] = Field(
+        "None", description="security policy of the channel; None sends everything in clear")
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = Field(
+        "None", description="message security mode; None exactly when policy is None")
     certificate: str | None = Field(None, description="client certificate (DER/PEM) path")
-    private_key: str | None = None
+    private_key: str | None = Field(None, description="private key (DER/PEM) path of certificate")
     trust_dir: str | None = Field(None, description="folder of trusted server certificates")
     username: str | None = Field(None, description="user token name (needs password_env)")
     password_env: str | None = Field(
@@ -173,10 +180,12 @@ class OpcuaGateway(Strict):
     """An OPC UA server (typically the BMS) exposing many devices."""
 
     id: Id
-    protocol: Literal["opcua"]
-    endpoint: str = Field(pattern=r"^opc\.tcp://[^/\s]+(/.*)?$")
-    security: OpcuaSecurity = OpcuaSecurity()
-    timeout_s: float = Field(4.0, gt=0, le=60)
+    protocol: Literal["opcua"] = Field(description="OPC UA client/server (opc.tcp)")
+    endpoint: str = Field(pattern=r"^opc\.tcp://[^/\s]+(/.*)?$",
+                          description="server endpoint URL, opc.tcp://host:port/path")
+    security: OpcuaSecurity = Field(OpcuaSecurity(), description="security policy, mode, "
+                                    "certificates and user token (docs/security.md)")
+    timeout_s: float = Field(4.0, gt=0, le=60, description="seconds to wait for one answer")
     timestamps: Literal["source", "server", "poll"] = Field(
         "source",
         description="time stored with each value: 'source' the device's SourceTimestamp "
@@ -200,21 +209,27 @@ Gateway = Annotated[ModbusGateway | ModbusRtuGateway | OpcuaGateway,
 
 
 class PointBase(Strict):
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$",
+                               description="point name, lower_snake_case with the unit "
+                               "(e.g. power_kw)")]
     role: str | None = Field(None, description="what the point means to analytics, see roles.py")
-    unit: str | None = None
+    unit: str | None = Field(None, description="engineering unit of the stored value (kW, degC)")
     feed: Literal["A", "B"] | None = Field(None, description="which power feed a rack point is on")
     position: Literal["bottom", "middle", "top"] | None = Field(None, description="sensor height")
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: float = Field(1.0, description="stored value = raw x scale + offset")
+    offset: float = Field(0.0, description="added after scale")
 
 
 class ModbusPoint(PointBase):
-    table: Literal["coil", "discrete_input", "holding", "input"]
+    table: Literal["coil", "discrete_input", "holding", "input"] = Field(
+        description="Modbus table: coil (FC1), discrete_input (FC2), holding register (FC3), "
+        "input register (FC4)")
     address: int = Field(ge=0, le=65535, description="0-based register or bit address")
-    type: ModbusType = "uint16"
+    type: ModbusType = Field("uint16", description="data type of the raw value; "
+                             "sunssf is a SunSpec scale factor (int16 power of ten)")
     order: Literal["ABCD", "CDAB", "BADC", "DCBA"] = Field(
-        "ABCD", description="byte order of the value: ABCD big-endian, CDAB word-swapped"
+        "ABCD", description="byte order of the value: ABCD big-endian, CDAB word-swapped, "
+        "BADC byte-swapped words, DCBA little-endian"
     )
     count: int | None = Field(None, ge=1, le=125, description="registers of a string")
     bit: int | None = Field(None, ge=0, le=15, description="one bit of a register")
@@ -256,7 +271,9 @@ class OpcuaPoint(PointBase):
     browse_path: list[str] | None = Field(
         None, description="qualified names from Objects, each 'namespace-uri|Name'"
     )
-    sampling_interval_ms: int | None = Field(None, ge=0, le=3_600_000)
+    sampling_interval_ms: int | None = Field(
+        None, ge=0, le=3_600_000,
+        description="server-side sampling of a subscription; default the device's interval_s")
     deadband: float | None = Field(None, ge=0, description="absolute deadband of the subscription")
 
     @model_validator(mode="after")
@@ -274,25 +291,29 @@ class OpcuaPoint(PointBase):
 class ModbusProfile(Strict):
     """The register map of one device model."""
 
-    protocol: Literal["modbus"]
-    device_type: Literal[DEVICE_TYPES]  # type: ignore[valid-type]
-    vendor_model: str = ""
+    protocol: Literal["modbus"] = Field(description="points are Modbus registers or bits")
+    device_type: Literal[DEVICE_TYPES] = Field(  # type: ignore[valid-type]
+        description="what kind of equipment the profile describes")
+    vendor_model: str = Field("", description="maker and model, for people")
     max_gap: int = Field(
         0, ge=0, le=124,
         description="unmapped registers a coalesced read may span; 0 unless the device "
         "answers reads over its holes (many answer exception 2)",
     )
-    points: list[ModbusPoint] = Field(min_length=1)
+    points: list[ModbusPoint] = Field(min_length=1, description="the register map")
 
 
 class OpcuaProfile(Strict):
     """The node layout of one device class on an OPC UA server."""
 
-    protocol: Literal["opcua"]
-    device_type: Literal[DEVICE_TYPES]  # type: ignore[valid-type]
-    vendor_model: str = ""
-    mode: Literal["subscribe", "poll"] = "subscribe"
-    points: list[OpcuaPoint] = Field(min_length=1)
+    protocol: Literal["opcua"] = Field(description="points are OPC UA variable nodes")
+    device_type: Literal[DEVICE_TYPES] = Field(  # type: ignore[valid-type]
+        description="what kind of equipment the profile describes")
+    vendor_model: str = Field("", description="maker and model, for people")
+    mode: Literal["subscribe", "poll"] = Field(
+        "subscribe", description="subscribe: the server reports changes (monitored items); "
+        "poll: read every interval_s")
+    points: list[OpcuaPoint] = Field(min_length=1, description="the node map")
 
 
 Profile = Annotated[ModbusProfile | OpcuaProfile, Field(discriminator="protocol")]
@@ -305,10 +326,12 @@ class ElectricalComponent(Strict):
     """One element of the power chain; inputs name the components that feed it."""
 
     id: Id
-    type: Literal[ELECTRICAL_TYPES]  # type: ignore[valid-type]
-    name: str = ""
-    capacity_kw: float = Field(gt=0)
-    inputs: list[Id] = Field(default_factory=list)
+    type: Literal[ELECTRICAL_TYPES] = Field(  # type: ignore[valid-type]
+        description="kind of element in the power chain")
+    name: str = Field("", description="name for people")
+    capacity_kw: float = Field(gt=0, description="rated capacity, kW")
+    inputs: list[Id] = Field(default_factory=list,
+                             description="ids of the components that feed this one")
     group: Id | None = Field(None, description="redundancy group")
     efficiency: float | None = Field(None, gt=0, le=1, description="nominal (UPS, transformer)")
     load_kw: float | None = Field(None, ge=0, description="design load of a 'load' component")
@@ -318,21 +341,23 @@ class MechanicalComponent(Strict):
     """A unit of the cooling plant; powered_from lists alternative supplies (auto transfer)."""
 
     id: Id
-    type: Literal[MECHANICAL_TYPES]  # type: ignore[valid-type]
-    name: str = ""
+    type: Literal[MECHANICAL_TYPES] = Field(  # type: ignore[valid-type]
+        description="kind of cooling unit")
+    name: str = Field("", description="name for people")
     capacity_kw: float = Field(gt=0, description="cooling capacity (pumps: of the loop they serve)")
     rated_power_kw: float = Field(gt=0, description="electrical input at full duty")
     serves: list[Id] = Field(min_length=1, description="halls this unit cools")
-    powered_from: list[Id] = Field(min_length=1)
-    group: Id | None = None
+    powered_from: list[Id] = Field(min_length=1, description="electrical components that can "
+                                   "supply it (alternatives, by auto transfer)")
+    group: Id | None = Field(None, description="redundancy group")
 
 
 class RedundancyGroup(Strict):
     id: Id
     kind: Literal["utility", "generator", "ups_module", "ups_system", "chiller", "pump",
-                  "cooling_tower", "crah"]
+                  "cooling_tower", "crah"] = Field(description="what the group's members are")
     design: str = Field(description="N, N+k, 2N or 2N+k")
-    description: str = ""
+    description: str = Field("", description="free text for people")
 
     @field_validator("design")
     @classmethod
@@ -349,10 +374,11 @@ class RackSpec(Strict):
     """A rack given one by one (overrides the row's defaults)."""
 
     id: Id
-    design_kw: float | None = Field(None, gt=0, le=200)
-    feed_a: Id | None = None
-    feed_b: Id | None = None
-    single_corded: bool = False
+    design_kw: float | None = Field(None, gt=0, le=200,
+                                    description="design IT load, kW; default the row's")
+    feed_a: Id | None = Field(None, description="electrical component of feed A; default the row's")
+    feed_b: Id | None = Field(None, description="electrical component of feed B; default the row's")
+    single_corded: bool = Field(False, description="the rack has one feed only")
 
 
 class RackMonitorSpec(Strict):
@@ -360,21 +386,22 @@ class RackMonitorSpec(Strict):
 
     profile: Id
     gateway: Id
-    first_unit_id: int = Field(ge=1, le=247)
+    first_unit_id: int = Field(ge=1, le=247, description="Modbus unit id of the first rack's "
+                               "monitor; the next racks take the next ids")
 
 
 class Row(Strict):
     id: Id
     x_m: float = Field(0.0, description="floor position of the row's first rack")
-    y_m: float = 0.0
-    direction: Literal["x", "y"] = "x"
-    rack_pitch_m: float = Field(0.6, gt=0, le=5)
+    y_m: float = Field(0.0, description="floor position of the row's first rack")
+    direction: Literal["x", "y"] = Field("x", description="floor axis the row runs along")
+    rack_pitch_m: float = Field(0.6, gt=0, le=5, description="distance between rack centres")
     rack_count: int | None = Field(None, ge=1, le=100, description="racks named {row}{nn}")
-    racks: list[RackSpec] | None = None
+    racks: list[RackSpec] | None = Field(None, description="racks given one by one")
     design_kw: float = Field(gt=0, le=200, description="design IT load per rack")
-    feed_a: Id | None = None
-    feed_b: Id | None = None
-    monitor: RackMonitorSpec | None = None
+    feed_a: Id | None = Field(None, description="electrical component feeding the racks' A side")
+    feed_b: Id | None = Field(None, description="electrical component feeding the racks' B side")
+    monitor: RackMonitorSpec | None = Field(None, description="one monitor device per rack")
 
     @model_validator(mode="after")
     def _one_way(self) -> Row:
@@ -385,39 +412,45 @@ class Row(Strict):
 
 class Hall(Strict):
     id: Id
-    name: str = ""
-    area_m2: float | None = Field(None, gt=0)
-    rows: list[Row] = Field(min_length=1)
+    name: str = Field("", description="name for people")
+    area_m2: float | None = Field(None, gt=0, description="white-space floor area")
+    rows: list[Row] = Field(min_length=1, description="rows of racks")
 
 
 # ---------------------------------------------------------------- devices
 
 
 class Device(Strict):
-    id: Id
-    profile: Id
-    gateway: Id
+    id: Id = Field(description="the device's id, used in point keys and alarms")
+    profile: Id = Field(description="key of its profile in profiles")
+    gateway: Id = Field(description="id of the gateway it is reached through")
     unit_id: int | None = Field(None, ge=0, le=255, description="Modbus unit id")
     node_name: str | None = Field(None, description="replaces {device} in OPC UA node ids")
     monitors: Id | None = Field(
         "site", description="the component or rack this device measures; 'site' (the default) "
         "for the site as a whole, null for nothing in particular")
-    interval_s: float = Field(5.0, gt=0, le=3600)
+    interval_s: float = Field(5.0, gt=0, le=3600, description="seconds between polls")
 
 
 class SiteConfig(Strict):
     """A whole site file."""
 
-    schema_version: Literal[1] = 1
-    site: SiteInfo
-    storage: StorageConfig = EmbeddedStorageConfig()
-    gateways: list[Gateway] = Field(min_length=1)
-    profiles: dict[Id, Profile] = Field(min_length=1)
-    electrical: list[ElectricalComponent] = Field(default_factory=list)
-    mechanical: list[MechanicalComponent] = Field(default_factory=list)
-    redundancy_groups: list[RedundancyGroup] = Field(default_factory=list)
-    halls: list[Hall] = Field(default_factory=list)
-    devices: list[Device] = Field(default_factory=list)
+    schema_version: Literal[1] = Field(1, description="version of this schema")
+    site: SiteInfo = Field(description="identity, location, grid and PUE settings")
+    storage: StorageConfig = Field(EmbeddedStorageConfig(), description="where samples are "
+                                   "stored, per backend (docs/storage.md)")
+    gateways: list[Gateway] = Field(min_length=1, description="protocol gateways and servers "
+                                    "devices are reached through, per protocol")
+    profiles: dict[Id, Profile] = Field(min_length=1, description="point maps of device "
+                                        "models, by name, per protocol")
+    electrical: list[ElectricalComponent] = Field(default_factory=list,
+                                                  description="the power chain as a graph")
+    mechanical: list[MechanicalComponent] = Field(default_factory=list,
+                                                  description="the cooling plant")
+    redundancy_groups: list[RedundancyGroup] = Field(
+        default_factory=list, description="groups of plant whose redundancy is checked")
+    halls: list[Hall] = Field(default_factory=list, description="IT halls with rows of racks")
+    devices: list[Device] = Field(default_factory=list, description="the devices polled")
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig,
                                  description="alarm delays, shelving, maintenance, priorities")
     notifications: NotificationsConfig | None = Field(

@@ -59,25 +59,26 @@ def _secret_in_clear(url: HttpUrl, secret: str, allowed: bool) -> None:
 class EmbeddedStorageConfig(_Backend):
     """SQLite in WAL mode in one file: zero set-up, for the demo and small sites."""
 
-    backend: Literal["embedded"] = "embedded"
+    backend: Literal["embedded"] = Field("embedded", description="SQLite in one file (the default)")
     path: str = Field("var/dcim.sqlite", description="database file, relative to the working directory")
     retention_days: int | None = Field(None, ge=1, description="drop samples older than this; none keeps all")
-    write: WriteOptions = WriteOptions()
+    write: WriteOptions = Field(WriteOptions(), description="batching and retries of writes")
 
 
 class InfluxDB1StorageConfig(_Backend):
     """InfluxDB 1.x through /write (line protocol) and /query (InfluxQL)."""
 
-    backend: Literal["influxdb1"]
+    backend: Literal["influxdb1"] = Field(description="InfluxDB 1.x (InfluxQL)")
     url: HttpUrl = Field(description="base URL, e.g. http://127.0.0.1:8086")
-    database: str = Field("dcim", min_length=1)
-    retention_policy: str | None = None
-    username: str | None = None
+    database: str = Field("dcim", min_length=1, description="database samples are written to")
+    retention_policy: str | None = Field(None, description="retention policy to write to; "
+                                         "none uses the database's default")
+    username: str | None = Field(None, description="user name; none connects without one")
     password_env: str | None = Field(None, description="environment variable that holds the password")
     allow_insecure_password: bool = Field(
         False, description="accept sending the password over plain http to another host")
-    create_database: bool = True
-    write: WriteOptions = WriteOptions()
+    create_database: bool = Field(True, description="create the database at start if missing")
+    write: WriteOptions = Field(WriteOptions(), description="batching and retries of writes")
 
     @model_validator(mode="after")
     def _no_password_in_clear(self) -> InfluxDB1StorageConfig:
@@ -89,14 +90,14 @@ class InfluxDB1StorageConfig(_Backend):
 class InfluxDB2StorageConfig(_Backend):
     """InfluxDB 2.x / 3.x (and 1.8+ compatibility endpoints) through influxdb-client's async API."""
 
-    backend: Literal["influxdb2"]
-    url: HttpUrl
+    backend: Literal["influxdb2"] = Field(description="InfluxDB 2.x / 3.x (Flux, buckets)")
+    url: HttpUrl = Field(description="base URL, e.g. http://127.0.0.1:8086")
     org: str = Field(min_length=1, description="organisation; '-' for a 1.8+ server")
     bucket: str = Field(min_length=1, description="bucket; 'database/retention_policy' for a 1.8+ server")
     token_env: str = Field("DCIM_INFLUX_TOKEN", description="environment variable that holds the API token")
     allow_insecure_password: bool = Field(
         False, description="accept sending the API token over plain http to another host")
-    write: WriteOptions = WriteOptions()
+    write: WriteOptions = Field(WriteOptions(), description="batching and retries of writes")
 
     @model_validator(mode="after")
     def _no_token_in_clear(self) -> InfluxDB2StorageConfig:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from dcim.config import site as schema
 from dcim.config.alarms import ALARM_SOURCES
+from dcim.library import resolve as resolve_library
 from dcim.site.errors import ConfigError, ConfigIssue, Loc
 from dcim.site.hints import unknown_field_hint
 from dcim.site.model import (
@@ -275,6 +276,23 @@ def _check_alarms(cfg: schema.SiteConfig, racks: list[Any], lines: Any, issues: 
                                       f"{source!r}; expected one of: {', '.join(ALARM_SOURCES)}"))
 
 
+def _resolve_library_profiles(data: dict[str, Any], lines: LineMap) -> list[ConfigIssue]:
+    """Replace each `profiles: {id: {library: NAME, ...}}` entry by the library profile
+    (dcim/library, docs/device-library.md) with its overrides; the problems, located."""
+    profiles = data.get("profiles")
+    if not isinstance(profiles, dict):
+        return []
+    issues = []
+    for pid, entry in profiles.items():
+        if not isinstance(entry, dict) or "library" not in entry:
+            continue
+        resolved, problems = resolve_library(entry)
+        issues += [lines.issue(("profiles", pid, key), message) for key, message in problems]
+        if resolved is not None:
+            profiles[pid] = resolved
+    return issues
+
+
 def parse_site(text: str, file: str = "<string>") -> Site:
     """Validate a site file's text; raises ConfigError listing every problem."""
     data, lines, issues = read_yaml(text, file)
@@ -282,6 +300,9 @@ def parse_site(text: str, file: str = "<string>") -> Site:
         raise ConfigError(issues)
     if not isinstance(data, dict):
         raise ConfigError([lines.issue((), f"expected a mapping at the top, got {type(data).__name__}")])
+    library_issues = _resolve_library_profiles(data, lines)
+    if library_issues:
+        raise ConfigError(issues + library_issues)
     try:
         cfg = schema.SiteConfig.model_validate(data)
     except ValidationError as exc:

@@ -91,6 +91,11 @@ class Site:
         members += [c for c in self.config.mechanical if c.group == group_id]
         return members
 
+    def point_units(self) -> dict[str, dict[str, str]]:
+        """device id -> point name -> engineering unit ('' without one), every device."""
+        return {d.id: {p.name: p.unit or "" for p in d.profile.points}
+                for d in self.devices.values()}
+
     def devices_of_type(self, device_type: str) -> list[SiteDevice]:
         """All devices of one type, in config order."""
         return [d for d in self.devices.values() if d.device_type == device_type]
