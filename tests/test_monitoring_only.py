@@ -131,7 +131,7 @@ def test_dcim_run_polls_a_minimal_site_into_the_store(
     assert main(["run", str(path), "--seconds", "3", "--no-dashboard"]) == 0
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
-    assert "devices 1/1 up" in out and "PUE live: -" in out
+    assert "devices 1/1 up" in out and "PUE: withheld" in out
     site = load_site(path)
 
     async def latest() -> float:
