@@ -7,6 +7,7 @@ by name: `profiles: {meter: {library: schneider-pm5560}}` (see docs/device-libra
 
 from __future__ import annotations
 
+import copy
 import difflib
 from dataclasses import dataclass
 from functools import cache
@@ -89,6 +90,6 @@ def resolve(entry: dict[str, Any]) -> tuple[dict[str, Any] | None, list[tuple[st
                 for key in entry if key != "library" and key not in OVERRIDABLE]
     if problems:
         return None, problems
-    profile = dict(found.profile)
+    profile = copy.deepcopy(found.profile)  # the cached entry is never handed out
     profile.update({k: v for k, v in entry.items() if k != "library"})
     return profile, []
