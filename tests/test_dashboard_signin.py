@@ -81,7 +81,9 @@ async def sign_in(page: Page, served: Served, user: str) -> None:
     await page.type("login-user", user)
     await page.type("login-password", PASSWORD)
     await page.click("document.getElementById('login-submit')")
-    await page.until("location.pathname === '/' && !document.getElementById('signed-in').hidden")
+    # the new page's DOM may not be there yet when its location already is
+    await page.until("location.pathname === '/' && "
+                     "document.getElementById('signed-in')?.hidden === false")
     await page.until(f"{row(TRIP.alarm_id)} !== null")
 
 
