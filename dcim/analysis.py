@@ -59,9 +59,11 @@ class AnalyticsService:
 
     def __init__(self, site: Site, storage: Storage, *, sink: SampleSink | None = None,
                  interval_s: float = 60.0, clock: Callable[[], float] = time.time,
-                 anomalies: bool = True, model_dir: str | None = None):
+                 anomalies: bool = True, model_dir: str | None = None,
+                 on_result: Callable[[], None] | None = None):
         self.site = site
         self.storage = storage
+        self.on_result = on_result  # told after each run (the live state takes the results)
         self.sink = sink
         self.interval_s = interval_s
         self._clock = clock
@@ -155,6 +157,8 @@ class AnalyticsService:
         while True:
             try:
                 await self.run_once()
+                if self.on_result is not None:
+                    self.on_result()
                 if self.last_error:
                     log.info("analytics runs again", extra={"after_failures": self.failures})
                 self.last_error, self.failures = "", 0

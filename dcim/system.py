@@ -138,7 +138,8 @@ class System:
         from dcim.analysis import AnalyticsService
 
         self.analytics = analytics = AnalyticsService(
-            self.site, storage, sink=forward, interval_s=self.options.analytics_interval_s)
+            self.site, storage, sink=forward, interval_s=self.options.analytics_interval_s,
+            on_result=live.poke)  # anomalies reach the live state, and alarms, at once
         await analytics.start()
         stack.push_async_callback(analytics.close)
         await self._start_alarms(stack, live)
