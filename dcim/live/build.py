@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -392,7 +392,7 @@ def build_state(p: LivePlan, values: Mapping[SeriesKey, Sample],
         if u.kind == "ups_system" and units[u.id].kw is None and u.inputs:
             parts = [units[i].kw if i in units else None for i in u.inputs]
             if all(v is not None for v in parts):
-                units[u.id] = _replace_kw(units[u.id], sum(v for v in parts if v is not None))
+                units[u.id] = replace(units[u.id], kw=sum(v for v in parts if v is not None))
     racks = []
     for r in p.racks:
         present = [values[k] for k in (*r.inlets, *r.power) if k in values]
@@ -414,12 +414,6 @@ def build_state(p: LivePlan, values: Mapping[SeriesKey, Sample],
         ashrae={"class": env.ashrae_class, "recommended_c": list(env.recommended_c),
                 "allowable_c": list(env.allowable_c)},
         withheld=withheld)
-
-
-def _replace_kw(u: UnitState, kw: float) -> UnitState:
-    from dataclasses import replace
-
-    return replace(u, kw=kw)
 
 
 def verdicts(state: SiteState) -> dict[tuple[str, str], str]:
