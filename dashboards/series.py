@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
 
-from dcim.simulators.faults import parse_duration
+from dcim.durations import parse_duration
 from dcim.storage.base import Aggregate, Bucket, Sample, SeriesKey
 
 MAX_SERIES_ROWS = 10_000  # rows or buckets per /api/series answer (400 beyond)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dcim.durations import parse_duration
 from dcim.site import Site
 from dcim.site.errors import ConfigError
 from dcim.site.yamlsrc import read_yaml
@@ -40,20 +40,6 @@ FaultKind = Literal[
     "utility_loss", "pdu_breaker_open", "stuck", "drift", "spike", "dropout", "noise_burst",
     "timeout", "disconnect", "exception", "garbage", "delay", "opcua_restart",
 ]
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(text: str | float | int) -> float:
-    """'90s', '15m', '2h', '30d' or a number of seconds -> seconds."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"expected a duration such as 30s, 15m, 2h or 30d, got {text!r}")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
-
 
 def category_of(kind: str) -> str:
     """'equipment', 'sensor' or 'comms'."""

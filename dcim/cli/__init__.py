@@ -186,7 +186,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _duration(text: str) -> float:
     """An argparse type: '90s', '15m', '1h' -> seconds."""
-    from dcim.simulators.faults import parse_duration
+    from dcim.durations import parse_duration
 
     try:
         return parse_duration(text)

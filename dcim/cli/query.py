@@ -86,7 +86,7 @@ def parse_target(text: str, points: Mapping[str, Mapping[str, str]]) -> Target:
 
 def parse_duration_s(text: str) -> float:
     """'90s', '30m', '1h', '7d' -> seconds (ValueError otherwise)."""
-    from dcim.simulators.faults import parse_duration
+    from dcim.durations import parse_duration
 
     return parse_duration(text)
 
