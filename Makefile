@@ -7,15 +7,24 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 SITE   ?= config/cyberport5.yaml
 
-.PHONY: demo test install system-deps node-deps bench clean
+.PHONY: demo test install install-test system-deps node-deps bench clean
 
+# The demo installs what it runs; the tests add their own tools (pytest, mypy, ...).
 $(BIN)/.installed: pyproject.toml
+	@echo "installing dcim into $(VENV) (about 2 minutes the first time) ..."
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed
+	@echo "installing the test tools into $(VENV) ..."
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
 install: $(BIN)/.installed
+
+install-test: $(BIN)/.installed-test
 
 system-deps:
 	./scripts/install-system-deps.sh
@@ -26,10 +35,10 @@ node-deps:
 demo: install
 	$(BIN)/dcim demo $(SITE)
 
-test: install system-deps node-deps
+test: install-test system-deps node-deps
 	$(BIN)/pytest
 
-bench: install system-deps
+bench: install-test system-deps
 	$(BIN)/python bench/storage.py
 
 clean:

@@ -19,6 +19,11 @@ Definitions (each threshold is a constant below and a keyword argument of `alarm
   raise and before end_ns; raises without one are counted as never acknowledged.
 - shelving: from the event that sets an alarm's `shelved` flag to the one that clears it,
   clipped to the period. Priority escalations do not change the raise's priority in the mix.
+- assessed period: the part of the asked period the journal covers (`assessed_start`: from
+  its earliest evidence of recording, an event or an exported head). Over less than
+  MIN_ASSESSED_S (a day) a target is "not enough data" (None in `verdicts`), except a
+  violation that is a fact however short the period (a peak over the flood level, a
+  chattering alarm); "met" always needs a day of journal.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ FLOOD_WINDOWS_MAX_SHARE = 0.01  # 10-minute periods with more than FLOOD_ALARMS 
 BAD_ACTOR_MAX_SHARE = 0.05  # top-10 contribution to the alarm load: ~1 % to 5 % maximum
 STALE_MAX_PER_DAY = 5  # fewer than 5 stale alarms present on any day
 MIN_PERIOD_DAYS = 30  # ISA-18.2 assesses performance over at least 30 days
+MIN_ASSESSED_S = DAY_S  # less journal than this: "not enough data" (one daily cycle at least)
+# targets a violation of which is a fact over any period (a count of what happened)
+EVIDENCE_TARGETS = frozenset({"peak 10-min count", "chattering alarms"})
+NOT_ENOUGH = "not enough data"
 PRIORITY_TARGETS: tuple[tuple[str, tuple[Priority, ...], float], ...] = (
     ("low", (Priority.LOW,), 0.80),
     ("medium/high", (Priority.MEDIUM, Priority.HIGH), 0.15),
@@ -227,16 +236,50 @@ def alarm_kpis(events: Sequence[AlarmEvent], start_ns: int, end_ns: int, *,
         unacked=n_ann - int(delays.size))
 
 
-def verdicts(kpis: AlarmKpis) -> list[tuple[str, bool, str]]:
-    """(name, met, text) for each ISA-18.2 / EEMUA 191 target, for pass/fail report lines."""
+def assessed_start(start_ns: int, end_ns: int, covered_from_ns: int | None) -> int | None:
+    """Where the assessed period starts: the asked start, or later where the journal's
+    coverage begins later; None when the journal covers none of [start_ns, end_ns)."""
+    if covered_from_ns is None or covered_from_ns >= end_ns:
+        return None
+    return max(start_ns, covered_from_ns)
+
+
+def verdicts(kpis: AlarmKpis, asked_s: float | None = None
+             ) -> list[tuple[str, bool | None, str]]:
+    """(name, met, text) for each ISA-18.2 / EEMUA 191 target; met is None ("not enough
+    data") over an assessed period shorter than MIN_ASSESSED_S, unless the target's
+    violation is a fact (EVIDENCE_TARGETS). `asked_s`: the period asked for, when the
+    journal covers less of it."""
+    found = _targets(kpis, asked_s)
+    if kpis.period_s >= MIN_ASSESSED_S:
+        return found
+    short = (f"{NOT_ENOUGH}: {_span(kpis.period_s)} of journal, at least "
+             f"{_span(MIN_ASSESSED_S)} needed")
+    return [(name, met, text) if name == "period" or (name in EVIDENCE_TARGETS and not met)
+            else (name, None, short) for name, met, text in found]
+
+
+def _span(seconds: float) -> str:
+    """A period in the unit that reads best (minutes, hours or days)."""
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * DAY_S:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / DAY_S:.1f} days"
+
+
+def _targets(kpis: AlarmKpis, asked_s: float | None) -> list[tuple[str, bool | None, str]]:
     th = kpis.thresholds
     days = kpis.period_s / DAY_S
     top = f"top {th.top_n}"
     mix = ", ".join(f"{p.value} {s:.0%}" for p, s in kpis.priority_share.items()
                     ) if kpis.annunciated else "no annunciated alarms"
+    asked = (f" of {_span(asked_s)} asked (the journal covers no more)"
+             if asked_s is not None and asked_s > kpis.period_s + 1 else "")
     return [
         ("period", days >= MIN_PERIOD_DAYS,
-         f"{days:.1f} days assessed (at least {MIN_PERIOD_DAYS} for a representative figure)"),
+         f"{_span(kpis.period_s)} assessed{asked} (at least {MIN_PERIOD_DAYS} days for a "
+         "representative figure)"),
         ("alarm rate per 10 min", kpis.per_10min <= ACCEPTABLE_PER_10MIN,
          f"{kpis.per_10min:.2f} annunciated per 10 min on average (acceptable "
          f"~{ACCEPTABLE_PER_10MIN:g}, manageable {MANAGEABLE_PER_10MIN:g})"),

@@ -25,7 +25,8 @@ from typing import IO, Any
 import numpy as np
 
 from dcim.analytics.anomaly_base import (
-    NS, Anomaly, Batch, BoolArray, FloatArray, IntArray, clock, episodes, label, severity_for,
+    NS, Anomaly, Batch, BoolArray, FloatArray, IntArray, clock, episodes, label,
+    ratio_confidence, severity_for,
 )
 from dcim.site import Site
 from dcim.storage.base import SeriesKey
@@ -33,6 +34,7 @@ from dcim.storage.base import SeriesKey
 MODEL_FORMAT_MAJOR = 2  # 1 was a pickle, never loaded now
 MODEL_SUFFIX, PARAMS_SUFFIX, LEGACY_SUFFIX = ".npz", ".json", ".pkl"
 INT_ARRAYS = frozenset({"forest_left", "forest_right", "forest_feature", "forest_roots"})
+MIN_ROWS = 30  # fewer complete training rows: the model declines (ValueError), never guesses
 DeviceRows = list[tuple[SeriesKey, IntArray, FloatArray]]  # (report key, times, X (T, F))
 
 
@@ -163,6 +165,9 @@ def fit_class_model(device_class: str, features: list[str], X: FloatArray, times
                     margin: float | None = None) -> ClassModel:
     """Train on fault-free rows; the alarm threshold is a high quantile of training scores x margin."""
     ok = np.isfinite(X).all(axis=1)
+    if ok.sum() < max(MIN_ROWS, 2 * X.shape[1]):  # none at all made the solve singular
+        raise ValueError(f"{device_class}: {int(ok.sum())} complete rows of {len(X)}, "
+                         f"needs {max(MIN_ROWS, 2 * X.shape[1])}")
     X = X[ok]
     mean, std = X.mean(axis=0), np.maximum(X.std(axis=0), 1e-6)
     z = (X - mean) / std
@@ -225,6 +230,7 @@ def model_anomalies(m: ClassModel, rows: DeviceRows, on_delay_s: float = 120.0) 
                 kind=f"{m.device_class}_model", since_ns=int(t[a]), last_ns=int(t[b]),
                 raised_ns=int(t[k]), value=float(X[i, j]), expected=float(expected[i, j]),
                 score=ratio, severity=severity_for(ratio, 1.0, 2.0, 5.0),
+                confidence=ratio_confidence(ratio),
                 message=f"{label(SeriesKey(key.measurement, key.device, feat))} "
                         f"{X[i, j]:.1f} vs {expected[i, j]:.1f} expected by the "
                         f"{m.device_class} model v{m.version} ({ratio:.1f}x threshold) "
@@ -415,7 +421,8 @@ def rack_inlet_features(batch: Batch, site: Site) -> DeviceRows:
         others = [mid[o] for o in by_row[site.racks[rid].row] if o != rid and o in mid]
         if not others:
             continue
-        row_mean = np.nanmean(np.stack(others), axis=0)
+        rows, seen = np.stack(others), np.isfinite(np.stack(others)).sum(axis=0)
+        row_mean = np.where(seen > 0, np.nansum(rows, axis=0) / np.maximum(seen, 1), np.nan)
         X = np.column_stack([_get(batch, SeriesKey("rack_monitor", f"RM-{rid}", p), t)
                              for p in pos] + [row_mean])
         out.append((SeriesKey("rack_monitor", f"RM-{rid}", pos[2]), t, X))

@@ -14,7 +14,7 @@ from scipy.ndimage import median_filter
 
 from dcim.analytics.anomaly_base import (
     NS, Anomaly, FloatArray, IntArray, clock, episodes, ffill, hysteresis, label,
-    severity_for, window_samples,
+    ratio_confidence, severity_for, window_samples,
 )
 from dcim.storage.base import SeriesKey
 
@@ -27,6 +27,7 @@ class RobustConfig:
     """Window, profile bins and thresholds of the robust layer."""
 
     window_s: float = 3600.0
+    min_window_samples: int = 5  # a 1-sample window makes every residual 0 (hourly data)
     profile_bin_s: float = 1800.0
     utc_offset_s: float = 8 * 3600.0  # Hong Kong; time-of-day bins are local
     z_on: float = 6.0
@@ -64,7 +65,7 @@ def residuals(times_ns: IntArray, values: FloatArray, base: RobustBaseline | Non
     """(residual, expected value) of each sample against profile + trailing level."""
     prof = base.expected_profile(times_ns) if base is not None else np.zeros_like(values)
     d = values - prof
-    level = trailing_median(d, window_samples(times_ns, cfg.window_s))
+    level = trailing_median(d, window_samples(times_ns, cfg.window_s, cfg.min_window_samples))
     return d - level, prof + level
 
 
@@ -123,6 +124,7 @@ def robust_anomalies(series: SeriesKey, times_ns: IntArray, values: FloatArray,
             last_ns=int(times_ns[b]), raised_ns=int(times_ns[k]), value=float(values[i]),
             expected=float(expected[i]), score=score,
             severity=severity_for(abs(score), 8.0, 15.0, 1e9),
+            confidence=ratio_confidence(abs(score) / cfg.z_on),
             message=f"{label(series)} {values[i]:.1f}{unit} vs expected {expected[i]:.1f}{unit} "
                     f"(robust z {score:+.1f}, {kind.replace('_', ' ')}) "
                     f"since {clock(int(times_ns[a]))}"))

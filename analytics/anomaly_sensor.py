@@ -16,7 +16,8 @@ import numpy as np
 from scipy.ndimage import maximum_filter1d, median_filter, minimum_filter1d, uniform_filter1d
 
 from dcim.analytics.anomaly_base import (
-    NS, Anomaly, FloatArray, IntArray, clock, episodes, ffill, label, window_samples,
+    NS, Anomaly, FloatArray, IntArray, clock, episodes, ffill, label, ratio_confidence,
+    window_samples,
 )
 from dcim.storage.base import SeriesKey
 
@@ -38,6 +39,9 @@ class SensorConfig:
     noise_window_s: float = 600.0
     noise_ratio: float = 4.0
     noise_min: float = 0.3  # median |first difference| a burst must exceed
+    # windows are in time; on coarse data they still span this many samples, so two equal
+    # hourly readings are not a flatline and one jump is not a noise burst
+    min_window_samples: int = 5
 
 
 @dataclass(slots=True)
@@ -84,12 +88,13 @@ def fit_sensor(values: FloatArray, neighbours: FloatArray | None) -> SensorBasel
 
 def _make(series: SeriesKey, kind: str, t: IntArray, a: int, b: int, k: int, value: float,
           expected: float | tuple[float, float] | None, score: float, severity: str,
-          text: str) -> Anomaly:
+          text: str, confidence: float = 1.0) -> Anomaly:
     """An Anomaly of the sensor layer with its sentence."""
     return Anomaly(series=series, layer="sensor", kind=kind, since_ns=int(t[a]),
                    last_ns=int(t[b]), raised_ns=int(t[k]), value=value, expected=expected,
                    score=score, severity=severity,
-                   message=f"{label(series)} {text} since {clock(int(t[a]))}")
+                   message=f"{label(series)} {text} since {clock(int(t[a]))}",
+                   confidence=confidence)
 
 
 def dropouts(series: SeriesKey, t: IntArray, good: FloatArray,
@@ -106,24 +111,28 @@ def dropouts(series: SeriesKey, t: IntArray, good: FloatArray,
 def stuck(series: SeriesKey, t: IntArray, values: FloatArray, neighbours: FloatArray | None,
           cfg: SensorConfig = SensorConfig()) -> list[Anomaly]:
     """No change beyond half the resolution for stuck_window_s while the neighbours move."""
-    w = window_samples(t, cfg.stuck_window_s) + 1
+    w = window_samples(t, cfg.stuck_window_s, cfg.min_window_samples) + 1
     flat = rolling_range(values, w) <= cfg.resolution * 0.5
     flat &= np.isfinite(values)
     flat[:w - 1] = False  # the window is not full yet
     moving = np.ones_like(flat)
     if neighbours is not None and neighbours.size:
         ranges = np.stack([rolling_range(n, w) for n in neighbours])
-        moving = np.nanmedian(ranges, axis=0) >= 2 * cfg.resolution
+        with warnings.catch_warnings():  # minutes where no neighbour has a value: not moving
+            warnings.simplefilter("ignore", RuntimeWarning)
+            moving = np.nanmedian(ranges, axis=0) >= 2 * cfg.resolution
     mask = flat & moving
     # the flat window started w-1 samples before the first flagged sample
     out = []
     for a, b, k in episodes(t, mask, 0.0, merge_gap_s=cfg.stuck_window_s):
         start = max(0, a - (w - 1))
         kind = "stuck" if neighbours is not None else "flatline"
+        flat_s = (t[b] - t[start]) / NS
         out.append(_make(series, kind, t, start, b, a, float(values[a]), None,
-                         (t[b] - t[start]) / NS / 60.0, "medium",
-                         f"stuck at {values[a]:.2f} for {(t[b] - t[start]) / NS / 60:.0f} min "
-                         f"while its neighbours move"))
+                         flat_s / 60.0, "medium",
+                         f"stuck at {values[a]:.2f} for {flat_s / 60:.0f} min "
+                         f"while its neighbours move",
+                         ratio_confidence(flat_s / max(cfg.stuck_window_s, 1.0))))
     return out
 
 
@@ -153,7 +162,8 @@ def drift(series: SeriesKey, t: IntArray, values: FloatArray, neighbours: FloatA
     # a short median keeps single spikes or noise out of the residual
     dev_s = median_filter(dev, size=5, mode="nearest", origin=2)
     limit = max(cfg.drift_min_k, cfg.drift_sigmas * sigma)
-    slope = trailing_slope_per_h(t, dev_s, window_samples(t, cfg.drift_slope_window_s))
+    slope = trailing_slope_per_h(t, dev_s, window_samples(t, cfg.drift_slope_window_s,
+                                                          cfg.min_window_samples))
     mask = (np.abs(dev_s) > limit) & (np.sign(slope) == np.sign(dev_s)) & (
         np.abs(slope) >= cfg.drift_slope_k_per_h)
     out = []
@@ -163,7 +173,8 @@ def drift(series: SeriesKey, t: IntArray, values: FloatArray, neighbours: FloatA
         out.append(_make(series, "drift", t, a, b, k, float(values[i]), exp,
                          float(dev_s[i]), "medium",
                          f"{values[i]:.1f} drifting {dev_s[i]:+.1f} K from its neighbours "
-                         f"(expected {exp:.1f}, {slope[i]:+.1f} K/h)"))
+                         f"(expected {exp:.1f}, {slope[i]:+.1f} K/h)",
+                         ratio_confidence(abs(float(dev_s[i])) / limit)))
     return out
 
 
@@ -171,7 +182,7 @@ def noise_bursts(series: SeriesKey, t: IntArray, values: FloatArray,
                  base: SensorBaseline | None, cfg: SensorConfig = SensorConfig()) -> list[Anomaly]:
     """Rolling median |first difference| jumps to noise_ratio times its learned level."""
     d = np.abs(np.diff(ffill(values), prepend=values[0]))
-    w = window_samples(t, cfg.noise_window_s)
+    w = window_samples(t, cfg.noise_window_s, cfg.min_window_samples)
     level = median_filter(d, size=w, mode="nearest", origin=(w - 1) // 2)
     ref = base.diff_median if base is not None else float(np.median(d))
     thresh = max(cfg.noise_ratio * ref, cfg.noise_min)
@@ -180,7 +191,8 @@ def noise_bursts(series: SeriesKey, t: IntArray, values: FloatArray,
         start = max(0, a - w // 2)
         peak = float(level[a:b + 1].max())
         out.append(_make(series, "noise", t, start, b, a, peak, ref, peak / max(ref, 1e-9), "low",
-                         f"noisy: median step {peak:.2f} vs {ref:.2f} normally"))
+                         f"noisy: median step {peak:.2f} vs {ref:.2f} normally",
+                         ratio_confidence(peak / thresh)))
     return out
 
 

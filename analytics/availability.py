@@ -7,7 +7,8 @@ so instead of counting it as up). From those:
 - availability = (up + degraded) / (up + degraded + down), over the time the state is known;
   reported with all downtime and with planned downtime left out (planned windows come from
   the maintenance log), as auditors ask for both;
-- coverage = known time / period: an availability measured on 60 % of the period says so;
+- coverage = known time / period: an availability measured on 60 % of the period says so,
+  and one measured on less than MIN_COVERAGE of it is "not enough data" (`enough_data`);
 - incidents: every run of DOWN (and, separately, DEGRADED) steps, with start, end, duration,
   whether it was planned, and its cause;
 - MTBF = up time / unplanned failures, MTTR = unplanned down time / unplanned failures.
@@ -34,6 +35,7 @@ NS = 1_000_000_000
 TRIPPED = 3.0  # unit_status at or above: tripped / faulted
 FEED_DEAD_KW = 0.05  # a rack feed reading less carries no load
 UTILITY_LOST_KW = 1.0  # a utility meter reading less: the feed is lost
+MIN_COVERAGE = 0.9  # a known state over less of the period: too little for a figure
 
 Codes = NDArray[np.int8]
 FloatArray = NDArray[np.float64]
@@ -147,6 +149,16 @@ class SystemAvailability:
         """Share of the period with a known state."""
         period = (self.end_ns - self.start_ns) / NS
         return self.known_s / period if period > 0 else 0.0
+
+    @property
+    def enough_data(self) -> bool:
+        """Whether the known time covers enough of the period (MIN_COVERAGE) for a figure."""
+        return self.coverage >= MIN_COVERAGE - 1e-12
+
+    @property
+    def deficit(self) -> bool:
+        """Whether it was ever down or degraded in the period (a real shortfall to rank)."""
+        return self.down_planned_s + self.down_unplanned_s + self.degraded_s > 0
 
     @property
     def availability(self) -> float | None:

@@ -6,6 +6,8 @@ stops early when the gateway has answered nothing at all. The frame building, an
 parsing, SunSpec walk bookkeeping and the draft site fragment are pure; the one I/O edge is
 `TcpTransport` (raw MBAP over asyncio streams, so a late answer to a timed-out request is
 recognised by its transaction id and dropped instead of being taken for the next one).
+A unit matching a library file's `identify:` rules (dcim/library/identify.py) is drafted as
+`{library: NAME}`, with an `order:` override when the library's order check says so.
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ import asyncio
 import re
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from dcim.collectors.modbus_codec import registers_to_raw
+from dcim.library import draft_entry
+from dcim.library import identifiers as library_identifiers
+from dcim.library.identify import ORDERS, Identify, OrderCheck, Recognised, recognise
 
 FC_READ_HOLDING = 3
 FC_READ_INPUT = 4
@@ -160,6 +167,10 @@ class UnitInfo:
     models: list[SunspecModel] = field(default_factory=list)
     common: dict[str, str] = field(default_factory=dict)
     answers: dict[str, str] = field(default_factory=dict)  # probe -> "ok" | "exception N"
+    library: Recognised | None = None  # the library profile it matched, and why
+    # byte orders in which the library's order check read a plausible value (None: not read)
+    orders: list[str] | None = None
+    order_seen: str = ""  # what the order check read, for the draft's comment
 
     @property
     def model_ids(self) -> list[int]:
@@ -168,6 +179,8 @@ class UnitInfo:
 
     def kind(self) -> tuple[str, ...]:
         """The key that groups identical devices into one profile."""
+        if self.library is not None:
+            return ("library", self.library.name, *(self.orders or ()))
         if self.sunspec_base is not None:
             return ("sunspec", self.common.get("manufacturer", ""), self.common.get("model", ""),
                     str(self.sunspec_base), *map(str, self.model_ids))
@@ -185,6 +198,8 @@ class UnitInfo:
             parts.append(f"SunSpec at {self.sunspec_base}: {self.common.get('manufacturer', '?')}"
                          f" {self.common.get('model', '?')}, models "
                          + " ".join(map(str, self.model_ids)))
+        if self.library is not None:
+            parts.append(f"library profile {self.library.name}")
         if len(parts) == 1:
             parts.append("unknown device (answers: "
                          + ", ".join(f"{k} {v}" for k, v in self.answers.items()) + ")")
@@ -362,8 +377,25 @@ async def _plain_reads(t: _Budgeted, unit: int, info: UnitInfo) -> None:
                 "none" if got is None else f"exception {got}")
 
 
-async def probe_unit(t: _Budgeted, unit: int) -> UnitInfo | None:
-    """What the unit is, or None when the gateway says it is absent (or nothing answers)."""
+async def _order_check(t: _Budgeted, unit: int, info: UnitInfo, check: OrderCheck) -> None:
+    """Read the library's order-check register; keep the byte orders that give a plausible
+    value (a NaN or an out-of-range number rules an order out)."""
+    got = await _read(t, unit, FC_READ_HOLDING, check.address, 2)
+    if not isinstance(got, list):
+        info.order_seen = f"register {check.address}: " + (
+            "no answer" if got is None else f"exception {got}")
+        info.orders = []
+        return
+    values = {order: registers_to_raw(got, check.type, order) for order in ORDERS}
+    info.orders = [o for o, v in values.items() if check.min <= v <= check.max]
+    info.order_seen = f"register {check.address} ({check.type}) reads " + ", ".join(
+        f"{v:.6g} as {o}" for o, v in values.items())
+
+
+async def probe_unit(t: _Budgeted, unit: int,
+                     identifiers: Sequence[tuple[str, Identify]] = ()) -> UnitInfo | None:
+    """What the unit is, or None when the gateway says it is absent (or nothing answers);
+    a unit that matches a library entry's identify rules is marked with it."""
     first = await _read(t, unit, FC_READ_HOLDING, SUNSPEC_BASES[0], 2)
     if first is None or (isinstance(first, int) and first in ABSENT_EXCEPTIONS):
         return None
@@ -378,6 +410,10 @@ async def probe_unit(t: _Budgeted, unit: int) -> UnitInfo | None:
             return None
     await _identity(t, unit, info)
     await _sunspec(t, unit, info, first)
+    info.library = recognise(info.identity, info.common,
+                             [(m.model_id, m.address, m.length) for m in info.models], identifiers)
+    if info.library is not None and info.library.order_check is not None:
+        await _order_check(t, unit, info, info.library.order_check)
     if info.sunspec_base is None and not info.identity:
         await _plain_reads(t, unit, info)
     return info
@@ -385,16 +421,20 @@ async def probe_unit(t: _Budgeted, unit: int) -> UnitInfo | None:
 
 async def scan(transport: Transport, units: list[int], *, host: str = "", port: int = 0,
                max_requests: int = 2000, budget_s: float = 60.0, silent_limit: int = 3,
-               clock: Callable[[], float] = time.monotonic) -> ScanResult:
+               clock: Callable[[], float] = time.monotonic,
+               identifiers: Sequence[tuple[str, Identify]] | None = None) -> ScanResult:
     """Probe the units in order within the budgets; stop when the first silent_limit units
-    have all gone unanswered (a gateway that answers nothing is not worth 247 timeouts)."""
+    have all gone unanswered (a gateway that answers nothing is not worth 247 timeouts).
+    Units are matched against `identifiers` (default: the device library's)."""
+    if identifiers is None:
+        identifiers = library_identifiers()
     start = clock()
     t = _Budgeted(transport, max_requests, start + budget_s, clock)
     found: list[UnitInfo] = []
     stopped = None
     for n, unit in enumerate(units, 1):
         try:
-            info = await probe_unit(t, unit)
+            info = await probe_unit(t, unit, identifiers)
         except BudgetExhausted as exc:
             stopped = f"{exc} before unit {unit}"
             break
@@ -472,6 +512,8 @@ class Draft:
 
 def _profile_for(info: UnitInfo) -> tuple[dict[str, Any], list[str], str]:
     """(profile, comment lines, name hint) of a unit."""
+    if info.library is not None:
+        return draft_entry(info.library, info.orders, info.order_seen)
     meter = next((m for m in info.models if 201 <= m.model_id <= 214), None)
     if info.sunspec_base is not None:
         name = f"{info.common.get('manufacturer', '')} {info.common.get('model', '')}".strip()

@@ -374,7 +374,8 @@ class OpcuaCollector:
         delay_hint = self._backoff.base_s * 2 ** self._backoff.failures
         if self._outage_since is None:
             self._outage_since = time.monotonic()
-            level = logging.ERROR if "UntrustedServer" in reason else logging.WARNING
+            level = logging.ERROR if "UntrustedServer" in reason or "ChannelRefused" in reason \
+                else logging.WARNING
             log.log(level, "OPC UA server not reachable, its devices marked down; reconnecting "
                     "with backoff", extra={"gateway": self.gateway.id,
                                            "endpoint": self.gateway.endpoint, "error": reason,

@@ -27,7 +27,7 @@ from asyncua.ua.uaerrors import UaError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from dcim.collectors.opcua_nodes import status_name
-from dcim.collectors.opcua_pki import save_rejected
+from dcim.collectors.opcua_pki import save_rejected, thumbprint
 
 from dcim.config.site import OpcuaGateway
 
@@ -46,6 +46,10 @@ LostCallback = Callable[[Exception], Coroutine[Any, Any, None]]
 
 class UntrustedServer(Exception):
     """The server's certificate is not in the trust folder (or is invalid): not connected."""
+
+
+class ChannelRefused(UaError):
+    """The server refused OpenSecureChannel: most often it does not trust our certificate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +164,24 @@ async def _secure(client: Client, settings: ClientSettings) -> None:
     client.certificate_validator = validator
 
 
+def _refused_channel(settings: ClientSettings) -> str:
+    """What to do when the server answers OpenSecureChannel with an error asyncua cannot read
+    (node-opcua does so for a client certificate it does not trust)."""
+    text = f"{settings.endpoint} refused to open a {settings.policy} {settings.mode} channel"
+    if settings.certificate is None:
+        return text
+    try:
+        data = settings.certificate.read_bytes()
+        cert = x509.load_pem_x509_certificate(data) if data.startswith(b"-----") \
+            else x509.load_der_x509_certificate(data)
+        which = f"{settings.certificate} (SHA-1 {thumbprint(cert)})"
+    except (OSError, ValueError):
+        which = str(settings.certificate)
+    return (f"{text}: most often the server does not trust this client's certificate "
+            f"{which}; have its administrator trust it (node-opcua servers keep refused "
+            "client certificates in their PKI folder's rejected/, to move to trusted/certs/)")
+
+
 async def open_client(settings: ClientSettings, *, on_lost: LostCallback,
                       watchdog_s: float = 1.0, session_timeout_s: float = 60.0) -> Client:
     """A connected client (asyncua's own auto-reconnect off: the collector owns reconnects)."""
@@ -175,7 +197,10 @@ async def open_client(settings: ClientSettings, *, on_lost: LostCallback,
         if settings.policy != "None":
             await asyncio.wait_for(_secure(client, settings), budget)
         client.connection_lost_callback = on_lost
-        await asyncio.wait_for(client.connect(), budget)
+        try:
+            await asyncio.wait_for(client.connect(), budget)
+        except AssertionError as exc:  # asyncua's reading of a refused OpenSecureChannel
+            raise ChannelRefused(_refused_channel(settings)) from exc
     except BaseException:
         await close_client(client, alive=False)
         raise

@@ -19,6 +19,8 @@ callables for metrics, health and stored trends, and an `Authenticator` when the
 - `GET /api/alarms/history?hours=24&alarm_id=...`: the alarm journal's events (alarm_history)
 - `GET /login`, `POST /api/login`, `POST /api/logout`, `GET /api/me`: sign-in
   (dashboards/signin.py)
+- `GET /api/openapi.json`: the OpenAPI 3.1 description of these routes
+  (dashboards/openapi.py) (view)
 
 Every request passes the guard (dashboards/security.py): Host allow-list, Origin check on
 POSTs, sign-in, CSRF token, permission; every response carries the security headers. With
@@ -50,7 +52,7 @@ from dcim.alarms.types import AlarmEvent
 from dcim.auth.roles import ALARM_ACTIONS, ALARM_HISTORY, VIEW
 from dcim.auth.service import Authenticator
 from dcim.config.auth import LOOPBACK_NAMES
-from dcim.dashboards import signin
+from dcim.dashboards import openapi, signin
 from dcim.dashboards.actions import action_request
 from dcim.dashboards.series import (MAX_SERIES_ROWS, SeriesStore,
                                     series_request)
@@ -184,7 +186,7 @@ CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 # the action each route needs (dcim/auth/roles.py): "{action}" is the path segment's
 ROUTE_ACTIONS: Mapping[str, str] = {
     "/": VIEW, "/api/state": VIEW, "/api/events": VIEW, "/api/trend": VIEW, "/api/series": VIEW,
-    "/metrics": VIEW,
+    "/metrics": VIEW, openapi.PATH: VIEW,
     "/api/alarms/history": ALARM_HISTORY, "/api/alarms/{action}": "{action}",
     "/api/me": SIGNED_IN, "/api/logout": SIGNED_IN,
     "/login": PUBLIC, "/api/login": PUBLIC, "/static": PUBLIC, "/healthz": PUBLIC,
@@ -225,8 +227,10 @@ def create_app(settings: DashboardSettings, state: StateSource, alarms: AlarmVie
     app[SERIES] = series
     app[POINTS] = {d: (types[d], units) for d, units in (points or {}).items()}
     app[CLOCK] = clock
+    app[openapi.OPENAPI_JSON] = openapi.openapi_json(TREND_POINTS, MAX_TREND_HOURS)
     app.add_routes(routes)
     app.add_routes(signin.routes)
+    app.add_routes(openapi.routes)
     app.router.add_static("/static/", STATIC)
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(_follow_changes)

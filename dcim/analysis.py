@@ -52,6 +52,7 @@ class AnalysisResult:
     samples: list[Sample]
     anomalies: list[Any] = field(default_factory=list)  # active Anomaly records, newest data
     withheld: dict[str, str] = field(default_factory=dict)  # analysis -> what the site lacks
+    anomaly_status: dict[str, Any] = field(default_factory=dict)  # AnomalyStage.status()
 
 
 class AnalyticsService:
@@ -120,6 +121,7 @@ class AnalyticsService:
             withheld["pue"] = self.why_no_pue
         samples = self._samples(now_ns, today)
         current = []
+        status: dict[str, Any] = {}
         if self.anomaly_stage is not None and self.anomaly_stage.withheld is not None:
             withheld["anomalies"] = self.anomaly_stage.withheld
         elif self.anomaly_stage is not None:
@@ -129,11 +131,12 @@ class AnalyticsService:
             samples.append(Sample(self._key("anomalies_active"), now_ns, float(len(current))))
             samples.append(Sample(self._key("anomaly_models_trained"), now_ns,
                                   1.0 if self.anomaly_stage.trained else 0.0))
+            status = self.anomaly_stage.status()
         if self.sink is not None:
             self.sink.add(samples)
         else:
             await self.storage.write(samples)
-        self.last = AnalysisResult(now_ns, live, today, samples, current, withheld)
+        self.last = AnalysisResult(now_ns, live, today, samples, current, withheld, status)
         return self.last
 
     def _samples(self, t: int, today: SiteFigures | None) -> list[Sample]:

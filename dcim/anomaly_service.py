@@ -11,12 +11,20 @@ Models pickled by older versions (`*.pkl`) are never loaded, only reported once.
 
 A site with no point of a role the detectors read (a monitoring-only site without roles) has
 nothing to detect: `withheld` says why, once in the log, and runs return no anomalies.
+
+Once trained, the generic detector runs on every series read, at the threshold set by the
+site's false-alarm budget (`alarms.anomaly.false_alarms_per_week`), its models followed online
+(each new minute scored once). Training runs in a worker thread so collection goes on. What a
+layer declined, and series the site gives no role, are in `status()` and logged once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,13 +49,20 @@ class AnomalyStage:
     def __init__(self, site: Site, storage: Storage, *, model_dir: str | Path | None = None,
                  window_s: float = 7200.0, training_s: float = 3 * 86400.0,
                  min_training_s: float = 6 * 3600.0, step_s: float = 60.0,
-                 retrain_every_s: float = 7 * 86400.0):
+                 retrain_every_s: float = 7 * 86400.0, generic_fit_s: float = 86400.0):
         self.site = site
         self.storage = storage
         self.model_dir = Path(model_dir) if model_dir else Path("var") / "models" / site.id
         self.window_s, self.training_s, self.step_s = window_s, training_s, step_s
         self.min_training_s = min_training_s
         self.retrain_every_s = retrain_every_s
+        # the generic models learn from the last day (cost grows with it; a day shows the
+        # daily cycle), the other layers from all of training_s
+        self.config = DetectorConfig(
+            generic=replace(DetectorConfig().generic, false_alarms_per_week=(
+                site.config.alarms.anomaly.false_alarms_per_week)),
+            generic_fit_s=generic_fit_s, follow=True)
+        self._told: set[str] = set()  # causes already logged, across retrainings
         self.keys = anomaly_keys(site)
         self.withheld = why_no_anomalies(site)
         if self.withheld is not None:
@@ -109,13 +124,16 @@ class AnomalyStage:
             if len(seen) > 1:
                 span_s = max(span_s, float(seen[-1] - seen[0]) / NS)
         if span_s < self.min_training_s:
-            self.detector = Detector(self.site, DetectorConfig(layers=UNTRAINED_LAYERS))
+            self.detector = Detector(self.site, replace(self.config, layers=UNTRAINED_LAYERS),
+                                     told=self._told)
             self.trained = False
             log.info("anomaly models not trained yet: not enough history",
                      extra={"history_h": round(span_s / 3600, 2),
                             "needed_h": self.min_training_s / 3600})
             return
-        detector = Detector(self.site).fit(history, now_ns=now_ns)
+        detector = Detector(self.site, self.config, told=self._told)
+        # seconds of CPU on a large site: in a thread, so the collectors' loop keeps running
+        await asyncio.to_thread(detector.fit, history, now_ns)
         self.model_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._tell_legacy()
         for cls, model in detector.models.items():
@@ -143,6 +161,14 @@ class AnomalyStage:
         assert self.detector is not None
         batch = await self._batch(now_ns - int(self.window_s * NS), now_ns)
         return self.detector.detect(batch)
+
+    def status(self) -> dict[str, Any]:
+        """What the stage does and what it declined: trained, withheld, and per layer or
+        series why it does not run (unknown series run the generic detector only)."""
+        notes = dict(self.detector.notes) if self.detector is not None else {}
+        return {"trained": self.trained, "withheld": self.withheld, "series": len(self.keys),
+                "false_alarms_per_week": self.config.generic.false_alarms_per_week,
+                "notes": notes}
 
 
 def anomaly_keys(site: Site) -> list[SeriesKey]:

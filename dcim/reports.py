@@ -13,7 +13,10 @@ JSON, CSV (incidents) and an optional timeline plot. What is counted:
 | Redundancy | Tier III | - | not concurrently maintainable |
 
 A step without a good sample is unknown, never up: coverage says how much of the period the
-figures rest on. Planned downtime comes from a maintenance log (`load_planned`).
+figures rest on, and below MIN_COVERAGE (90 %) a system's availability reads "not enough
+data". Planned downtime comes from a maintenance log (`load_planned`). A roll-up lists only
+the systems with a real deficit (downtime or degraded time), systems with the same figures
+in one row; the rest are summed up in one line ("all 200 at 100 %").
 
 Every string the report did not write itself (names and ids from the site file, operators'
 comments from the journal, reasons and tickets from the maintenance log, paths) is escaped
@@ -44,8 +47,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dcim.alarms.journal import AlarmJournal
 from dcim.alarms.types import AlarmEvent
 from dcim.logs import escape_text
-from dcim.analytics.availability import (UTILITY_LOST_KW, Incident, SystemAvailability,
-                                         combined, flag_states,
+from dcim.analytics.availability import (MIN_COVERAGE, UTILITY_LOST_KW, Incident,
+                                         SystemAvailability, combined, flag_states,
                                          group_states, planned_mask, rack_states,
                                          single_feed_states, summarize, unit_states)
 from dcim.site import Site
@@ -456,17 +459,70 @@ def _event_text(e: AlarmEvent, tz: str, esc: Callable[[object], str] = str) -> s
     return f"#{e.seq} {_local(e.time_ns, tz)} {e.action.value} {esc(e.alarm_id)}{who}{note}"
 
 
+NOT_ENOUGH = "not enough data"
+
+
+def _figures(a: SystemAvailability) -> str:
+    """A system's row after its name (the same text for systems with the same figures)."""
+    shown = [_pct(a.availability), _pct(a.availability_unplanned)] if a.enough_data \
+        else [NOT_ENOUGH, NOT_ENOUGH]
+    return (f"{md(a.kind)} | {shown[0]} | {shown[1]} | {a.coverage * 100:.1f} % | "
+            f"{_dur(a.down_unplanned_s)} | {_dur(a.down_planned_s)} | "
+            f"{_dur(a.degraded_s)} | {a.failures} | {_dur(a.mtbf_s)} | {_dur(a.mttr_s)} |")
+
+
 def _summary_rows(systems: Iterable[SystemAvailability]) -> list[str]:
-    rows = []
-    for a in systems:
-        rows.append(f"| {md(a.system)} | {md(a.kind)} | {_pct(a.availability)} | "
-                    f"{_pct(a.availability_unplanned)} | {a.coverage * 100:.1f} % | "
-                    f"{_dur(a.down_unplanned_s)} | {_dur(a.down_planned_s)} | "
-                    f"{_dur(a.degraded_s)} | {a.failures} | {_dur(a.mtbf_s)} | {_dur(a.mttr_s)} |")
-    return rows
+    return [f"| {md(a.system)} | {_figures(a)}" for a in systems]
 
 
-MAX_LISTED = 40  # systems listed one by one under a roll-up
+MAX_LISTED = 40  # distinct rows listed under a roll-up
+
+
+def _names(group: Sequence[SystemAvailability], most: int = 12) -> str:
+    if len(group) == 1:
+        return md(group[0].system)
+    more = f" and {len(group) - most} more" if len(group) > most else ""
+    return f"{len(group)} systems: {', '.join(md(a.system) for a in group[:most])}{more}"
+
+
+def _span_pct(values: Sequence[float]) -> str:
+    low, high = min(values) * 100, max(values) * 100
+    return f"{low:.1f} %" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f} to {high:.1f} %"
+
+
+def _rollup(section: Section, rollup: SystemAvailability) -> tuple[list[str], list[str]]:
+    """(the lines above a roll-up's table, its rows): the roll-up, then each distinct row of
+    the systems with a deficit, least available first; the rest said in one line."""
+    systems = section.systems
+    short = [a for a in systems if a.deficit]
+    rest = [a for a in systems if not a.deficit]
+    lines = [f"{len(systems)} systems; the roll-up is their mean."]
+    if not rollup.enough_data:
+        lines.append(f"Not enough data: the store covers {rollup.coverage * 100:.1f} % of the "
+                     f"period (at least {MIN_COVERAGE:.0%} for an availability figure).")
+    if rest:
+        known = [a for a in rest if a.known_s > 0]
+        every = "All" if not short else "The other"
+        coverage = _span_pct([a.coverage for a in known]) if known else ""
+        what = (f"{every} {len(rest)} without downtime or degraded time: "
+                + (f"{len(known)} at 100 % where known, coverage {coverage}" if known
+                   else "no data"))
+        if known and len(known) < len(rest):
+            what += f"; {len(rest) - len(known)} without data"
+        lines.append(what + ".")
+    groups: dict[str, list[SystemAvailability]] = {}
+    short.sort(key=lambda a: (a.availability if a.availability is not None else -1,
+                              -a.degraded_s, a.system))
+    for a in short:
+        groups.setdefault(_figures(a), []).append(a)
+    if groups:
+        cut = (f" (the {MAX_LISTED} least available; the JSON and CSV list every one)"
+               if len(groups) > MAX_LISTED else "")
+        lines.append(f"Listed: the {len(short)} with downtime or degraded time, least available "
+                     f"first, systems with the same figures in one row{cut}.")
+    rows = [f"| {md(rollup.system)} | {_figures(rollup)}"] + [
+        f"| {_names(group)} | {figures}" for figures, group in list(groups.items())[:MAX_LISTED]]
+    return lines, rows
 
 
 def _grouped(incidents: Sequence[Incident]) -> list[list[Incident]]:
@@ -492,6 +548,11 @@ def render_markdown(report: AvailabilityReport) -> str:
              f"Period {_local(report.start_ns, tz)} to {_local(report.end_ns, tz)} ({md(tz)}), "
              f"{_dur((report.end_ns - report.start_ns) / NS)}; resolution {report.step_s:g} s; "
              f"generated {_local(report.generated_ns, tz)}.", ""]
+    covered = [a.coverage for s in report.sections for a in s.systems]
+    if covered and sum(covered) / len(covered) < MIN_COVERAGE:
+        lines += [f"Not enough data: the store covers {sum(covered) / len(covered) * 100:.1f} % "
+                  f"of the period on average (at least {MIN_COVERAGE:.0%} for an availability "
+                  "figure); the figures below say so system by system.", ""]
     head = ("| system | kind | availability | excl. planned | coverage | unplanned down | "
             "planned down | degraded | failures | MTBF | MTTR |")
     rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -499,17 +560,12 @@ def render_markdown(report: AvailabilityReport) -> str:
         if not section.systems:
             continue
         lines += [f"## {section.title}", ""]
-        shown = section.systems
         if section.rollup is not None:
-            affected = [a for a in section.systems if a.incidents or a.coverage < 0.999]
-            lines += [f"{len(section.systems)} systems; the roll-up is their mean. Listed: the "
-                      f"{len(affected)} with an incident or incomplete data"
-                      + (f" (the {MAX_LISTED} with the least availability here; the JSON and "
-                         "CSV list every one)" if len(affected) > MAX_LISTED else "") + ".", ""]
-            affected.sort(key=lambda a: (a.availability if a.availability is not None else -1,
-                                         -a.degraded_s, a.system))
-            shown = [section.rollup] + affected[:MAX_LISTED]
-        lines += [head, rule] + _summary_rows(shown) + [""]
+            above, rows = _rollup(section, section.rollup)
+            lines += [" ".join(above), ""]
+        else:
+            rows = _summary_rows(section.systems)
+        lines += [head, rule] + rows + [""]
     incidents = report.incidents()
     lines += ["## Incidents", ""]
     if not incidents:
@@ -552,7 +608,8 @@ def render_markdown(report: AvailabilityReport) -> str:
               "- Availability = serving time / known time, where serving is up or degraded; "
               "\"excl. planned\" leaves planned downtime out of both.",
               "- Coverage = known time / period. A step without a good sample is unknown, never "
-              "counted as up.",
+              f"counted as up; under {MIN_COVERAGE:.0%} coverage the availability reads "
+              f"\"{NOT_ENOUGH}\".",
               "- A rack is down when no feed carries load (every feed under "
               "0.05 kW for a whole step), degraded on one feed; a unit is down while its status "
               "word reports a trip; a redundancy group is down below N and degraded below its "
@@ -570,7 +627,7 @@ def _system_json(a: SystemAvailability) -> dict[str, Any]:
             "coverage": a.coverage, "up_s": a.up_s, "degraded_s": a.degraded_s,
             "down_planned_s": a.down_planned_s, "down_unplanned_s": a.down_unplanned_s,
             "unknown_s": a.unknown_s, "failures": a.failures, "mtbf_s": a.mtbf_s,
-            "mttr_s": a.mttr_s}
+            "mttr_s": a.mttr_s, "enough_data": a.enough_data}
 
 
 def report_json(report: AvailabilityReport) -> dict[str, Any]:

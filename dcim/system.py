@@ -17,7 +17,7 @@ from pathlib import Path
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TextIO
 
-from dcim.alarms.types import AlarmState
+from dcim.alarms.types import AlarmState, Priority
 from dcim.collectors.buffer import DurableBuffer
 from dcim.collectors.forward import StoreAndForward
 from dcim.collectors.service import CollectorService
@@ -28,9 +28,12 @@ from dcim.storage.base import Storage
 from dcim.storage.factory import open_storage
 
 if TYPE_CHECKING:  # imported lazily at run time: only the demo needs the simulators
+    from prometheus_client import CollectorRegistry
+
     from dcim.alarms.service import AlarmService
     from dcim.analysis import AnalyticsService
     from dcim.dashboards.app import DashboardServer
+    from dcim.notify.alertmanager import AlertmanagerClient
     from dcim.notify.notifier import Notifier
     from dcim.simulators.plant import PlantModel
     from dcim.simulators.runner import Simulator
@@ -75,6 +78,8 @@ class System:
         self.analytics: AnalyticsService | None = None
         self.alarms: AlarmService | None = None
         self.notifier: Notifier | None = None
+        self.alertmanager: AlertmanagerClient | None = None
+        self._metrics: CollectorRegistry | None = None  # built at the first scrape
         self.dashboard: DashboardServer | None = None
         self.started_s = 0.0
         self._stack: AsyncExitStack | None = None
@@ -168,6 +173,15 @@ class System:
                                             sink=self.notifier)
         await alarms.start()
         stack.push_async_callback(alarms.close)
+        notifications = self.site.config.notifications
+        if notifications is not None and notifications.alertmanager is not None:
+            from dcim.notify.alertmanager import AlertmanagerClient
+
+            # reads the alarms and wakes on their changes: the alarm engine never waits on it
+            self.alertmanager = am = AlertmanagerClient(
+                notifications.alertmanager, alarms, self.site.id, delivery=notifications.delivery)
+            await am.start()
+            stack.push_async_callback(am.close)
 
     def _check_dashboard(self) -> None:
         """Refuse a dashboard the network could reach without sign-in, or unreadable TLS files
@@ -269,27 +283,34 @@ class System:
             if hasattr(self.collectors, "gateways_down") else ())
 
     def metrics_text(self) -> str:
-        """The Prometheus exposition of the collectors, the buffer and the live state."""
-        from dcim.collectors.metrics import collect_metrics, prometheus_text
+        """The Prometheus exposition (prometheus_client, a private registry) of the collectors,
+        the buffer, the live state, the alarms and Alertmanager posting."""
+        from dcim.collectors.metrics import exposition, health_registry
+
+        if self._metrics is None:
+            self._metrics = health_registry(self.health_metrics)
+        return exposition(self._metrics)
+
+    def health_metrics(self) -> dict[str, Any]:
+        """The figures /metrics shows, as plain data (named in dcim/collectors/metrics.py)."""
+        from dcim.collectors.metrics import collect_metrics
 
         assert self.collectors is not None
-        text = prometheus_text(collect_metrics(self.collectors, self.forward))
-        if self.live is None:
-            return text
-        state, live = self.live.current(), self.live
-        lines = [
-            ("dcim_live_state_seq", "gauge", "sequence number of the newest live snapshot",
-             state.seq),
-            ("dcim_live_state_builds_total", "counter", "live snapshots built", live.builds),
-            ("dcim_live_state_build_seconds_total", "counter", "time spent building snapshots",
-             round(live.build_s, 6)),
-            ("dcim_live_state_age_seconds", "gauge", "age of the newest snapshot",
-             round(max(0.0, time.time() - state.time_ns / 1e9), 3)),
-            ("dcim_units_down", "gauge", "units the live state shows down", len(state.down)),
-        ]
-        for name, kind, text_help, value in lines:
-            text += f"# HELP {name} {text_help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        return text
+        out = collect_metrics(self.collectors, self.forward)
+        if self.live is not None:
+            state, live = self.live.current(), self.live
+            out["live"] = {"seq": state.seq, "builds": live.builds, "build_s": live.build_s,
+                           "age_s": max(0.0, time.time() - state.time_ns / 1e9),
+                           "units_down": len(state.down)}
+        if self.alarms is not None:
+            shown = [a for a in self.alarms.active()
+                     if a.announced and a.state in (AlarmState.UNACK, AlarmState.ACKED)]
+            out["alarms"] = {p.value: sum(a.priority is p for a in shown) for p in Priority}
+        if self.alertmanager is not None:
+            am = self.alertmanager.stats()
+            out["alertmanager"] = {"posts": am.posts, "failures": am.failures,
+                                   "firing": am.firing}
+        return out
 
     def healthy(self) -> tuple[bool, dict[str, Any]]:
         """Whether collection and storage work, with the figures that say so (/healthz)."""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs: influxd (InfluxDB 1.6.7), mbpoll, node/npm (the
-# node-opcua interop test) and chromium (the dashboard's browser test).
+# node-opcua interop test), chromium (the dashboard's browser test), prometheus (2.42, with
+# promtool: tests/test_prometheus.py) and prometheus-alertmanager (0.25: tests/test_alertmanager.py).
 # Installs only what is missing; needs root (as on CI) or sudo.
 set -euo pipefail
 need=()
@@ -9,6 +10,8 @@ command -v mbpoll >/dev/null 2>&1 || need+=(mbpoll)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

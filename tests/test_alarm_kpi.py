@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dcim.alarms.types import Action, AlarmEvent, AlarmState, Priority
+from dcim.alarms.journal import AlarmJournal
+from dcim.alarms.types import Action, Alarm, AlarmEvent, AlarmState, Priority
 from dcim.analytics.alarm_kpi import (
-    AlarmKpis, BadActor, Chattering, Flood, ShelvedAlarm, StaleAlarm, alarm_kpis, verdicts,
+    MIN_ASSESSED_S, AlarmKpis, BadActor, Chattering, Flood, ShelvedAlarm, StaleAlarm, alarm_kpis,
+    assessed_start, verdicts,
 )
+from dcim.cli import main
 
 S = 1_000_000_000  # ns per second
 MIN = 60 * S
@@ -227,7 +232,14 @@ def _verdict(k: AlarmKpis, name: str) -> tuple[bool, str]:
     (FLOOD_12, 1, "peak 10-min count", False, "at most 12"),
     (raises(10, 25), 1, "peak 10-min count", True, "at most 10"),
     (FLOOD_12, 1, "time in flood", True, "0.43%"),
-    (FLOOD_12, 0.02, "time in flood", False, "1 floods"),
+    (raises(40, 25), 1, "time in flood", False, "1.24%"),
+    # under a day of journal: "not enough data", never met ...
+    (FLOOD_12, 0.02, "time in flood", None, "not enough data: 29 min of journal"),
+    ([], 0.01, "alarm rate per day", None, "at least 24.0 h needed"),
+    ([], 0.01, "period", False, "14 min assessed"),
+    # ... but a violation that happened is one, however short the journal
+    (FLOOD_12, 0.02, "peak 10-min count", False, "at most 12"),
+    ([ev(0, "x"), ev(1, "x"), ev(2, "x")], 0.01, "chattering alarms", False, "1 alarms"),
     (raises(140, 600), 1, "alarm rate per 10 min", True, "0.97"),
     (raises(300, 60), 1, "alarm rate per 10 min", False, "2.08"),
     (raises(300, 60), 1, "alarm rate per day", False, "300 annunciated per day"),
@@ -240,11 +252,29 @@ def _verdict(k: AlarmKpis, name: str) -> tuple[bool, str]:
     (raises(10, 1), 1, "top 10 bad actors", False, "100.0%"),
     ([], 1, "top 10 bad actors", True, "0.0%"),
 ], ids=lambda v: v if isinstance(v, str) else None)
-def test_verdicts(events: list[AlarmEvent], days: float, name: str, met: bool,
+def test_verdicts(events: list[AlarmEvent], days: float, name: str, met: bool | None,
                   text: str) -> None:
     got_met, got_text = _verdict(kpis(events, days=days), name)
     assert got_met is met
     assert text in got_text
+
+
+def test_a_journal_minutes_old_meets_no_target() -> None:
+    found = verdicts(kpis([], days=10 / 1440), asked_s=30 * DAY / S)
+    assert [m for _, m, _ in found] == [False] + [None] * 9
+    assert "10 min assessed of 30.0 days asked" in found[0][2]
+    # a day of journal is the least over which a target can be met
+    assert [m for _, m, _ in verdicts(kpis([], days=MIN_ASSESSED_S / 86400))][1:] == [True] * 9
+
+
+@pytest.mark.parametrize("covered_from,expected", [
+    (None, None),  # nothing says when the journal began
+    (T0 - DAY, T0),  # covers more than the period: the whole period
+    (T0 + H, T0 + H),  # began within it: from then
+    (T0 + 2 * DAY, None),  # began after it
+], ids=["unknown", "before", "within", "after"])
+def test_assessed_start(covered_from: int | None, expected: int | None) -> None:
+    assert assessed_start(T0, T0 + DAY, covered_from) == expected
 
 
 def test_verdicts_cover_every_target_once() -> None:
@@ -274,3 +304,62 @@ def test_200k_events_fast() -> None:
     elapsed = time.perf_counter() - t0
     assert k.raises == n
     assert elapsed < 2.0, f"{n:,} events took {elapsed:.2f} s"
+
+
+# ------------------------------------------------------------- `dcim alarms kpi`
+
+SITE = str(Path(__file__).resolve().parents[1] / "config" / "cyberport5.yaml")
+
+
+def kpi_lines(journal: Path, capsys: pytest.CaptureFixture[str], *args: str) -> list[str]:
+    assert main(["alarms", "kpi", SITE, "--journal", str(journal), *args]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_the_cli_on_a_journal_minutes_old_says_not_enough_data(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "alarms.sqlite"
+    journal = AlarmJournal(path)  # exports its head when it opens for writing, then at close
+    journal.save_alarms({})
+    journal.close()
+    out = kpi_lines(path, capsys)
+    verdict_lines = [line for line in out if line.startswith("  [")]
+    assert len(verdict_lines) == 10
+    assert not any("[met]" in line for line in verdict_lines), out
+    assert sum("[not enough data]" in line for line in verdict_lines) == 9
+    assert "30.0 days assessed" not in "\n".join(out)
+    assert any("of 30.0 days asked" in line for line in verdict_lines), out
+
+
+def test_the_cli_on_a_journal_with_no_evidence_of_when_it_began(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "alarms.sqlite"
+    AlarmJournal(path, heads=False).close()  # created, never written
+    out = kpi_lines(path, capsys)
+    assert "not enough data" in out[1] and "unknown" in out[1]
+    assert not any(line.startswith("  [") for line in out)
+
+
+def test_the_cli_assesses_what_the_journal_covers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "alarms.sqlite"
+    now = time.time_ns()
+    journal = AlarmJournal(path, heads=False)
+    # one raise 40 days ago and one 3 days ago: the 30 days asked are covered; 60 are not
+    for days_ago in (40, 3):
+        t = now - days_ago * DAY
+        alarm = Alarm(id=f"a{days_ago}", source="device", priority=Priority.LOW,
+                      message="x", state=AlarmState.UNACK, condition=True, active_since_ns=t)
+        journal.append([AlarmEvent(t, alarm.id, Action.RAISE, AlarmState.UNACK, Priority.LOW,
+                                   "x")], {alarm.id: alarm})
+    journal.close()
+    out = kpi_lines(path, capsys)
+    assert "[met] period: 30.0 days assessed (at least 30" in "\n".join(out)
+    # one raise in the period: a single bad actor and an all-low mix, the rest met
+    assert {line.split(":")[0] for line in out if "[NOT MET]" in line} == {
+        "  [NOT MET] priority mix", "  [NOT MET] top 10 bad actors"}
+    assert sum("[met]" in line for line in out) == 8
+    out = kpi_lines(path, capsys, "--days", "60")
+    text = "\n".join(out)
+    assert "the journal covers" in text and "40.00 days assessed" in text
+    assert "40.0 days assessed of 60.0 days asked" in text

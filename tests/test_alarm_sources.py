@@ -35,10 +35,11 @@ def health(**status: str) -> dict[str, DeviceHealth]:
     return out
 
 
-def anomaly(device: str, point: str, layer: str, severity: str, score: float = 1.0) -> Anomaly:
+def anomaly(device: str, point: str, layer: str, severity: str, score: float = 1.0,
+            confidence: float = 1.0) -> Anomaly:
     return Anomaly(series=SeriesKey("rack_monitor", device, point), layer=layer, kind="high",
                    since_ns=0, last_ns=0, raised_ns=0, value=30.0, expected=27.0, score=score,
-                   severity=severity, message=f"{device} {point} high")
+                   severity=severity, message=f"{device} {point} high", confidence=confidence)
 
 
 @pytest.mark.parametrize(("states", "expected"), [
@@ -96,7 +97,22 @@ def test_anomalies_are_one_alarm_per_device_and_layer_at_the_worst_severity() ->
                           "anomaly:envelope:RM-H1-A02"}
     top = by_id["anomaly:envelope:RM-H1-A01"]
     assert top.priority is Priority.HIGH and top.unit == "H1-A01" and len(top.series) == 3
-    assert top.message == "RM-H1-A01 inlet_temp_middle_c high (and 2 more series)"
+    assert top.message == "RM-H1-A01 inlet_temp_middle_c high (and 2 more series) (confidence 1.00)"
+
+
+@pytest.mark.parametrize(("confidences", "priority", "said"), [
+    pytest.param((0.95,), Priority.HIGH, "0.95", id="sure-keeps-its-severity"),
+    pytest.param((0.3, 0.6), Priority.LOW, "0.60", id="unsure-is-low-and-not-paged"),
+    pytest.param((0.3, 0.91), Priority.HIGH, "0.91", id="the-surest-of-the-group-counts"),
+])
+def test_anomaly_alarms_carry_their_confidence_and_only_sure_ones_keep_priority(
+        confidences: tuple[float, ...], priority: Priority, said: str) -> None:
+    # the reference site keeps the default alarms.anomaly.page_min_confidence, 0.9
+    assert SITE.config.alarms.anomaly.page_min_confidence == 0.9
+    found = anomaly_conditions(SITE, [anomaly("RM-H1-A01", f"inlet_temp_{i}", "generic", "high",
+                                              confidence=c) for i, c in enumerate(confidences)])
+    assert [(c.priority, c.message.endswith(f"(confidence {said})")) for c in found] == [
+        (priority, True)]
 
 
 def snapshot(health: dict[str, DeviceHealth] | None = None, down: tuple[str, ...] = (),

@@ -104,3 +104,16 @@ def test_combined_is_the_mean_system() -> None:
     assert [i.system for i in both.incidents] == ["r2"]
     with pytest.raises(ValueError, match="at least one"):
         combined("none", "racks", [])
+
+
+@pytest.mark.parametrize(("codes", "enough", "deficit"), [
+    pytest.param([UP] * 10, True, False, id="all-up"),
+    pytest.param([UP] * 9 + [UNKNOWN], True, False, id="90-percent-known"),
+    pytest.param([UP] * 8 + [UNKNOWN] * 2, False, False, id="80-percent-known"),
+    pytest.param([UNKNOWN] * 10, False, False, id="no-data"),
+    pytest.param([UP] * 9 + [DEGRADED], True, True, id="degraded"),
+    pytest.param([UP, DOWN] + [UNKNOWN] * 8, False, True, id="down-little-data"),
+])
+def test_enough_data_and_deficit(codes: list[int], enough: bool, deficit: bool) -> None:
+    a = summarize("R1", "IT load", times(len(codes)), 60.0, np.array(codes, dtype=np.int8))
+    assert (a.enough_data, a.deficit) == (enough, deficit)

@@ -39,7 +39,8 @@ def _issues(text: str) -> list[str]:
 def test_every_library_file_says_where_its_map_comes_from(name: str) -> None:
     about = library()[name].about
     assert about.vendor and about.model_family
-    assert "domain.md" in about.source or "sunspec-model-offsets.txt" in about.source
+    assert any(doc in about.source for doc in (
+        "domain.md", "sunspec-model-offsets.txt", "github.com/sunspec/models"))
 
 
 @pytest.mark.parametrize("name", names())
@@ -114,3 +115,60 @@ def test_the_doc_lists_every_profile_with_its_protocol_and_type() -> None:
             for line in doc.splitlines() if line.startswith("| `")}
     assert rows == {n: [e.profile["protocol"], e.profile["device_type"]]
                     for n, e in library().items()}
+
+
+# ---------------------------------------------------------------- order override, identify
+
+
+def test_an_order_override_sets_the_byte_order_of_every_register_point() -> None:
+    site = parse_site(_site("library: schneider-pm5560\norder: CDAB"), "site.yaml")
+    profile = site.config.profiles["meter"]
+    assert isinstance(profile, ModbusProfile)
+    assert {p.order for p in profile.points} == {"CDAB"}
+    assert library()["schneider-pm5560"].order == "ABCD"  # the cached entry is untouched
+    plain = parse_site(_site("library: schneider-pm5560"), "site.yaml").config.profiles["meter"]
+    assert isinstance(plain, ModbusProfile) and {p.order for p in plain.points} == {"ABCD"}
+
+
+@pytest.mark.parametrize("value", ["cdab", "ABDC", "1"])
+def test_an_order_override_names_the_orders_it_takes(value: str) -> None:
+    (issue,) = _issues(_site(f"library: schneider-pm5560\norder: '{value}'"))
+    assert issue.startswith("site.yaml:7: profiles.meter.order: expected one of ABCD, CDAB, "
+                            "BADC, DCBA")
+
+
+@pytest.mark.parametrize(("block", "message"), [
+    ({"device_id": {"vendor": "acme", "product": "AM-(2"}}, "not a regular expression"),
+    ({"order_check": {"address": 1, "type": "float32", "min": 45, "max": 65}},
+     "give device_id or sunspec"),
+    ({"sunspec": {"model": 203, "address": 40070}, "order_check": {
+        "address": 1, "type": "float32", "min": 65, "max": 45}}, "must be below max"),
+    ({"sunspec": {"model": 203, "address": 40070, "modle": 1}}, "Extra inputs"),
+], ids=["bad-regex", "no-rule", "empty-range", "unknown-key"])
+def test_a_broken_identify_block_is_refused_naming_the_file(
+        tmp_path: Path, block: dict[str, object], message: str) -> None:
+    from dcim.library import _read
+
+    path = tmp_path / "acme-meter.yaml"
+    path.write_text(yaml.safe_dump({"about": {"vendor": "Acme", "model_family": "AM",
+                                              "source": "domain.md"},
+                                    "profile": library()["sunspec-meter-203"].profile,
+                                    "identify": block}))
+    with pytest.raises(ValueError, match=message) as err:
+        _read(path)
+    assert str(err.value).startswith(f"{path}: identify: ")
+
+
+def test_every_identify_rule_is_declared_where_discovery_can_check_it() -> None:
+    """A SunSpec rule names the model the profile maps, and an order check reads a register
+    the profile maps with the same type (the check reads what the profile polls)."""
+    for name, entry in library().items():
+        rule = entry.identify
+        if rule is None:
+            continue
+        points = {p["address"]: p for p in entry.profile["points"]}
+        if rule.sunspec is not None:
+            assert str(rule.sunspec.model) in entry.about.model_family, name
+            assert min(points) > rule.sunspec.address, name
+        if rule.order_check is not None:
+            assert points[rule.order_check.address]["type"] == rule.order_check.type, name

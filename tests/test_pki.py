@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import stat
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -162,3 +163,26 @@ async def test_discover_opcua_over_sign_and_encrypt(
     text = draft.read_text()
     assert "mode: SignAndEncrypt" in text and f"trust_dir: {trust_dir}" in text
     assert len([line for line in text.splitlines() if "node_name:" in line]) == len(DEVICES)
+
+
+@module_loop
+@pytest.mark.parametrize(("answer", "trusted", "said"), [
+    ("y\n", True, "trusted: "),
+    ("n\n", False, "not trusted"),
+    ("", False, "no answer on stdin"),
+], ids=["yes", "no", "stdin-closed"])
+async def test_trust_asks_on_stdin(secure: OpcuaSimServer, tmp_path: Path, answer: str,
+                                   trusted: bool, said: str) -> None:
+    trust_dir = tmp_path / "trusted"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from dcim.cli import main; sys.exit(main())",
+        "pki", "trust", secure.endpoint, "--trust-dir", str(trust_dir),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(answer.encode()), 60)
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    assert "[y/N]" in text and said in text and "Traceback" not in text + err.decode()
+    server_der = secure.security.certificate.read_bytes()
+    kept = [p.read_bytes() for p in trust_dir.iterdir()] if trust_dir.exists() else []
+    assert kept == ([server_der] if trusted else [])

@@ -7,14 +7,18 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from dcim.analytics.availability import (DEGRADED, DOWN, UNKNOWN, UP, SystemAvailability,
+                                         combined, summarize)
 from dcim.config.alarms import AlarmsConfig
 from dcim.alarms.journal import AlarmJournal
 from dcim.alarms.types import Condition, Priority
 from dcim.alarms.engine import AlarmEngine
-from dcim.reports import (MaintenanceLogError, build_availability, load_planned, plot_timeline,
-                          render_csv, render_markdown, report_json)
+from dcim.reports import (AvailabilityReport, MaintenanceLogError, Section, build_availability,
+                          load_planned, plot_timeline, render_csv, render_markdown,
+                          report_json)
 from dcim.site import load_site
 from dcim.storage.base import Quality, Sample, SeriesKey
 from dcim.config.storage import EmbeddedStorageConfig
@@ -307,3 +311,70 @@ def test_csv_cells_never_run_as_formulas(cell: str, written: str) -> None:
                                 T0 + STEPS * M, 60.0, T0, [Section("IT load", [system])], [], {})
     [row] = list(csv.DictReader(io.StringIO(render_csv(report))))
     assert (row["system"], row["cause"]) == (written, written)
+
+
+# ------------------------------------------------------------- honest roll-ups
+
+
+def racks(*rows: tuple[str, list[int]]) -> list[SystemAvailability]:
+    """Racks from their state per minute (UP, DEGRADED, DOWN, UNKNOWN codes)."""
+    return [summarize(name, "IT load", T0 + np.arange(len(codes), dtype=np.int64) * M, 60.0,
+                      np.array(codes, dtype=np.int8)) for name, codes in rows]
+
+
+def report_of(systems: list[SystemAvailability]) -> str:
+    section = Section("IT load", systems, combined("all racks", "IT load", systems))
+    report = AvailabilityReport(SITE.id, "Cyberport 5", "Asia/Hong_Kong", T0, T0 + 60 * M, 60.0,
+                                T0 + 60 * M, [section], [],
+                                {"store": "test", "series_read": 0, "good_samples": 0})
+    return render_markdown(report)
+
+
+def table_rows(text: str) -> list[str]:
+    """The rows of the first table (the roll-up's), without header and rule."""
+    section = text.split("## IT load", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("|")][2:]
+
+
+def test_forty_equal_racks_are_one_line_not_forty_worst_rows() -> None:
+    text = report_of(racks(*((f"R{i:02d}", [UP] * 60) for i in range(40))))
+    assert "All 40 without downtime or degraded time: 40 at 100 % where known, coverage " \
+           "100.0 %." in text
+    assert [row.split(" |")[0] for row in table_rows(text)] == ["| all racks"]
+    section = text.split("## IT load", 1)[1].split("## Incidents", 1)[0]
+    assert "least" not in section and "not enough data" not in section.lower()
+
+
+def test_only_real_deficits_are_ranked_and_equal_ones_share_a_row() -> None:
+    one_feed = [UP] * 40 + [DEGRADED] * 20  # a PDU opened: ten racks on one feed at once
+    text = report_of(racks(*((f"R{i:02d}", [UP] * 60) for i in range(29)),
+                           *((f"P{i}", one_feed) for i in range(10)),
+                           ("DOWN1", [UP] * 55 + [DOWN] * 5)))
+    rows = table_rows(text)
+    assert len(rows) == 3  # the roll-up, the rack that went down, the ten on one feed
+    assert rows[1].startswith("| DOWN1 | IT load | 91.6667 % |")
+    assert rows[2].startswith("| 10 systems: P0, P1, P2, P3, P4, P5, P6, P7, P8, P9 | IT load "
+                              "| 100.0000 % |") and "20 min" in rows[2]
+    assert "The other 29 without downtime or degraded time: 29 at 100 % where known" in text
+    assert "Listed: the 11 with downtime or degraded time, least available first" in text
+
+
+def test_a_period_the_data_does_not_cover_says_not_enough_data() -> None:
+    # a minute of data in the hour: 1.7 % coverage
+    text = report_of(racks(*((f"R{i:02d}", [UP] + [UNKNOWN] * 59) for i in range(40))))
+    assert text.count("Not enough data: the store covers 1.7 %") == 2  # report and section
+    rows = table_rows(text)
+    assert len(rows) == 1 and "| not enough data | not enough data | 1.7 % |" in rows[0]
+    assert "100.0000 %" not in text  # no figure from a minute of data
+
+
+async def test_a_day_asked_of_two_hours_of_history(store: EmbeddedStorage) -> None:
+    # the issue's case: the report of a fresh demo (a long period asked, hours stored)
+    report = await build_availability(SITE, store, T0 + STEPS * M - 86400 * S, T0 + STEPS * M)
+    text = render_markdown(report)
+    assert "Not enough data: the store covers 8.3 % of the period" in text
+    rows = table_rows(text)
+    # the two racks with a deficit, each on its own row; no rack listed for being at 100 %
+    assert [r.split(" |")[0] for r in rows] == ["| all racks", "| H1-A02", "| H1-A01"]
+    assert all("not enough data" in r for r in rows)
+    assert report_json(report)["sections"][0]["systems"][0]["enough_data"] is False

@@ -8,7 +8,10 @@ Five sources, each giving one alarm per problem rather than one per series:
   maintainable, racks without power, halls short of cooling, racks left on one feed;
 - storage: the store refusing writes (samples wait in the durable buffer);
 - anomaly: the anomaly detectors' open episodes, grouped per device and detector layer
-  (a CRAH trip warms many inlets of one rack monitor: one alarm for the rack, not six).
+  (a CRAH trip warms many inlets of one rack monitor: one alarm for the rack, not six); the
+  message ends with the detectors' confidence, and one below the site's
+  `alarms.anomaly.page_min_confidence` is raised at low priority (routes from medium up do
+  not page it).
 
 Everything is read from one live snapshot (dcim/live/state.py), never from storage, so an
 alarm is raised as soon as the collector cycle that saw the fault ends, store up or down.
@@ -123,19 +126,24 @@ def redundancy_conditions(report: Any) -> list[Condition]:
 
 
 def anomaly_conditions(site: Site, anomalies: Iterable[Any]) -> list[Condition]:
-    """One condition per (device, detector layer) with open anomaly episodes."""
+    """One condition per (device, detector layer) with open anomaly episodes, carrying its
+    confidence; below `alarms.anomaly.page_min_confidence` it is raised at low priority."""
     groups: dict[tuple[str, str], list[Any]] = {}
     for a in anomalies:
         groups.setdefault((a.series.device, a.layer), []).append(a)
+    page_min = site.config.alarms.anomaly.page_min_confidence
     out = []
     for (device_id, layer), items in sorted(groups.items()):
         worst = max(items, key=lambda a: (Priority(a.severity).rank, a.score))
+        confidence = max(float(getattr(a, "confidence", 1.0)) for a in items)
         device = site.devices.get(device_id)
         series = tuple(sorted({f"{a.series.device}/{a.series.point}" for a in items}))
         more = f" (and {len(series) - 1} more series)" if len(series) > 1 else ""
+        # a guess the detectors are unsure of is recorded and shown, not paged
+        priority = Priority(worst.severity) if confidence >= page_min else Priority.LOW
         out.append(Condition(
-            alarm_id=f"anomaly:{layer}:{device_id}", source="anomaly",
-            priority=Priority(worst.severity), message=(worst.message or worst.kind) + more,
+            alarm_id=f"anomaly:{layer}:{device_id}", source="anomaly", priority=priority,
+            message=f"{worst.message or worst.kind}{more} (confidence {confidence:.2f})",
             unit=(device.monitors or None) if device is not None else None, device=device_id,
             series=series, value=float(worst.value)))
     return out

@@ -191,22 +191,50 @@ def _seq_hash(text: str) -> tuple[int, str]:
     return int(seq), digest
 
 
+def _journal_since(journal: Any, head_log: Path, start_ns: int,
+                   events: list[Any]) -> int | None:
+    """The earliest evidence that the journal was recording: an event before the period, its
+    first event in it, or the first head it exported; None when there is none."""
+    before = journal.events(0, start_ns, limit=1)
+    times = [e.time_ns for e in before[:1] + events[:1]]
+    try:
+        with head_log.open(encoding="utf-8", errors="replace") as lines:
+            first = json.loads(next(lines, "") or "null")
+        if isinstance(first, dict) and isinstance(first.get("time_ns"), int):
+            times.append(first["time_ns"])
+    except (OSError, ValueError):
+        pass  # no head log (or not one): the events alone say
+    return min(times, default=None)
+
+
 def _kpi(args: argparse.Namespace) -> int:
     from dcim.alarms.journal import AlarmJournal
-    from dcim.analytics.alarm_kpi import alarm_kpis, verdicts
+    from dcim.alarms.journal_heads import default_head_log
+    from dcim.analytics.alarm_kpi import NOT_ENOUGH, alarm_kpis, assessed_start, verdicts
 
-    path, tz = _journal_path(args)
+    path, tz, config = _journal_site(args)
     end_ns = time.time_ns() if args.end is None else int(
         datetime.fromisoformat(args.end).replace(tzinfo=ZoneInfo(tz)).timestamp() * NS)
-    start_ns = end_ns - int(args.days * 86400 * NS)
+    asked_ns = end_ns - int(args.days * 86400 * NS)
+    head_log = Path(config.head_log_path) if config.head_log_path else default_head_log(path)
     journal = AlarmJournal(path, heads=False)
     try:  # a day before the period too: alarms already active or shelved when it starts
-        events = journal.events(start_ns - 86400 * NS, end_ns)
+        events = journal.events(asked_ns - 86400 * NS, end_ns)
+        since_ns = _journal_since(journal, head_log, asked_ns,
+                                  [e for e in events if e.time_ns >= asked_ns])
     finally:
         journal.close()
+    start_ns = assessed_start(asked_ns, end_ns, since_ns)
+    print(f"Alarm performance {_local(asked_ns, tz)} to {_local(end_ns, tz)} ({args.days:g} days "
+          f"asked), journal {path}")
+    if start_ns is None:
+        print(f"  {NOT_ENOUGH}: the journal holds no event and no exported head before "
+              f"{_local(end_ns, tz)}, so the period it covers is unknown")
+        return 0
+    if start_ns > asked_ns:
+        print(f"  the journal covers {_local(start_ns, tz)} on: "
+              f"{(end_ns - start_ns) / NS / 86400:.2f} days assessed")
     k = alarm_kpis(events, start_ns, end_ns)
-    print(f"Alarm performance {_local(start_ns, tz)} to {_local(end_ns, tz)} ({args.days:g} days), "
-          f"journal {path}")
     print(f"  annunciated alarms {k.annunciated:,} (all raises {k.raises:,}); "
           f"{k.per_10min:.2f} per 10 min, {k.per_day:.1f} per day, peak {k.peak_10min} in 10 min")
     print(f"  floods {len(k.floods)}, {k.flood_share:.2%} of the time; chattering "
@@ -218,8 +246,8 @@ def _kpi(args: argparse.Namespace) -> int:
         print(f"  frequent: {printable(actor.alarm_id)} {actor.raises:,} raises "
               f"({actor.share:.1%})")
     print("Against ISA-18.2 / EEMUA 191:")
-    for name, met, text in verdicts(k):
-        print(f"  [{'met' if met else 'NOT MET'}] {name}: {text}")
+    for name, met, text in verdicts(k, asked_s=(end_ns - asked_ns) / NS):
+        print(f"  [{NOT_ENOUGH if met is None else 'met' if met else 'NOT MET'}] {name}: {text}")
     return 0
 
 

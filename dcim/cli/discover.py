@@ -68,13 +68,27 @@ def _cmd_modbus(args: argparse.Namespace) -> int:
 def _opcua_gateway(args: argparse.Namespace) -> Any:
     from dcim.config.site import OpcuaGateway, OpcuaSecurity
 
-    security = OpcuaSecurity()
+    fields: dict[str, Any] = {}
     if args.security != "None":
-        security = OpcuaSecurity(policy="Basic256Sha256", mode=args.security,
-                                 certificate=args.certificate, private_key=args.private_key,
-                                 trust_dir=args.trust_dir)
+        fields = {"policy": "Basic256Sha256", "mode": args.security,
+                  "certificate": args.certificate, "private_key": args.private_key,
+                  "trust_dir": args.trust_dir}
+    if args.username or args.password_env:
+        fields |= {"username": args.username, "password_env": args.password_env}
+    security = OpcuaSecurity(**fields)
     return OpcuaGateway(id=args.gateway_id, protocol="opcua", endpoint=args.url,
                         security=security, timeout_s=args.timeout)
+
+
+def _login_hint(exc: Exception, args: argparse.Namespace) -> str:
+    """What to try when the server refused the session's user (anonymous or a password)."""
+    name = type(exc).__name__
+    if name in ("BadIdentityTokenInvalid", "BadIdentityTokenRejected") and not args.username:
+        return "\n(the server refuses anonymous sessions: give --username and --password-env)"
+    if name in ("BadUserAccessDenied", "BadIdentityTokenRejected") and args.username:
+        return (f"\n(the server refused user {args.username!r}: check the name and the "
+                f"password in ${args.password_env})")
+    return ""
 
 
 def _cmd_opcua(args: argparse.Namespace) -> int:
@@ -106,7 +120,8 @@ def _cmd_opcua(args: argparse.Namespace) -> int:
         print(f"{exc}\n(see `dcim pki trust {args.url}`)", file=sys.stderr)
         return 1
     except Exception as exc:  # asyncua raises many kinds (OSError, TimeoutError, UaError)
-        print(f"cannot browse {args.url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"cannot browse {args.url}: {type(exc).__name__}: {exc}{_login_hint(exc, args)}",
+              file=sys.stderr)
         return 1
     print("namespaces: " + ", ".join(inv.namespaces), file=sys.stderr)
     for var in inv.variables:
@@ -157,6 +172,10 @@ def add_parsers(sub: Any) -> None:
     o.add_argument("--certificate", default=None, help="client certificate (dcim pki client)")
     o.add_argument("--private-key", default=None, help="client private key (PEM)")
     o.add_argument("--trust-dir", default=None, help="folder of trusted server certificates")
+    o.add_argument("--username", default=None,
+                   help="user name of a username/password login (needs --password-env)")
+    o.add_argument("--password-env", default=None, metavar="VAR",
+                   help="environment variable holding the user's password (never on argv)")
     o.add_argument("--timeout", type=float, default=4.0, help="seconds per request (default 4)")
     o.add_argument("--max-nodes", type=int, default=2000,
                    help="stop browsing after this many nodes (default 2000)")

@@ -62,8 +62,12 @@ def _cmd_trust(args: argparse.Namespace) -> int:
         print(f"server certificate of {args.url}:")
         print("\n".join(f"  {line}" for line in describe(cert)))
         if not args.yes:
-            answer = input(f"Compare the fingerprints with the server's own. Trust it "
-                           f"(copy into {trust_dir})? [y/N] ")
+            try:
+                answer = input(f"Compare the fingerprints with the server's own. Trust it "
+                               f"(copy into {trust_dir})? [y/N] ")
+            except EOFError:  # no one to ask (stdin closed, a script): the answer is no
+                print("\nnot trusted: no answer on stdin (--yes trusts without asking)")
+                continue
             if answer.strip().lower() not in ("y", "yes"):
                 print("not trusted")
                 continue

@@ -39,6 +39,22 @@ DEFAULT_DELAYS = _default_delays()
 FALLBACK_DELAYS = AlarmDelays()  # a source of its own (a plug-in): no on-delay, 60 s off
 
 
+class AnomalyAlarmsConfig(BaseModel):
+    """How anomaly episodes become alarms: the false-alarm budget and who is paged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    false_alarms_per_week: float = Field(
+        1.0, gt=0, le=1000,
+        description="expected false alarms per series per week on normal data; sets the "
+                    "generic detector's threshold (docs/anomaly.md): lower is quieter and "
+                    "slower to see small faults")
+    page_min_confidence: float = Field(
+        0.9, ge=0, le=1,
+        description="anomaly alarms whose confidence (0-1, in the message) is below this are "
+                    "raised at low priority, which routes that start at medium do not page")
+
+
 class AlarmsConfig(BaseModel):
     """How conditions become alarms, and what operators may do with them."""
 
@@ -62,6 +78,9 @@ class AlarmsConfig(BaseModel):
                                     description="the window of chatter_count, seconds")
     stale_after_s: float = Field(24 * 3600.0, gt=0,
                                  description="an alarm active longer than this is stale")
+    anomaly: AnomalyAlarmsConfig = Field(
+        default_factory=AnomalyAlarmsConfig,
+        description="false-alarm budget of the anomaly detectors and the confidence that pages")
     maintenance: list[str] = Field(
         default_factory=list,
         description="unit ids in planned maintenance: their alarms are suppressed by design")

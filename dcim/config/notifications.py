@@ -9,7 +9,9 @@ from datetime import date, datetime
 from datetime import time as dt_time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dcim.alarms.types import Priority
 
@@ -141,6 +143,43 @@ class FloodConfig(_Base):
     max_lines: int = Field(30, ge=1, description="alarms listed in one summary's text")
 
 
+# Labels dcim sets on every alert itself (dcim/notify/alertmanager.py); `labels:` may not replace them
+ALERTMANAGER_LABELS = ("alertname", "site", "unit", "device", "priority", "alarm_id", "source")
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class AlertmanagerConfig(_Base):
+    """Post active alarms to a Prometheus Alertmanager (its v2 API), beside the built-in rota."""
+
+    url: str = Field("http://127.0.0.1:9093", pattern=r"^https?://",
+                     description="Alertmanager's base URL; alerts are posted to "
+                     "<url>/api/v2/alerts")
+    resend_interval_s: float = Field(
+        60.0, gt=0, le=3600, description="every firing alarm is posted again this often, so "
+        "Alertmanager never resolves a live alarm by itself: keep it well below Alertmanager's "
+        "resolve_timeout (5 min by default)")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="timeout of one request")
+    min_priority: Priority = Field(Priority.LOW, description="lowest alarm priority posted")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="fixed labels added to every alert (for example env "
+        "or team, for Alertmanager's routes); they cannot replace dcim's own: "
+        + ", ".join(ALERTMANAGER_LABELS))
+    dashboard_url: str | None = Field(
+        None, pattern=r"^https?://", description="the dashboard's address as people reach it, "
+        "sent as each alert's generatorURL (none sends no link)")
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name in labels:
+            if not LABEL_NAME.match(name):
+                raise ValueError(f"label {name!r}: a name is letters, digits and _, "
+                                 "not starting with a digit")
+            if name in ALERTMANAGER_LABELS:
+                raise ValueError(f"label {name!r} is set by dcim itself; pick another name")
+        return labels
+
+
 class NotificationsConfig(_Base):
     """The `notifications:` section of a site file."""
 
@@ -160,7 +199,9 @@ class NotificationsConfig(_Base):
     flood: FloodConfig = Field(default_factory=FloodConfig,
                                description="alarm flood detection and summaries")
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig,
-                                     description="retries of the outbox")
+                                     description="retries of the outbox (and of Alertmanager)")
+    alertmanager: AlertmanagerConfig | None = Field(
+        None, description="also post alarms to a Prometheus Alertmanager (docs/notifications.md)")
 
     @model_validator(mode="after")
     def _references(self) -> NotificationsConfig:

@@ -1,0 +1,319 @@
+"""A detector for any series: calibrated online scores, windows in time, explained kinds.
+
+`SeriesModel.fit(times_ns, values)` learns the sampling interval, the resolution and spread of
+the values, then warms its state on the history; `update(t_ns, value)` scores one sample.
+Five raw statistics are computed per sample and each is turned into a tail probability over
+its own recent history (TailCalibrator), so the score 1 - p means the same on every series:
+- spike: the value against the median of the last `spike_context_s` (or against the same time
+  a day earlier when the series is seasonal and that explains it better), in units of the
+  residual's robust scale;
+- level_shift: mean over `level_window_s` against the median of the `reference_s` before it;
+- drift: the same over `drift_window_s` (slow ramps that never look like a step);
+- variance: mean |residual| over `level_window_s` against its long-run value (both ways);
+- stuck: how long the value has not changed at all, against the runs the series usually has.
+The combined score is 1 - min(1, 5 * min p) (Bonferroni over the kinds). `generic_anomalies`
+turns scores into episodes at the threshold of the false-alarm budget, one per `refractory_s`.
+Scale floors come from the series' own resolution and spread, never from an absolute constant.
+See docs/anomaly.md, "The generic detector and NAB".
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from dcim.analytics.anomaly_base import NS, Anomaly, FloatArray, IntArray, label, severity_for
+from dcim.analytics.anomaly_generic_calib import Ring, TailCalibrator
+from dcim.storage.base import SeriesKey
+
+WEEK_S = 7 * 86400.0
+KINDS = ("spike", "level_shift", "drift", "variance", "stuck")
+MAD_TO_SIGMA = 1.4826
+
+
+@dataclass(frozen=True, slots=True)
+class GenericConfig:
+    """Shipped defaults are the settings NAB is scored with (bench/anomaly.py nab)."""
+
+    false_alarms_per_week: float = 1.0  # budget per series; sets the threshold on the score
+    spike_context_s: float = 900.0  # local level = median of this span before (3-30 samples)
+    level_window_s: float = 3600.0  # short mean for level shifts and variance (4-120 samples)
+    drift_window_s: float = 6 * 3600.0  # short mean for drifts (8-720 samples)
+    reference_s: float = 86400.0  # baseline span before the short windows (24-2880 samples)
+    calibration_s: float = 14 * 86400.0  # history of each statistic (64-4096 samples)
+    seasons_s: tuple[float, ...] = (86400.0, 7 * 86400.0)  # daily and weekly patterns
+    max_season_samples: int = 2016  # no seasonal lag beyond this many samples (memory)
+    refractory_s: float = 6 * 3600.0  # one alert per episode: no new raise this soon after one
+    warmup_samples: int = 48  # finite samples before anything is scored
+    spread_floor: float = 0.001  # scale floor as a fraction of the 5-95 % spread of the values
+    spike_max_s: float = 900.0  # an episode longer than this is not called a spike
+    beta_floor: float = 0.25  # least tail decay length of a statistic, in units of its scale
+    kinds_factor: float = 6.0  # p of the most surprising of the six statistics: 1 - (1 - p)^this
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """One sample's verdict: calibrated confidence in [0, 1], the leading kind, why."""
+
+    score: float
+    kind: str | None
+    detail: str
+    expected: float = math.nan
+
+
+def threshold_for_budget(false_alarms_per_week: float, interval_s: float) -> float:
+    """Score threshold at which samples of pure noise exceed it `budget` times a week."""
+    per_sample = false_alarms_per_week * max(interval_s, 1e-9) / WEEK_S
+    return 1.0 - min(1.0, max(per_sample, 0.0))
+
+
+def _samples(span_s: float, interval_s: float, lo: int, hi: int) -> int:
+    """A span in time as a number of samples, clamped to [lo, hi]."""
+    return int(min(hi, max(lo, round(span_s / interval_s))))
+
+
+def _interval(times_ns: IntArray) -> float:
+    """Median spacing in seconds (60 s when unknown)."""
+    if times_ns.size < 2:
+        return 60.0
+    d = np.diff(times_ns.astype(np.int64))
+    d = d[d > 0]
+    return float(np.median(d)) / NS if d.size else 60.0
+
+
+def scale_floor(values: FloatArray, spread_floor: float) -> tuple[float, float]:
+    """(resolution, floor): smallest nonzero step of the values, and the scale floor they imply."""
+    v = values[np.isfinite(values)]
+    if v.size < 2:
+        return 0.0, 0.0
+    u = np.unique(v)
+    res = float(np.diff(u).min()) if u.size > 1 else 0.0
+    lo, hi = np.percentile(v, [5.0, 95.0])
+    spread = float(hi - lo) or float(u[-1] - u[0])
+    return res, max(res / 2.0, spread_floor * spread)
+
+
+class _Scale:
+    """Robust scale (1.4826 median |r|) of a residual over its recent history, floored."""
+
+    __slots__ = ("ring", "since", "value")
+
+    def __init__(self, cap: int) -> None:
+        self.ring = Ring(cap)
+        self.since = 0
+        self.value = math.nan
+
+    def push(self, r: float) -> None:
+        """Add one residual."""
+        self.ring.push(abs(r))
+        self.since += 1
+        if self.since >= max(4, self.ring.n // 32):
+            self.since = 0
+            self.value = MAD_TO_SIGMA * float(np.median(self.ring.last(self.ring.n)))
+
+
+class SeriesModel:
+    """Online state of the generic detector for one series."""
+
+    def __init__(self, interval_s: float, config: GenericConfig) -> None:
+        c = self.config = config
+        self.interval_s = interval_s
+        self.declined: str | None = None
+        self.floor = 0.0
+        self.resolution = 0.0
+        self.k_spike = _samples(c.spike_context_s, interval_s, 3, 30)
+        self.k_level = _samples(c.level_window_s, interval_s, 4, 120)
+        self.k_drift = _samples(c.drift_window_s, interval_s, 8, 720)
+        self.k_ref = _samples(c.reference_s, interval_s, 24, 2880)
+        lags = (int(round(s / interval_s)) for s in c.seasons_s)
+        self.periods = [p for p in lags if 2 * self.k_spike < p <= c.max_season_samples]
+        cal = _samples(c.calibration_s, interval_s, 64, 4096)
+        longest = max(self.periods, default=0) + self.k_spike
+        self.values = Ring(max(self.k_ref + self.k_drift, longest, 2 * c.warmup_samples))
+        self.abs_e = Ring(self.k_level)
+        self.scale_e = _Scale(cal)
+        m = min(48, cal)
+        bf = c.beta_floor
+        self.cal = {k: TailCalibrator(cal, m, b) for k, b in (
+            ("spike", bf), ("season", bf), ("level_shift", bf), ("drift", bf),
+            ("variance", bf / 4), ("stuck", 1.0))}
+        self.run = 0
+        self.seen = 0
+        self.ref_cache: dict[int, tuple[float, float]] = {}
+        self.ref_age = 0
+
+    @classmethod
+    def fit(cls, times_ns: IntArray, values: FloatArray,
+            config: GenericConfig | None = None) -> SeriesModel:
+        """Learn interval, resolution and spread, then warm the state on the history."""
+        cfg = config or GenericConfig()
+        t = np.asarray(times_ns, dtype=np.int64)
+        v = np.asarray(values, dtype=np.float64)
+        m = cls(_interval(t), cfg)
+        m._judge(v)
+        for ti, vi in zip(t.tolist(), v.tolist()):
+            m.update(ti, vi)
+        return m
+
+    def _judge(self, v: FloatArray) -> None:
+        """Set the scale floor from the values seen, or decline with the reason."""
+        fin = v[np.isfinite(v)]
+        if fin.size < self.config.warmup_samples:
+            self.declined = f"too few finite samples ({fin.size} of {self.config.warmup_samples})"
+            return
+        if float(fin.max() - fin.min()) == 0.0:
+            self.declined = f"constant history (every sample {fin[0]:g})"
+            return
+        self.resolution, self.floor = scale_floor(fin, self.config.spread_floor)
+        self.declined = None
+
+    def update(self, t_ns: int, value: float) -> Score:
+        """Score one sample, then learn from it (the state advances)."""
+        x = float(value)
+        if not math.isfinite(x):
+            return Score(0.0, None, "missing sample")
+        vals = self.values
+        prev = vals.ago(1)
+        self.run = self.run + 1 if x == prev else 0
+        self.seen += 1
+        if self.declined is not None:
+            vals.push(x)
+            if self.seen % self.config.warmup_samples == 0:
+                self._judge(vals.last(vals.n))
+            return Score(0.0, None, f"declined: {self.declined}")
+        fl = self.floor
+        ctx = sorted(vals.last(self.k_spike).tolist())
+        pred = ctx[len(ctx) // 2] if ctx else x
+        e = x - pred
+        se = max(self.scale_e.value, fl) if math.isfinite(self.scale_e.value) else math.nan
+        es = self._season(x)
+        # a value the same hour of an earlier day or week also reached is no spike
+        r = min(abs(e), abs(es)) if math.isfinite(es) else abs(e)
+        stats: dict[str, float] = {"spike": r / se if se > 0 else math.nan}
+        if math.isfinite(es):
+            stats["season"] = abs(es) / se if se > 0 else math.nan
+        vals.push(x)
+        stats["level_shift"] = self._shift(self.k_level)
+        stats["drift"] = self._shift(self.k_drift)
+        self.abs_e.push(r)
+        if se > 0 and self.abs_e.n >= self.k_level:
+            short = float(self.abs_e.last(self.k_level).mean())
+            stats["variance"] = abs(math.log((short + fl) / (0.8 * se + fl)))
+        stats["stuck"] = float(self.run) if self.run >= 2 else 0.0
+        ps: dict[str, float] = {}
+        for k, s in stats.items():
+            ps[k] = self.cal[k].p(s)
+            self.cal[k].push(s)
+        self.scale_e.push(e)
+        if self.seen < self.config.warmup_samples:
+            return Score(0.0, None, "warming up")
+        key = min(ps, key=ps.__getitem__)
+        p = 1.0 - (1.0 - ps[key]) ** self.config.kinds_factor
+        kind = "spike" if key == "season" else key
+        expected = x - es if key == "season" else pred
+        return Score(1.0 - p, kind, _detail(kind, x, expected, stats, p), expected)
+
+    def _season(self, x: float) -> float:
+        """Distance of x outside the range of the same time +- k_spike one period ago (min over periods)."""
+        vals, h = self.values, self.k_spike
+        best = math.nan
+        for p in self.periods:
+            if vals.n < p + h:
+                continue
+            seg = vals.last(p + h)[:2 * h + 1]
+            lo, hi = float(seg.min()), float(seg.max())
+            d = x - hi if x > hi else (x - lo if x < lo else 0.0)
+            if not math.isfinite(best) or abs(d) < abs(best):
+                best = d
+        return best
+
+    def _shift(self, k: int) -> float:
+        """|mean of the last k samples - median of the reference before them| / its scale."""
+        vals = self.values
+        if vals.n < k + self.config.warmup_samples // 2:
+            return math.nan
+        self.ref_age += 1
+        cached = self.ref_cache.get(k)
+        if cached is None or self.ref_age >= 4 * max(1, k // 8):
+            ref = vals.last(min(vals.n, k + self.k_ref))[:-k]
+            med = float(np.median(ref))
+            mad = MAD_TO_SIGMA * float(np.median(np.abs(ref - med)))
+            cached = (med, max(mad, self.floor))
+            self.ref_cache[k] = cached
+            if k == self.k_drift:
+                self.ref_age = 0
+        med, sc = cached
+        if sc <= 0:
+            return math.nan
+        return abs(float(vals.last(k).mean()) - med) / sc
+
+    def score_batch(self, times_ns: IntArray, values: FloatArray) -> tuple[FloatArray, list[str | None]]:
+        """Scores and kinds of a span, as `update` would give them; the model itself is not advanced."""
+        m = copy.deepcopy(self)
+        out = np.zeros(len(values))
+        kinds: list[str | None] = []
+        for i, (t, v) in enumerate(zip(np.asarray(times_ns).tolist(), np.asarray(values).tolist())):
+            s = m.update(int(t), float(v))
+            out[i] = s.score
+            kinds.append(s.kind)
+        return out, kinds
+
+
+def _detail(kind: str, x: float, expected: float, stats: dict[str, float], p: float) -> str:
+    """One line saying why the sample scored as it did."""
+    what = {"spike": "away from its recent level", "level_shift": "mean moved from its reference",
+            "drift": "slow mean change over the drift window",
+            "variance": "noise level changed", "stuck": "value unchanged"}[kind]
+    s = stats.get(kind, math.nan)
+    if kind == "stuck":
+        return f"stuck: {x:.4g} unchanged for {int(s)} samples (p={p:.2g})"
+    return f"{kind}: {x:.4g} vs expected {expected:.4g}, {what} (stat {s:.3g}, p={p:.2g})"
+
+
+def detections(times_ns: IntArray, scores: FloatArray, threshold: float,
+               refractory_s: float) -> list[int]:
+    """Indices where an alert is raised: score >= threshold, at most one per refractory span."""
+    out: list[int] = []
+    last = -math.inf
+    gap = refractory_s * NS
+    for i in np.flatnonzero(scores >= threshold).tolist():
+        if times_ns[i] - last >= gap:
+            out.append(i)
+            last = float(times_ns[i])
+    return out
+
+
+def generic_anomalies(key: SeriesKey, times_ns: IntArray, values: FloatArray, model: SeriesModel,
+                      config: GenericConfig | None = None) -> list[Anomaly]:
+    """Episodes of a span scored by the model (not advanced): one per refractory span."""
+    cfg = config or model.config
+    t = np.asarray(times_ns, dtype=np.int64)
+    v = np.asarray(values, dtype=np.float64)
+    if model.declined is not None or t.size == 0:
+        return []
+    m = copy.deepcopy(model)
+    res = [m.update(int(a), float(b)) for a, b in zip(t.tolist(), v.tolist())]
+    sc = np.array([r.score for r in res])
+    thr = threshold_for_budget(cfg.false_alarms_per_week, model.interval_s)
+    raised = detections(t, sc, thr, cfg.refractory_s)
+    out = []
+    for j, i in enumerate(raised):
+        stop = raised[j + 1] if j + 1 < len(raised) else t.size
+        over = np.flatnonzero(sc[i:stop] >= thr) + i
+        last = int(over[-1])
+        peak = int(i + np.argmax(sc[i:last + 1]))
+        kind = res[peak].kind or "spike"
+        if kind == "spike" and (t[last] - t[i]) / NS > cfg.spike_max_s:
+            kind = "level_shift"
+        conf = float(sc[peak])
+        decades = math.log10(max(1.0 - thr, 1e-300) / max(1.0 - conf, 1e-300))
+        out.append(Anomaly(
+            series=key, layer="generic", kind=kind, since_ns=int(t[i]), last_ns=int(t[last]),
+            raised_ns=int(t[i]), value=float(v[peak]), expected=res[peak].expected,
+            score=conf, severity=severity_for(decades, 0.0, 1.0, 2.0),
+            message=f"{label(key)} {res[peak].detail}",
+            context={"threshold": thr, "samples_over": float(over.size)}))
+    return out

@@ -1,0 +1,113 @@
+"""Building blocks of the generic detector: a mirrored ring buffer and a tail calibrator.
+
+The calibrator turns a raw statistic into a tail probability over the statistic's own recent
+history (the idea of HTM's anomaly likelihood, with the tail of SPOT / peaks-over-threshold):
+below the tail threshold the empirical rank, above it an exponential tail fitted to the
+excesses. A score of 1 - p then means the same on every series, whatever the statistic's scale.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+
+import numpy as np
+
+from dcim.analytics.anomaly_base import FloatArray
+
+
+class Ring:
+    """Fixed-capacity ring of floats whose last k values are always one contiguous view."""
+
+    __slots__ = ("buf", "cap", "i", "n")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = max(1, int(cap))
+        self.buf = np.zeros(2 * self.cap)
+        self.i = 0
+        self.n = 0
+
+    def push(self, x: float) -> None:
+        """Append one value (the oldest drops out when full)."""
+        self.buf[self.i] = x
+        self.buf[self.i + self.cap] = x
+        self.i = (self.i + 1) % self.cap
+        if self.n < self.cap:
+            self.n += 1
+
+    def last(self, k: int) -> FloatArray:
+        """The last min(k, n) values, oldest first (a view: copy before keeping)."""
+        k = min(k, self.n)
+        end = self.i + self.cap
+        return self.buf[end - k:end]
+
+    def ago(self, k: int) -> float:
+        """The value pushed k pushes ago (1 = the latest); NaN when not held."""
+        if k < 1 or k > self.n:
+            return math.nan
+        return float(self.buf[self.i + self.cap - k])
+
+    def copy(self) -> Ring:
+        """An independent copy."""
+        r = Ring.__new__(Ring)
+        r.cap, r.i, r.n, r.buf = self.cap, self.i, self.n, self.buf.copy()
+        return r
+
+
+class TailCalibrator:
+    """Tail probability P(stat >= x) under the statistic's own recent history."""
+
+    __slots__ = ("beta", "beta_floor", "min_n", "q", "ring", "since", "sorted", "tail", "u")
+
+    def __init__(self, cap: int, min_n: int, beta_floor: float, tail: float = 0.05) -> None:
+        self.ring = Ring(cap)
+        self.min_n = min_n
+        self.beta_floor = beta_floor
+        self.tail = tail
+        self.sorted: list[float] | None = None
+        self.u = math.inf
+        self.beta = beta_floor
+        self.q = 1.0
+        self.since = 0
+
+    def p(self, x: float) -> float:
+        """Tail probability of x (1.0 while the history is too short)."""
+        s = self.sorted
+        if s is None or not math.isfinite(x):
+            return 1.0
+        n = len(s)
+        if x > self.u:
+            return self.q * math.exp(-(x - self.u) / self.beta)
+        k = n - bisect_left(s, x)
+        return (k + 1) / (n + 1)
+
+    def push(self, x: float) -> None:
+        """Add one value of the statistic; refit now and then (cost amortised)."""
+        if not math.isfinite(x):
+            return
+        self.ring.push(x)
+        self.since += 1
+        n = self.ring.n
+        if n >= self.min_n and self.since >= max(8, n // 64):
+            self.refit()
+
+    def refit(self) -> None:
+        """Sort the history, place the tail threshold and fit the exponential excess."""
+        self.since = 0
+        s = np.sort(self.ring.last(self.ring.n))
+        n = s.size
+        u = float(s[min(n - 1, int((1.0 - self.tail) * n))])
+        ex = s[s > u] - u
+        self.u = u
+        self.q = (ex.size + 1) / (n + 1)
+        self.beta = max(float(ex.mean()) if ex.size else 0.0, self.beta_floor)
+        self.sorted = s.tolist()
+
+    def copy(self) -> TailCalibrator:
+        """An independent copy."""
+        c = TailCalibrator.__new__(TailCalibrator)
+        c.ring = self.ring.copy()
+        c.min_n, c.beta_floor, c.tail, c.u, c.beta, c.q, c.since = (
+            self.min_n, self.beta_floor, self.tail, self.u, self.beta, self.q, self.since)
+        c.sorted = self.sorted  # replaced, never mutated, at refit
+        return c
