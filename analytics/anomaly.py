@@ -283,8 +283,8 @@ class Detector:
                 m = SeriesModel.fit(t, g, self.cfg.generic)
                 self.generic[key] = m
                 self.tracks[key] = GenericTrack(m, int(t[-1]) if t.size else None)
-                if m.declined:
-                    self.note(f"generic on {key.device}/{key.point}", m.declined)
+                if m.declined:  # a standby unit reading 0 is normal: said, not warned
+                    self.note(f"generic on {key.device}/{key.point}", m.declined, logging.INFO)
             if role is None or not self.role_layers_apply(key, s):
                 continue
             if role in self.cfg.robust_roles:

@@ -46,12 +46,12 @@ class GenericConfig:
     calibration_s: float = 14 * 86400.0  # history of each statistic (64-4096 samples)
     seasons_s: tuple[float, ...] = (86400.0, 7 * 86400.0)  # daily and weekly patterns
     max_season_samples: int = 2016  # no seasonal lag beyond this many samples (memory)
-    refractory_s: float = 6 * 3600.0  # one alert per episode: no new raise this soon after one
+    refractory_s: float = 12 * 3600.0  # one alert per episode: no new raise this soon after one
     warmup_samples: int = 48  # finite samples before anything is scored
     spread_floor: float = 0.001  # scale floor as a fraction of the 5-95 % spread of the values
     spike_max_s: float = 900.0  # an episode longer than this is not called a spike
     beta_floor: float = 0.25  # least tail decay length of a statistic, in units of its scale
-    kinds_factor: float = 6.0  # p of the most surprising of the six statistics: 1 - (1 - p)^this
+    kinds_factor: float = 1.0  # p of the most surprising of the six statistics: 1 - (1 - p)^this
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +142,9 @@ class SeriesModel:
             ("variance", bf / 4), ("stuck", 1.0))}
         self.run = 0
         self.seen = 0
-        self.ref_cache: dict[int, tuple[float, float]] = {}
-        self.ref_age = 0
+        self.ref_cache: dict[int, tuple[float, float, int]] = {}  # k -> (median, scale, age)
+        self.sums = {self.k_level: 0.0, self.k_drift: 0.0}  # running sums of the last k values
+        self.abs_sum = 0.0
 
     @classmethod
     def fit(cls, times_ns: IntArray, values: FloatArray,
@@ -195,12 +196,14 @@ class SeriesModel:
         stats: dict[str, float] = {"spike": r / se if se > 0 else math.nan}
         if math.isfinite(es):
             stats["season"] = abs(es) / se if se > 0 else math.nan
-        vals.push(x)
+        self._push(x)
         stats["level_shift"] = self._shift(self.k_level)
         stats["drift"] = self._shift(self.k_drift)
+        old = self.abs_e.ago(self.k_level) if self.abs_e.n >= self.k_level else 0.0
+        self.abs_sum += r - old
         self.abs_e.push(r)
         if se > 0 and self.abs_e.n >= self.k_level:
-            short = float(self.abs_e.last(self.k_level).mean())
+            short = max(self.abs_sum, 0.0) / self.k_level
             stats["variance"] = abs(math.log((short + fl) / (0.8 * se + fl)))
         stats["stuck"] = float(self.run) if self.run >= 2 else 0.0
         ps: dict[str, float] = {}
@@ -216,6 +219,16 @@ class SeriesModel:
         expected = x - es if key == "season" else pred
         return Score(1.0 - p, kind, _detail(kind, x, expected, stats, p), expected)
 
+    def _push(self, x: float) -> None:
+        """Append a value, keeping the running sums of the short windows (exact every 1024)."""
+        vals = self.values
+        for k in self.sums:
+            self.sums[k] += x - (vals.ago(k) if vals.n >= k else 0.0)
+        vals.push(x)
+        if self.seen % 1024 == 0:
+            for k in self.sums:
+                self.sums[k] = float(vals.last(k).sum())
+
     def _season(self, x: float) -> float:
         """Distance of x outside the range of the same time +- k_spike one period ago (min over periods)."""
         vals, h = self.values, self.k_spike
@@ -223,8 +236,8 @@ class SeriesModel:
         for p in self.periods:
             if vals.n < p + h:
                 continue
-            seg = vals.last(p + h)[:2 * h + 1]
-            lo, hi = float(seg.min()), float(seg.max())
+            seg = vals.last(p + h)[:2 * h + 1].tolist()
+            lo, hi = min(seg), max(seg)
             d = x - hi if x > hi else (x - lo if x < lo else 0.0)
             if not math.isfinite(best) or abs(d) < abs(best):
                 best = d
@@ -235,20 +248,17 @@ class SeriesModel:
         vals = self.values
         if vals.n < k + self.config.warmup_samples // 2:
             return math.nan
-        self.ref_age += 1
         cached = self.ref_cache.get(k)
-        if cached is None or self.ref_age >= 4 * max(1, k // 8):
+        if cached is None or cached[2] >= max(2, k // 2):
             ref = vals.last(min(vals.n, k + self.k_ref))[:-k]
             med = float(np.median(ref))
             mad = MAD_TO_SIGMA * float(np.median(np.abs(ref - med)))
-            cached = (med, max(mad, self.floor))
-            self.ref_cache[k] = cached
-            if k == self.k_drift:
-                self.ref_age = 0
-        med, sc = cached
+            cached = (med, max(mad, self.floor), 0)
+        self.ref_cache[k] = (cached[0], cached[1], cached[2] + 1)
+        med, sc, _ = cached
         if sc <= 0:
             return math.nan
-        return abs(float(vals.last(k).mean()) - med) / sc
+        return abs(self.sums[k] / k - med) / sc
 
     def score_batch(self, times_ns: IntArray, values: FloatArray) -> tuple[FloatArray, list[str | None]]:
         """Scores and kinds of a span, as `update` would give them; the model itself is not advanced."""
@@ -302,18 +312,46 @@ def generic_anomalies(key: SeriesKey, times_ns: IntArray, values: FloatArray, mo
     out = []
     for j, i in enumerate(raised):
         stop = raised[j + 1] if j + 1 < len(raised) else t.size
-        over = np.flatnonzero(sc[i:stop] >= thr) + i
-        last = int(over[-1])
+        last = _episode_end(t, sc, i, stop, thr, cfg.level_window_s)
         peak = int(i + np.argmax(sc[i:last + 1]))
-        kind = res[peak].kind or "spike"
-        if kind == "spike" and (t[last] - t[i]) / NS > cfg.spike_max_s:
-            kind = "level_shift"
+        kind = _episode_kind(t, v, sc, res, i, last, thr, cfg.spike_max_s)
         conf = float(sc[peak])
         decades = math.log10(max(1.0 - thr, 1e-300) / max(1.0 - conf, 1e-300))
+        detail = res[peak].detail if res[peak].kind == kind else f"{kind} ({res[peak].detail})"
         out.append(Anomaly(
             series=key, layer="generic", kind=kind, since_ns=int(t[i]), last_ns=int(t[last]),
             raised_ns=int(t[i]), value=float(v[peak]), expected=res[peak].expected,
             score=conf, severity=severity_for(decades, 0.0, 1.0, 2.0),
-            message=f"{label(key)} {res[peak].detail}",
-            context={"threshold": thr, "samples_over": float(over.size)}))
+            message=f"{label(key)} {detail}",
+            context={"threshold": thr, "samples_over": float((sc[i:last + 1] >= thr).sum())}))
     return out
+
+
+def _episode_end(t: IntArray, sc: FloatArray, i: int, stop: int, thr: float, gap_s: float) -> int:
+    """Last over-threshold index after i whose gap to the previous one is at most gap_s."""
+    last = i
+    for k in (np.flatnonzero(sc[i:stop] >= thr) + i).tolist():
+        if (t[k] - t[last]) / NS > gap_s:
+            break
+        last = k
+    return last
+
+
+def _episode_kind(t: IntArray, v: FloatArray, sc: FloatArray, res: list[Score], i: int,
+                  last: int, thr: float, spike_max_s: float) -> str:
+    """Kind of an episode: its peak's kind; spikes of both signs are variance, long ones a shift."""
+    peak = int(i + np.argmax(sc[i:last + 1]))
+    kind = res[peak].kind or "spike"
+    if kind != "spike":
+        return kind
+    spikes = [k for k in range(i, last + 1) if sc[k] >= thr and res[k].kind == "spike"]
+    up = sum(1 for k in spikes if v[k] > res[k].expected)
+    if up >= 2 and len(spikes) - up >= 2:
+        return "variance"
+    after = v[peak + 1:last + 1]
+    after = after[np.isfinite(after)]
+    excursion = abs(v[peak] - res[peak].expected)
+    if (t[last] - t[i]) / NS > spike_max_s and after.size and \
+            abs(float(np.median(after)) - res[peak].expected) > excursion / 2:
+        return "level_shift"  # it did not come back
+    return kind

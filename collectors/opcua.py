@@ -3,10 +3,11 @@
 Subscribed points keep their latest value, status and arrival time ("sample and hold");
 every aligned boundary of a device's interval turns them into samples. With the gateway's
 `timestamps: source` (or `server`) a new value is stored once at the device's time for it
-and a held one at the boundary's time; with `poll` every sample carries the boundary, so
-redundant collectors write identical timestamps. Poll-mode devices are read in one batched
-Read per boundary instead. Node ids are resolved from namespace URIs on
-every connection. After a lost connection the old client and its subscription are torn
+and a held one at the boundary's time (moved back by the device's lag in whole intervals,
+so a late-dated next change never comes before it); with `poll` every sample carries the
+boundary, so redundant collectors write identical timestamps. Poll-mode devices are read in
+one batched Read per boundary instead. Node ids are resolved from namespace URIs on every
+connection. After a lost connection the old client and its subscription are torn
 down and exactly one new subscription is made on the next connection (asyncua's own
 auto-reconnect is off: it would restore monitored items with stale namespace indexes).
 The collector never writes to the server.
@@ -98,6 +99,10 @@ class _Point:
     device_ns: int = 0
     time_ns: int = 0
     written_ns: int = 0
+    # how far the device time of the newest value was behind its arrival (0 or more): held
+    # values are dated that far back (in whole intervals), so that the next change, dated
+    # by the same device, does not come before them
+    lag_ns: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -426,6 +431,7 @@ class OpcuaCollector:
         point.time_ns, skew_ns = judge_time(device_ns, received_ns, first=not point.received,
                                             max_skew_ns=self._max_skew_ns,
                                             late_ns=point.late_ns)
+        point.lag_ns = max(0, received_ns - device_ns) if point.time_ns == device_ns else 0
         if skew_ns is not None and point.device_id not in self._skew_logged:
             self._skew_logged.add(point.device_id)
             log.warning("OPC UA device clock is off by %.1f s (more than max_clock_skew_s): "
@@ -434,10 +440,25 @@ class OpcuaCollector:
                             "point": point.name, "skew_s": round(skew_ns / 1e9, 3),
                             "max_clock_skew_s": self.gateway.max_clock_skew_s})
 
-    def _sample_time(self, p: _Point, t_ns: int) -> int:
-        """When a sample of p at the boundary t_ns is stored: its new value's own time, once;
-        else (poll policy, or no new value since the last sample) the boundary."""
-        t = p.time_ns if self._stamped and p.time_ns > p.written_ns else t_ns
+    def _sample_time(self, p: _Point, t_ns: int) -> int | None:
+        """When a sample of p at the boundary t_ns is stored (None: not at this boundary).
+
+        Poll policy: the boundary. Source or server: a new value at its own time, once; a
+        held value at the boundary moved back by the device's lag rounded up to whole
+        intervals (still an aligned boundary), and not at all when that is no later than the
+        last sample. Dating a held value at the boundary itself would put it after the
+        device's next change whenever the device's clock runs an interval or more behind
+        the arrival (a BMS stamping values at its field controllers), and every later change
+        would then be moved to a boundary too."""
+        if not self._stamped:
+            t = t_ns
+        elif p.time_ns > p.written_ns:
+            t = p.time_ns
+        else:
+            intervals_behind = -(-p.lag_ns // p.late_ns) if p.late_ns else 0  # rounded up
+            t = t_ns - intervals_behind * p.late_ns
+            if t <= p.written_ns:
+                return None
         p.written_ns = max(p.written_ns, t)
         return t
 
@@ -504,8 +525,9 @@ class OpcuaCollector:
             if not p.received:
                 if not p.ever and now - conn.connected_mono < dev.stale_after_s:
                     continue  # initial value on its way
-                out.append(Sample(p.series, self._sample_time(p, t_ns), p.last_good,
-                                  Quality.BAD))
+                at = self._sample_time(p, t_ns)
+                if at is not None:
+                    out.append(Sample(p.series, at, p.last_good, Quality.BAD))
                 bad += 1
                 continue
             quality = quality_of(p.status)
@@ -513,7 +535,9 @@ class OpcuaCollector:
                 quality = max(quality, Quality.STALE)
             value = p.value if quality is not Quality.BAD and not math.isnan(p.value) \
                 else p.last_good
-            out.append(Sample(p.series, self._sample_time(p, t_ns), value, quality))
+            at = self._sample_time(p, t_ns)
+            if at is not None:
+                out.append(Sample(p.series, at, value, quality))
             bad += quality is Quality.BAD
             stale += quality is Quality.STALE
             fresh += 1

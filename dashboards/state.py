@@ -6,6 +6,8 @@ alarms into the document served at `/api/state` and pushed on `/api/events`
 knows: unit states, energisation, rack bands and loads are computed once by the live builder
 (dcim/live/build.py); this module only lays them out for the page:
 
+- site: name, the document's time and the site's time zone (IANA name, abbreviation and
+  offset from UTC at that time: the page shows every time on the site's clock);
 - headline: live and today's PUE (with category and coverage, or the reason it is
   withheld), pPUE, IT and facility load in kW, outdoor temperature;
 - the power chain (every electrical component with its depth from the sources, live kW and
@@ -21,9 +23,12 @@ knows: unit states, energisation, rack bands and loads are computed once by the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dcim.alarms.types import PRIORITY_ORDER, Alarm, AlarmState
 from dcim.analytics.pue import Figure, PueFigure, SiteFigures
@@ -50,6 +55,29 @@ def _pue(fig: PueFigure | None) -> dict[str, Any] | None:
 
 def _value(fig: Figure | None) -> float | None:
     return None if fig is None else _finite(fig.value)
+
+
+@functools.lru_cache(maxsize=16)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def zone_doc(name: str, now_ns: int) -> dict[str, Any]:
+    """The site's zone at an instant: its abbreviation ("HKT") and offset from UTC in minutes.
+
+    Both are None for a zone this machine does not know (the page then names the zone only).
+    Computed per document, so a daylight-saving change shows with the next one."""
+    zone = _zone(name)
+    if zone is None:
+        return {"tz_abbrev": None, "utc_offset_min": None}
+    at = datetime.fromtimestamp(now_ns / 1e9, tz=timezone.utc).astimezone(zone)
+    offset = at.utcoffset()
+    abbrev = at.tzname()
+    return {"tz_abbrev": abbrev if abbrev and abbrev[0] not in "+-" else None,
+            "utc_offset_min": None if offset is None else int(offset.total_seconds() // 60)}
 
 
 def headline_doc(state: SiteState) -> dict[str, Any]:
@@ -185,7 +213,7 @@ def state_document(state: SiteState, alarms: Sequence[Alarm], now_ns: int, *,
     return {
         "seq": state.seq,
         "site": {"id": state.site_id, "name": state.site_name, "time_ms": now_ns // 1_000_000,
-                 "timezone": state.timezone},
+                 "timezone": state.timezone, **zone_doc(state.timezone, now_ns)},
         "headline": headline_doc(state),
         "collection": collection_doc(state.collection),
         "redundancy": redundancy_doc(state.redundancy),

@@ -162,6 +162,17 @@ class AvailabilityReport:
     evidence: dict[str, Any]
     events: dict[tuple[str, int, str], list[AlarmEvent]] = field(default_factory=dict)
 
+    @property
+    def coverage(self) -> float:
+        """The mean coverage of every system: how much of the period the store covers."""
+        covered = [a.coverage for s in self.sections for a in s.systems]
+        return sum(covered) / len(covered) if covered else 0.0
+
+    @property
+    def enough_data(self) -> bool:
+        """Whether the store covers enough of the period (MIN_COVERAGE) for the figures."""
+        return self.coverage >= MIN_COVERAGE - 1e-12
+
     def incidents(self) -> list[Incident]:
         """Every incident of every section, oldest first."""
         return sorted((i for s in self.sections for a in s.systems for i in a.incidents),
@@ -548,10 +559,9 @@ def render_markdown(report: AvailabilityReport) -> str:
              f"Period {_local(report.start_ns, tz)} to {_local(report.end_ns, tz)} ({md(tz)}), "
              f"{_dur((report.end_ns - report.start_ns) / NS)}; resolution {report.step_s:g} s; "
              f"generated {_local(report.generated_ns, tz)}.", ""]
-    covered = [a.coverage for s in report.sections for a in s.systems]
-    if covered and sum(covered) / len(covered) < MIN_COVERAGE:
-        lines += [f"Not enough data: the store covers {sum(covered) / len(covered) * 100:.1f} % "
-                  f"of the period on average (at least {MIN_COVERAGE:.0%} for an availability "
+    if not report.enough_data:
+        lines += [f"Not enough data: the store covers {report.coverage * 100:.1f} % of the "
+                  f"period on average (at least {MIN_COVERAGE:.0%} for an availability "
                   "figure); the figures below say so system by system.", ""]
     head = ("| system | kind | availability | excl. planned | coverage | unplanned down | "
             "planned down | degraded | failures | MTBF | MTTR |")
@@ -637,7 +647,8 @@ def report_json(report: AvailabilityReport) -> dict[str, Any]:
         "period": {"start_ns": report.start_ns, "end_ns": report.end_ns,
                    "start_local": _local(report.start_ns, report.timezone),
                    "end_local": _local(report.end_ns, report.timezone),
-                   "resolution_s": report.step_s},
+                   "resolution_s": report.step_s, "coverage": report.coverage,
+                   "enough_data": report.enough_data, "min_coverage": MIN_COVERAGE},
         "generated_ns": report.generated_ns,
         "sections": [{"title": s.title,
                       "rollup": _system_json(s.rollup) if s.rollup else None,

@@ -24,6 +24,7 @@ from dcim.collectors.service import CollectorService
 from dcim.live.service import LiveState
 from dcim.live.state import Collection
 from dcim.site import Site
+from dcim.status_line import Status, StatusPrinter, status_of
 from dcim.storage.base import Storage
 from dcim.storage.factory import open_storage
 
@@ -363,33 +364,15 @@ class System:
             stack, self._stack = self._stack, None
             await stack.aclose()
 
-    def status_line(self) -> str:
-        """One line from the live state: PUE, Tier III, alarms, devices, polls, storage."""
+    def status(self) -> Status:
+        """The status line's fields (dcim/status_line.py): live state and active alarms."""
         assert self.live is not None
-        state = self.live.current()
-        c = state.collection
-        fig = state.pue_live.pue if state.pue_live is not None else None
-        if fig is None:
-            pue = "PUE live: -" if "pue" not in state.withheld else "PUE: withheld"
-        elif fig.value is not None:
-            pue = f"PUE live {fig.value:.3f} ({fig.category})"
-        else:
-            pue = f"PUE live: withheld, coverage {fig.coverage:.0%}"
-        if state.redundancy is not None:
-            pue += " | CM yes" if state.redundancy.concurrently_maintainable else " | CM NO"
-        pue += f" | anomalies {len(state.anomalies)}"
-        if self.alarms is not None:
-            shown = [a for a in self.alarms.engine.active() if a.announced
-                     and a.state is not AlarmState.NORMAL]
-            unack = sum(a.state is not AlarmState.ACKED for a in shown)
-            pue += f" | alarms {len(shown)} ({unack} unacknowledged)"
-        devices = (f"devices {c.up}/{c.devices} up, {c.connecting} connecting, {c.stale} stale, "
-                   f"{c.down} down" if c.connecting else
-                   f"devices {c.up}/{c.devices} up, {c.stale} stale, {c.down} down")
-        lost = f" LOST {c.lost_samples:,}" if c.lost_samples else ""
-        return (f"{pue} | {devices} | polls {c.polls:,} ({c.polls_per_s:,.0f}/s) errors "
-                f"{c.errors:,} missed cycles {c.missed_cycles} | stored {c.stored:,} "
-                f"buffered {c.buffered:,}{lost}")
+        return status_of(self.live.current(),
+                         self.alarms.engine.active() if self.alarms is not None else None)
+
+    def status_line(self, width: int | None = None) -> str:
+        """The status line, fitted to width columns (None: every field in full)."""
+        return self.status().line(width)
 
 
 async def run_until_interrupted(system: System, *, seconds: float | None = None,
@@ -400,16 +383,13 @@ async def run_until_interrupted(system: System, *, seconds: float | None = None,
     await system.start()
     if on_started is not None:
         on_started(system)
-    tty = out.isatty()
+    printer = StatusPrinter(out)  # in place on a terminal, a line a minute to a file
     deadline = time.monotonic() + seconds if seconds is not None else None
     try:
         while deadline is None or time.monotonic() < deadline:
             await asyncio.sleep(every_s if deadline is None else
                                 max(0.0, min(every_s, deadline - time.monotonic())))
-            line = system.status_line()
-            out.write(("\r" + line.ljust(150)) if tty else line + "\n")
-            out.flush()
+            printer.show(system.status())
     finally:
-        if tty:
-            out.write("\n")
+        printer.close()
         await system.stop()

@@ -23,10 +23,10 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from dcim.cli import main
 from dcim.collectors.discover_modbus import (
-    DeviceIdPage, ScanResult, SunspecModel, TcpTransport, UnitInfo, build_draft,
-    device_id_pdu, parse_common_model, parse_device_id, parse_registers, parse_units,
-    read_pdu, render_draft, scan, sunspec_meter_points,
+    DeviceIdPage, ScanResult, SunspecModel, TcpTransport, UnitInfo, device_id_pdu,
+    parse_common_model, parse_device_id, parse_registers, parse_units, read_pdu, scan,
 )
+from dcim.collectors.discover_modbus_draft import build_draft, render_draft, sunspec_meter_points
 from dcim.config.site import ModbusGateway
 from dcim.library import identifiers
 from dcim.library.identify import Identify, SunspecRule, recognise

@@ -209,7 +209,7 @@ def test_a_discovered_bms_stores_what_it_served_at_its_source_timestamps(
                          "--since", "10m", "--format", "json"]) == 0
             rows = json.loads(capsys.readouterr().out)["rows"]
             matched, problems = check_rows(rows, served[node], int(INTERVAL_S * 1000))
-            assert problems == [], f"{device['id']}.{point['name']}"
+            assert problems == [], f"{device['id']}.{point['name']}: {rows}"
             assert matched >= 2, f"{device['id']}.{point['name']}: {rows}"
 
 

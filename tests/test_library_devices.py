@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from dcim.collectors.discover_modbus import TcpTransport, build_draft, scan, sunspec_meter_points
+from dcim.collectors.discover_modbus import TcpTransport, scan
+from dcim.collectors.discover_modbus_draft import build_draft, sunspec_meter_points
 from dcim.collectors.modbus import ModbusCollector
 from dcim.config.site import ModbusGateway
 from dcim.library import library

@@ -167,3 +167,12 @@ async def test_real_answers_match_the_document(live: LiveState, store: UserStore
         assert answer == DOC  # what is served is the document the other tests check
     if path == "/api/state" and got == 200:
         assert answer["site"]["id"] == "cyberport5"
+
+
+async def test_a_dashboard_without_sign_in_serves_it_on_loopback(live: LiveState) -> None:
+    app = create_app(DashboardSettings(), live, None)
+    async with TestServer(app) as server, aiohttp.ClientSession() as http:
+        status, doc = await call(http, server, "get", PATH)
+    assert status == 200 and doc["info"]["title"] == "dcim dashboard API"
+    # the empty requirement: no credentials asked without `auth:`
+    assert {} in doc["paths"]["/api/state"]["get"]["security"]

@@ -192,7 +192,13 @@ def test_the_cli_writes_every_format(tmp_path: Path, monkeypatch: pytest.MonkeyP
     text = (tmp_path / "r.md").read_text()
     assert "## Incidents" in text and "UPS-A3" in text and (tmp_path / "r.png").exists()
     assert main(["report", "availability", site, *period, "--format", "json"]) == 0
-    data = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert "not enough data" not in err  # two hours asked, two hours stored
+    assert main(["report", "availability", site, "--from", "2026-12-01T00:00", "--to",
+                 "2026-12-01T10:00", "--format", "csv"]) == 0
+    assert "note: not enough data: the store covers 19.9% of the period" in \
+        capsys.readouterr().err
     assert any(i["system"] == "UPS-A3" and i["alarm_events"] for i in data["incidents"])
     assert main(["report", "availability", site, "--from", "2026-12-01T10:00", "--to",
                  "2026-12-01T08:00"]) == 2
@@ -377,4 +383,6 @@ async def test_a_day_asked_of_two_hours_of_history(store: EmbeddedStorage) -> No
     # the two racks with a deficit, each on its own row; no rack listed for being at 100 %
     assert [r.split(" |")[0] for r in rows] == ["| all racks", "| H1-A02", "| H1-A01"]
     assert all("not enough data" in r for r in rows)
-    assert report_json(report)["sections"][0]["systems"][0]["enough_data"] is False
+    data = report_json(report)
+    assert data["sections"][0]["systems"][0]["enough_data"] is False
+    assert (data["period"]["enough_data"], round(data["period"]["coverage"], 3)) == (False, 0.083)

@@ -9,7 +9,9 @@
  * is rendered by one small function. Data only ever enters the page through textContent
  * and attributes (createElement), never through innerHTML.
  * Missing numbers render as "–"; times are on the site's clock (Asia/Hong_Kong unless
- * the document names another zone in site.timezone); alarm ages tick every second.
+ * the document names another zone in site.timezone), named by site.tz_abbrev and
+ * site.utc_offset_min ("HKT (UTC+8)"); the header's site clock and alarm ages tick every
+ * second. The power chain is drawn by chain.js.
  *
  * Alarm actions POST JSON to /api/alarms/{action}; the change comes back on the stream (when
  * polling, the page refreshes at once). "history" lists an alarm's journal from
@@ -108,29 +110,64 @@ function pad2(n) {
 
 const DEFAULT_TIMEZONE = 'Asia/Hong_Kong'; // the reference site's, until /api/state names one
 let siteTimezone = DEFAULT_TIMEZONE;
+let siteZone = {abbrev: null, offsetMin: null}; // from the newest document (zoneinfo on the server)
 const zoneFormats = new Map();
 
-/** Year..second of an instant on the site's clock (the browser's own if the zone is unknown). */
-function timeParts(ms) {
-  if (!zoneFormats.has(siteTimezone)) {
+/** An Intl formatter on the site's clock (null if the browser does not know the zone). */
+function zoneFormat(kind, options) {
+  const key = `${siteTimezone}|${kind}`;
+  if (!zoneFormats.has(key)) {
     let format = null;
     try {
-      format = new Intl.DateTimeFormat('en-GB', {
-        timeZone: siteTimezone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit',
-        hour: '2-digit', minute: '2-digit', second: '2-digit'});
+      format = new Intl.DateTimeFormat('en-GB', {timeZone: siteTimezone, ...options});
     } catch (err) {
       console.warn(`dcim dashboard: unknown time zone ${siteTimezone}, using the browser's`, err);
     }
-    zoneFormats.set(siteTimezone, format);
+    zoneFormats.set(key, format);
   }
-  const format = zoneFormats.get(siteTimezone);
+  return zoneFormats.get(key);
+}
+
+function partsOf(format, ms) {
+  return Object.fromEntries(format.formatToParts(new Date(ms)).map((x) => [x.type, x.value]));
+}
+
+/** Year..second of an instant on the site's clock (the browser's own if the zone is unknown). */
+function timeParts(ms) {
+  const format = zoneFormat('numeric', {hourCycle: 'h23', year: 'numeric', month: '2-digit',
+    day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit'});
   if (format) {
-    const p = Object.fromEntries(format.formatToParts(new Date(ms)).map((x) => [x.type, x.value]));
+    const p = partsOf(format, ms);
     return {date: `${p.year}-${p.month}-${p.day}`, hm: `${p.hour}:${p.minute}`, s: p.second};
   }
   const d = new Date(ms);
   return {date: `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`,
     hm: `${pad2(d.getHours())}:${pad2(d.getMinutes())}`, s: pad2(d.getSeconds())};
+}
+
+/** Epoch ms -> "Mon 7 Dec 2026" on the site's clock. */
+function fmtLongDate(ms) {
+  if (!isNum(ms)) return DASH;
+  const format = zoneFormat('long', {weekday: 'short', day: 'numeric', month: 'short', year: 'numeric'});
+  if (!format) return new Date(ms).toDateString();
+  const p = partsOf(format, ms);
+  return `${p.weekday} ${p.day} ${p.month} ${p.year}`;
+}
+
+/** Minutes east of UTC -> "UTC+8", "UTC+5:30", "UTC-4", "UTC". */
+function fmtOffset(minutes) {
+  if (!isNum(minutes)) return null;
+  if (minutes === 0) return 'UTC';
+  const m = Math.abs(minutes);
+  return `UTC${minutes < 0 ? '-' : '+'}${Math.floor(m / 60)}${m % 60 ? `:${pad2(m % 60)}` : ''}`;
+}
+
+/** The site's zone as the page names it: "HKT (UTC+8)", else the IANA name and offset. */
+function zoneText() {
+  const offset = fmtOffset(siteZone.offsetMin);
+  const name = siteZone.abbrev || siteTimezone;
+  if (!offset || name === offset) return name;
+  return `${name} (${offset})`;
 }
 
 /** Epoch ms -> "HH:MM:SS" (or "HH:MM" without seconds) on the site's clock. */
@@ -308,14 +345,27 @@ async function signOut() {
 
 // ---------------------------------------------------------------- header and tiles
 
+/** The site's clock in the header: date, time and zone, ticking with the server's clock. */
+function updateSiteClock() {
+  const now = isNum(lastDataMs) ? serverNowMs() : null;
+  const clock = $('site-clock');
+  setText('site-date', fmtLongDate(now));
+  setText('site-time', fmtClock(now));
+  setText('site-zone', isNum(now) ? zoneText() : DASH);
+  $('site-zone').title = `time zone ${siteTimezone}`;
+  if (isNum(now)) clock.setAttribute('datetime', new Date(now).toISOString());
+}
+
 function renderHeader(site, headline) {
   const name = site && site.name ? String(site.name) : DASH;
   setText('site-name', name);
   const clock = setText('data-time', fmtClock(site ? site.time_ms : null));
   if (clock && site && isNum(site.time_ms)) {
     clock.setAttribute('datetime', new Date(site.time_ms).toISOString());
-    clock.title = fmtDateTime(site.time_ms);
+    clock.title = `${fmtDateTime(site.time_ms)} ${zoneText()}`;
   }
+  updateSiteClock();
+  for (const note of document.querySelectorAll('.zone-note')) note.textContent = zoneText();
   const outdoor = headline ? headline.outdoor_c : null;
   setText('outdoor-c', isNum(outdoor) ? `${fmtFixed(outdoor, 1)} °C` : DASH);
   document.title = name === DASH ? 'dcim – live' : `${name} – dcim`;
@@ -445,50 +495,7 @@ function statusBadge(status) {
   return null;
 }
 
-function renderNode(n) {
-  const id = text(n.id);
-  const inputs = list(n.inputs);
-  const {frac, level, bar} = loadBar(n.kw, n.capacity_kw);
-  const title = [
-    n.name && n.name !== n.id ? `${n.name} (${id})` : id,
-    humanType(n.type),
-    `${fmtKw(n.kw)} of ${fmtKw(n.capacity_kw)}${frac === null ? '' : ` (${fmtPct(frac)})`}`,
-    inputs.length ? `fed from ${inputs.join(', ')}` : 'source',
-    `status: ${text(n.status)}`,
-  ].join('\n');
-  const sub = [humanType(n.type), n.name && n.name !== n.id ? String(n.name) : null].filter(Boolean);
-  return el('div', {class: 'node', title, dataset: {id: n.id, status: n.status || 'unknown', type: n.type, load: level}},
-    el('div', {class: 'node-head'}, el('span', {class: 'node-id', text: id}), statusBadge(n.status)),
-    el('div', {class: 'node-sub', text: sub.join(' · ')}),
-    el('div', {class: 'node-load'},
-      el('span', {class: 'node-kw', text: isNum(n.kw) ? fmtKw(n.kw) : DASH}),
-      el('span', {class: 'node-pct', text: frac === null ? '' : fmtPct(frac)})),
-    bar);
-}
-
-const CHAIN_ROWS_PER_COLUMN = 10;
-
-function renderPowerChain(chain) {
-  const byDepth = new Map();
-  for (const n of chain) {
-    const depth = isNum(n.depth) ? n.depth : 0;
-    if (!byDepth.has(depth)) byDepth.set(depth, []);
-    byDepth.get(depth).push(n);
-  }
-  const columns = [...byDepth.keys()].sort((a, b) => a - b).map((depth) => {
-    const nodes = byDepth.get(depth);
-    const sub = Math.ceil(nodes.length / CHAIN_ROWS_PER_COLUMN);
-    const body = el('div', {class: 'chain-col-body'}, nodes.map(renderNode));
-    body.style.gridTemplateRows = `repeat(${Math.ceil(nodes.length / sub)}, auto)`;
-    body.style.gridTemplateColumns = `repeat(${sub}, var(--node-w))`;
-    return el('div', {class: 'chain-col', dataset: {depth}},
-      el('div', {class: 'chain-col-head', text: depth === 0 ? 'Sources' : `Level ${depth}`}),
-      body);
-  });
-  const container = $('chain-columns');
-  if (!columns.length) container.replaceChildren(el('p', {class: 'empty', text: 'No power chain data'}));
-  else container.replaceChildren(...columns);
-}
+// renderPowerChain: chain.js (laid out by the topology)
 
 // ---------------------------------------------------------------- cooling
 
@@ -1123,6 +1130,16 @@ function setFeed(mode, err) {
   banner.hidden = false;
 }
 
+/** The site's offset from UTC as the browser's time zone data gives it (older servers). */
+function browserOffsetMin(ms) {
+  const format = isNum(ms) ? zoneFormat('offset', {timeZoneName: 'shortOffset'}) : null;
+  if (!format) return null;
+  const m = /GMT(?:([+-])(\d+)(?::(\d+))?)?/.exec(partsOf(format, ms).timeZoneName || '');
+  if (!m) return null;
+  if (!m[1]) return 0;
+  return (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3] || 0));
+}
+
 /** The server's clock now, as far as the newest document tells. */
 function serverNowMs() {
   return Date.now() + clockSkewMs;
@@ -1132,6 +1149,9 @@ function renderState(state) {
   const s = state || {};
   const zone = s.site ? s.site.timezone : null;
   siteTimezone = typeof zone === 'string' && zone ? zone : DEFAULT_TIMEZONE;
+  siteZone = {abbrev: s.site && typeof s.site.tz_abbrev === 'string' ? s.site.tz_abbrev : null,
+    offsetMin: s.site && isNum(s.site.utc_offset_min) ? s.site.utc_offset_min : null};
+  if (siteZone.offsetMin === null) siteZone.offsetMin = browserOffsetMin(s.site ? s.site.time_ms : null);
   const sections = [
     ['header', () => renderHeader(s.site || null, s.headline || null)],
     ['tiles', () => renderTiles(s)],
@@ -1275,7 +1295,10 @@ new ResizeObserver((entries) => {
 async function start() {
   if (!(await loadMe())) return; // on its way to the sign-in page
   setUpAlarmControls();
-  setInterval(updateAlarmAges, 1000);
+  setInterval(() => {
+    updateAlarmAges();
+    updateSiteClock();
+  }, 1000);
   if (HAS_EVENT_SOURCE) startStream();
   else startPolling();
   pollTrend();

@@ -30,8 +30,8 @@ def _emit(text: str, output: str) -> None:
 
 
 def _cmd_modbus(args: argparse.Namespace) -> int:
-    from dcim.collectors.discover_modbus import (
-        TcpTransport, build_draft, parse_units, render_draft, scan)
+    from dcim.collectors.discover_modbus import TcpTransport, parse_units, scan
+    from dcim.collectors.discover_modbus_draft import build_draft, render_draft
 
     try:
         host, port = _host_port(args.target)

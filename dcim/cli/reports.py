@@ -24,6 +24,7 @@ def _when(text: str, tz: str) -> int:
 
 async def _availability(args: argparse.Namespace) -> int:
     from dcim.alarms.journal import AlarmJournal
+    from dcim.analytics.availability import MIN_COVERAGE
     from dcim.reports import (build_availability, load_planned, plot_timeline, render_csv,
                               render_markdown, report_json)
     from dcim.site import load_site
@@ -52,6 +53,10 @@ async def _availability(args: argparse.Namespace) -> int:
         await storage.close()
         if journal is not None:
             journal.close()
+    if not report.enough_data:
+        print(f"note: not enough data: the store covers {report.coverage:.1%} of the period "
+              "on average; availability figures read \"not enough data\" where a system's "
+              f"coverage is under {MIN_COVERAGE:.0%} (docs/reports.md)", file=sys.stderr)
     text: str
     if args.format == "json":
         text = json.dumps(report_json(report), indent=2) + "\n"
