@@ -2,6 +2,7 @@
 
 .venv/bin/python bench/anomaly.py [--quick] [--seed N]
 .venv/bin/python bench/anomaly.py nab [--corpus DIR] [--only NAME ...]   (generic detector on NAB)
+.venv/bin/python bench/anomaly.py generic   (generic detector: delay per kind, false alarms on noise)
 Definitions (also in docs/anomaly.md): an alert is a TP when its series belongs to a fault's
 affected set and it starts within [fault start - 10 min, fault end + grace] and is raised after
 the fault start; recall = faults with at least one such alert / faults injected; delay = first
@@ -24,7 +25,7 @@ from bench.nab import CORPUS, FileScore, NabFile, load_corpus, normalised_total,
 from tqdm import tqdm  # noqa: E402
 
 from dcim.analytics.anomaly_generic import (  # noqa: E402
-    GenericConfig, SeriesModel, detections, threshold_for_budget,
+    GenericConfig, SeriesModel, detections, generic_anomalies, threshold_for_budget,
 )
 
 from dcim.analytics.anomaly import Detector  # noqa: E402
@@ -296,6 +297,66 @@ def nab_main(argv: list[str]) -> None:
     print(f"NAB standard score on {len(files)} files: {total:.1f}")
 
 
+def injected(kind: str, n: int, at: int, rng: np.random.Generator) -> FloatArray:
+    """Noise (20, sd 0.5) with one fault of `kind` from index `at` (none for 'noise')."""
+    v = rng.normal(20.0, 0.5, n)
+    if kind == "spike":
+        v[at] += 4.0
+    elif kind == "level_shift":
+        v[at:] += 2.0
+    elif kind == "drift":
+        v[at:] += np.arange(n - at) * 0.01  # 0.02 sd per sample
+    elif kind == "variance":
+        v[at:] = 20.0 + rng.normal(0.0, 2.0, n - at)
+    elif kind == "stuck":
+        v = np.round(v, 1)
+        v[at:] = v[at - 1]
+    return v
+
+
+def generic_main(argv: list[str]) -> None:
+    """Delay per kind and false alarms per week on noise, generic detector, shipped defaults."""
+    ap = argparse.ArgumentParser(prog="bench/anomaly.py generic")
+    ap.add_argument("--runs", type=int, default=10)
+    args = ap.parse_args(argv)
+    cfg = GenericConfig()
+    key = SeriesKey("bench", "generic", "value")
+    print(f"# bench/anomaly.py generic: {args.runs} runs per cell; {machine()}")
+    print("kind          interval  detected  delay_med(samples)  kind_named")
+    for step in (60.0, 300.0, 3600.0):
+        for kind in ("spike", "level_shift", "drift", "variance", "stuck"):
+            found, delays, named = 0, [], 0
+            for r in range(args.runs):
+                rng = np.random.default_rng(r)
+                v = injected(kind, 3000, 2500, rng)
+                t = (T0 * NS + np.arange(3000) * int(step * NS)).astype(np.int64)
+                m = SeriesModel.fit(t[:2000], v[:2000], cfg)
+                hits = [a for a in generic_anomalies(key, t[2000:], v[2000:], m, cfg)
+                        if a.raised_ns >= t[2500]]
+                if hits and hits[0].raised_ns <= t[2600]:
+                    found += 1
+                    delays.append((hits[0].raised_ns - t[2500]) / NS / step)
+                    named += hits[0].kind == kind
+            med = f"{np.median(delays):.0f}" if delays else "-"
+            print(f"{kind:<14}{step:>7.0f} s  {found:>3}/{args.runs}  {med:>18}  {named:>5}/{found}")
+    print("\nfalse alarms per week on pure noise (budget 1 a week):")
+    for step in (1.0, 60.0, 300.0, 1800.0, 3600.0):
+        n = min(200_000, int(12 * 86400 * 7 / step))
+        alerts, weeks, spent = 0, 0.0, 0.0
+        for r in range(3):
+            rng = np.random.default_rng(100 + r)
+            v = rng.normal(5.0, 1.0, n)
+            t = (T0 * NS + np.arange(n) * int(step * NS)).astype(np.int64)
+            h = n // 6
+            m = SeriesModel.fit(t[:h], v[:h], cfg)
+            t0 = time.perf_counter()
+            alerts += len(generic_anomalies(key, t[h:], v[h:], m, cfg))
+            spent += time.perf_counter() - t0
+            weeks += (n - h) * step / (7 * 86400)
+        print(f"  interval {step:>6.0f} s: {alerts / weeks:5.2f} a week over {weeks:6.1f} weeks; "
+              f"{spent / (3 * (n - h)) * 1e6:.0f} us/sample")
+
+
 def main() -> None:
     """Train, run the fault-free and fault scenarios, score, print the tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -378,5 +439,7 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "nab":
         nab_main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "generic":
+        generic_main(sys.argv[2:])
     else:
         main()

@@ -46,7 +46,8 @@ MAX_TIMELINE_ROWS = 40
 FINGERPRINT = "Report fingerprint (sha256 of every line above this one): "
 COLUMNS = (("system", 22), ("kind", 27), ("availability", 16), ("excl. planned", 16),
            ("coverage", 9), ("unpl. down", 11), ("planned down", 13), ("degraded", 10),
-           ("failures", 9), ("MTBF", 9), ("MTTR", 9))
+           ("failures", 9), ("MTBF", 9), ("MTTR", 9))  # the least width of each column
+MAX_NAME = 40  # a system's name is shortened (ending in ~) only beyond this
 COLOURS = {"down": "#c0392b", "degraded": "#e6a23c"}
 
 
@@ -73,21 +74,34 @@ def sha256_hex(data: str | bytes) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-def figures_row(a: SystemAvailability, name: str | None = None) -> str:
+def column_widths(report: AvailabilityReport) -> tuple[int, ...]:
+    """The summary table's column widths: the system and kind columns as wide as the longest
+    name (up to MAX_NAME), so the page shows every name whole."""
+    systems = [a for s in report.sections for a in ([s.rollup] if s.rollup else []) + s.systems]
+    name = max([len(text(a.system)) + 2 for a in systems] + [COLUMNS[0][1]])
+    kind = max([len(text(a.kind)) + 1 for a in systems] + [15])
+    return (min(name, MAX_NAME), min(kind, 28), *(w for _, w in COLUMNS[2:]))
+
+
+def figures_row(a: SystemAvailability, widths: Sequence[int]) -> str:
     """One system's row of the summary table, with the Markdown report's formatting."""
     shown = [_pct(a.availability), _pct(a.availability_unplanned)] if a.enough_data \
         else [NOT_ENOUGH, NOT_ENOUGH]
-    cells = [text(a.system if name is None else name), text(a.kind), *shown,
+    cells = [text(a.system), text(a.kind), *shown,
              f"{a.coverage * 100:.1f} %", _dur(a.down_unplanned_s), _dur(a.down_planned_s),
              _dur(a.degraded_s), str(a.failures), _dur(a.mtbf_s), _dur(a.mttr_s)]
-    return _row(cells)
+    return _row(cells, widths)
 
 
-def _row(cells: Sequence[str]) -> str:
+def _cut(cell: str, width: int) -> str:
+    """A cell that leaves at least one space before the next column (shortened with ~)."""
+    return cell if len(cell) < width else cell[:width - 2] + "~"
+
+
+def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
     out = []
-    for (_, width), cell in zip(COLUMNS, cells, strict=True):
-        cell = cell if len(cell) < width else cell[:width - 2] + "~"
-        out.append(cell.ljust(width))
+    for width, cell in zip(widths, cells, strict=True):
+        out.append(_cut(cell, width).ljust(width))
     return "".join(out).rstrip()
 
 
@@ -219,8 +233,8 @@ def _title_page(doc: _Document, report: AvailabilityReport, period: str,
     fig = doc.new_page()
     fig.text(MARGIN_IN / PAGE_W_IN, 0.78, "Availability report", fontsize=26, weight="bold",
              parse_math=False)
-    fig.text(MARGIN_IN / PAGE_W_IN, 0.71, f"{text(report.site_name)} ({text(report.site_id)})",
-             fontsize=16, parse_math=False)
+    name = textwrap.shorten(f"{text(report.site_name)} ({text(report.site_id)})", 90)
+    fig.text(MARGIN_IN / PAGE_W_IN, 0.71, name, fontsize=16, parse_math=False)
     doc.y = PAGE_H_IN * 0.62
     generated = datetime.fromtimestamp(report.generated_ns / NS, timezone.utc)
     for label, value in (
@@ -252,17 +266,18 @@ def _title_page(doc: _Document, report: AvailabilityReport, period: str,
 
 
 def _summary(doc: _Document, report: AvailabilityReport) -> None:
-    header = _row([name for name, _ in COLUMNS])
+    widths = column_widths(report)
+    header = _row([name for name, _ in COLUMNS], widths)
     doc.new_page()
     for section in report.sections:
         if not section.systems:
             continue
         doc.heading(f"Summary: {section.title}")
-        rows = [figures_row(a) for a in section.systems]
+        rows = [figures_row(a, widths) for a in section.systems]
         if section.rollup is not None:
             doc.line(f"{len(section.systems)} systems; the first row is their roll-up (the "
                      "mean); every system follows.")
-            rows.insert(0, figures_row(section.rollup))
+            rows.insert(0, figures_row(section.rollup, widths))
         doc.table(header, rows, bold_first=section.rollup is not None)
 
 
@@ -342,13 +357,14 @@ def _incidents(doc: _Document, report: AvailabilityReport) -> None:
     doc.line("Every incident (the CSV has one row each), oldest first, with the alarm journal "
              "events that concern it: raised, acknowledged (by whom), cleared, reset.")
     doc.line()
-    header = (f"{'system':<22}{'state':<10}{'start':<18}{'end':<18}{'duration_s':>11}  "
+    w = min(MAX_NAME, max([len(text(i.system)) + 2 for i in incidents] + [22]))
+    header = (f"{'system':<{w}}{'state':<10}{'start':<18}{'end':<18}{'duration_s':>11}  "
               f"{'duration':<10}{'planned':<9}cause")
     doc.line(header, bold=True)
     for i in incidents:
         events = report.events_of(i)
         doc.room(1 + min(len(events), 3))
-        doc.line(f"{text(i.system)[:21]:<22}{i.state:<10}{_local(i.start_ns, tz):<18}"
+        doc.line(f"{_cut(text(i.system), w):<{w}}{i.state:<10}{_local(i.start_ns, tz):<18}"
                  f"{_local(i.end_ns, tz):<18}{i.duration_s:>11.0f}  {_dur(i.duration_s):<10}"
                  f"{'yes' if i.planned else 'no':<9}{text(i.cause)}", repeat=header)
         for e in events:
@@ -362,10 +378,11 @@ def _planned(doc: _Document, report: AvailabilityReport) -> None:
         return
     tz = report.timezone
     doc.heading("Planned maintenance (from the maintenance log)")
-    header = f"{'unit':<22}{'start':<18}{'end':<18}{'ticket':<16}reason"
-    doc.table(header, [f"{text(w.unit)[:21]:<22}{_local(w.start_ns, tz):<18}"
-                       f"{_local(w.end_ns, tz):<18}{text(w.ticket or '-')[:15]:<16}"
-                       f"{text(w.reason)}" for w in report.planned])
+    w = min(MAX_NAME, max([len(text(p.unit)) + 2 for p in report.planned] + [22]))
+    header = f"{'unit':<{w}}{'start':<18}{'end':<18}{'ticket':<16}reason"
+    doc.table(header, [f"{_cut(text(p.unit), w):<{w}}{_local(p.start_ns, tz):<18}"
+                       f"{_local(p.end_ns, tz):<18}{_cut(text(p.ticket or '-'), 16):<16}"
+                       f"{text(p.reason)}" for p in report.planned])
 
 
 def _evidence_lines(report: AvailabilityReport, companions: dict[str, str]) -> list[str]:

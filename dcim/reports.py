@@ -18,24 +18,27 @@ data". Planned downtime comes from a maintenance log (`load_planned`). A roll-up
 the systems with a real deficit (downtime or degraded time), systems with the same figures
 in one row; the rest are summed up in one line ("all 200 at 100 %").
 
-Every string the report did not write itself (names and ids from the site file, operators'
-comments from the journal, reasons and tickets from the maintenance log, paths) is escaped
-where it is embedded: for Markdown, HTML (`<script>`, `<img onerror=...>`) and Markdown
-syntax (table bars, emphasis, links) shows as text; for CSV, a cell that a spreadsheet would
-run as a formula (=, +, -, @, tab, CR first) gets a leading apostrophe (OWASP CSV injection).
+Where the live state ran, unit states, redundancy verdicts and the rack feeds' PDUs come from
+the transitions it recorded (dcim/report_transitions.py): a year reports in seconds. Steps
+without them (history from before, a backfill without the live state) are read from the
+samples as before; both give the same figures (tests/test_reports_transitions.py).
+
+Rendering (Markdown, JSON, CSV, the timeline) lives in dcim/report_render.py and is
+re-exported here. Every string the report did not write itself (names and ids from the site
+file, operators' comments, reasons and tickets, paths) is escaped where it is embedded: for
+Markdown, HTML (`<script>`, `<img onerror=...>`) and Markdown syntax show as text; for CSV, a
+cell a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading
+apostrophe (OWASP CSV injection).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
-import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -46,11 +49,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dcim.alarms.journal import AlarmJournal
 from dcim.alarms.types import AlarmEvent
-from dcim.logs import escape_text
-from dcim.analytics.availability import (MIN_COVERAGE, UTILITY_LOST_KW, Incident,
-                                         SystemAvailability, combined, flag_states,
-                                         group_states, planned_mask, rack_states,
-                                         single_feed_states, summarize, unit_states)
+from dcim.analytics.availability import (DEGRADED, DOWN, MIN_COVERAGE, UNKNOWN, UP,
+                                         UTILITY_LOST_KW, Incident, SystemAvailability,
+                                         combined, flag_states, group_states, planned_mask,
+                                         rack_states, single_feed_states, summarize,
+                                         unit_states)
+from dcim.report_render import (FORMULA_START, MAX_LISTED, NOT_ENOUGH, _dur, _event_text,
+                                 _local, _pct, csv_cell, md, plot_timeline, render_csv,
+                                 render_markdown, report_json)
+from dcim.report_transitions import (LIVE_FIRST, WORST_FIRST, Recorded, read_recorded,
+                                     transition_key, windows)
 from dcim.site import Site
 from dcim.site.model import SiteDevice
 from dcim.storage.base import Aggregate, SeriesKey, Storage
@@ -183,6 +191,28 @@ class AvailabilityReport:
         return self.events.get((incident.system, incident.start_ns, incident.state), [])
 
 
+async def _rack_codes(rack: Any, reader: _Reader, recorded: Recorded,
+                     gaps: Callable[[np.ndarray], list[tuple[int, int]]]) -> np.ndarray:
+    """A rack's codes: from its PDUs' recorded states where the live state speaks for both
+    feeds, from its rack monitor's feed readings elsewhere."""
+    keys = [transition_key(p) for p in (rack.feed_a, rack.feed_b) if p]
+    mask = recorded.mask(keys[0])
+    for key in keys[1:]:
+        mask = mask & recorded.mask(key)
+    monitor = f"RM-{rack.id}"
+    a = await reader.read(SeriesKey("rack_monitor", monitor, "feed_a_power_kw"), Aggregate.MAX,
+                          gaps(mask))
+    b = await reader.read(SeriesKey("rack_monitor", monitor, "feed_b_power_kw"), Aggregate.MAX,
+                          gaps(mask))
+    codes = rack_states(a, b) if not rack.single_corded else single_feed_states(a)
+    if mask.any():
+        feeds = [_feed_kw(recorded.codes(k, LIVE_FIRST)) for k in keys]
+        live = rack_states(feeds[0], feeds[1]) if len(feeds) == 2 and not rack.single_corded \
+            else single_feed_states(feeds[0])
+        codes = np.where(mask, live, codes).astype(np.int8)
+    return codes
+
+
 async def _steps(storage: Storage, key: SeriesKey, start_ns: int, end_ns: int, step_ns: int,
                  fn: Aggregate) -> tuple[np.ndarray, np.ndarray, int]:
     """Per-step aggregate (NaN where no good sample) and the number of good samples."""
@@ -196,7 +226,8 @@ async def _steps(storage: Storage, key: SeriesKey, start_ns: int, end_ns: int, s
 
 
 class _Reader:
-    """Reads per-step aggregates, aligned on one time axis, with a progress bar."""
+    """Reads per-step aggregates, aligned on one time axis, with a progress bar; only over
+    the spans it is given (where the live state's transitions do not speak)."""
 
     def __init__(self, storage: Storage, start_ns: int, end_ns: int, step_ns: int,
                  total: int, progress: bool) -> None:
@@ -211,16 +242,19 @@ class _Reader:
         self.series = 0
         self._bar = tqdm(total=total, desc="reading", unit="series", disable=not progress)
 
-    async def read(self, key: SeriesKey, fn: Aggregate) -> np.ndarray:
-        values, times, count = await _steps(self.storage, key, self.start_ns, self.end_ns,
-                                            self.step_ns, fn)
-        self.samples += count
-        self.series += 1
-        self._bar.update(1)
+    async def read(self, key: SeriesKey, fn: Aggregate,
+                   spans: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
         out = np.full(self.times.size, np.nan)
-        idx = ((times - self.start_ns) // self.step_ns).astype(np.int64)
-        ok = (idx >= 0) & (idx < out.size)
-        out[idx[ok]] = values[ok]
+        spans = [(self.start_ns, self.end_ns)] if spans is None else spans
+        for lo, hi in spans:
+            values, times, count = await _steps(self.storage, key, lo, min(hi, self.end_ns),
+                                                self.step_ns, fn)
+            self.samples += count
+            idx = ((times - self.start_ns) // self.step_ns).astype(np.int64)
+            ok = (idx >= 0) & (idx < out.size)
+            out[idx[ok]] = values[ok]
+        self.series += 1 if spans else 0
+        self._bar.update(1)
         return out
 
     def close(self) -> None:
@@ -231,19 +265,34 @@ def _groups_design(site: Site) -> dict[str, str]:
     return {g.id: g.design for g in site.config.redundancy_groups}
 
 
-async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns: int, *,
-                             step_s: float = 60.0, planned: Sequence[PlannedWindow] = (),
-                             journal: AlarmJournal | None = None, progress: bool = False,
-                             clock: Any = time.time) -> AvailabilityReport:
-    """Read the store and the journal and compute the availability of every system."""
-    if end_ns <= start_ns:
-        raise ValueError("the period must end after it starts")
-    step_ns = int(step_s * NS)
+def _feed_kw(codes: np.ndarray) -> np.ndarray:
+    """A PDU's recorded state as a rack feed reading: live 1 kW, dead 0, unknown NaN."""
+    return np.where(codes == UP, 1.0, np.where(codes == DOWN, 0.0, np.nan))
+
+
+def _status_units(site: Site) -> dict[str, SiteDevice]:
     units: dict[str, SiteDevice] = {}  # component id -> the device with its status word
     for device in site.devices.values():
         if any(p.name == "unit_status" for p in device.profile.points) and (
                 device.monitors in site.electrical or device.monitors in site.mechanical):
             units.setdefault(device.monitors, device)
+    return units
+
+
+async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns: int, *,
+                             step_s: float = 60.0, planned: Sequence[PlannedWindow] = (),
+                             journal: AlarmJournal | None = None, progress: bool = False,
+                             clock: Any = time.time,
+                             source: str = "auto") -> AvailabilityReport:
+    """Read the store and the journal and compute the availability of every system
+    (source "auto": the live state's transitions where recorded, samples elsewhere;
+    "samples": every figure from the samples)."""
+    if end_ns <= start_ns:
+        raise ValueError("the period must end after it starts")
+    if source not in ("auto", "samples"):
+        raise ValueError(f"source: expected 'auto' or 'samples', got {source!r}")
+    step_ns = int(step_s * NS)
+    units = _status_units(site)
     utilities = [d for d in site.devices_of_type("meter")
                  if (c := site.electrical.get(d.monitors)) is not None and c.type == "utility_feed"
                  and any(p.name == "power_kw" for p in d.profile.points)]
@@ -251,67 +300,95 @@ async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns
     total = len(units) + len(utilities) + 2 * len(site.racks) + 2 * len(designs) + 1
     reader = _Reader(storage, start_ns, end_ns, step_ns, total, progress)
     times = reader.times
+    pdus = sorted({p for r in site.racks.values() for p in (r.feed_a, r.feed_b) if p})
+    keys = [transition_key(c) for c in [*units, *(d.monitors for d in utilities), *pdus]]
+    keys += [transition_key(g, "meets_design") for g in designs]
+    keys.append(transition_key(site.id, "concurrently_maintainable"))
+    recorded = Recorded(times, step_ns, np.zeros(times.size, dtype=bool))
+    if source == "auto":
+        recorded = await read_recorded(storage, site.id, keys, times, step_ns, end_ns)
 
-    def windows(unit: str) -> np.ndarray:
+    def gaps(mask: np.ndarray) -> list[tuple[int, int]]:
+        return windows(times, step_ns, ~mask)
+
+    def windows_of(unit: str) -> np.ndarray:
         return planned_mask(times, step_ns, [(w.start_ns, w.end_ns) for w in planned
                                              if w.unit == unit])
 
     def done(name: str, kind: str, codes: np.ndarray, down: str,
              degraded: str = "degraded") -> SystemAvailability:
-        return summarize(name, kind, times, step_s, codes, planned=windows(name),
+        return summarize(name, kind, times, step_s, codes, planned=windows_of(name),
                          cause_down=down, cause_degraded=degraded, start_ns=start_ns,
                          end_ns=end_ns)
+
+    async def unit(key: SeriesKey, tkey: SeriesKey, order: Sequence[int],
+                   states: Any) -> np.ndarray:
+        """A unit's codes: recorded where the live state speaks, from the samples elsewhere."""
+        mask = recorded.mask(tkey)
+        codes = states(await reader.read(key, Aggregate.MAX, gaps(mask)))
+        if mask.any():
+            codes = np.where(mask, recorded.codes(tkey, order), codes).astype(np.int8)
+        return codes
+
+    def utility_states(kw: np.ndarray) -> np.ndarray:
+        codes = np.where(kw < UTILITY_LOST_KW, DOWN, UP).astype(np.int8)
+        codes[~np.isfinite(kw)] = UNKNOWN
+        return codes
 
     try:
         power: list[SystemAvailability] = []
         cooling: list[SystemAvailability] = []
-        utility_codes: dict[str, np.ndarray] = {}
+        unit_codes: dict[str, np.ndarray] = {}
         for device in utilities:
-            kw = await reader.read(device.series("power_kw"), Aggregate.MAX)
-            codes = np.where(kw < UTILITY_LOST_KW, 2, 0).astype(np.int8)
-            codes[~np.isfinite(kw)] = 3
-            utility_codes[device.monitors] = codes
+            codes = await unit(device.series("power_kw"), transition_key(device.monitors),
+                               LIVE_FIRST, utility_states)
+            unit_codes[device.monitors] = codes
             power.append(done(device.monitors, "utility_feed", codes,
                               f"utility lost: {device.id} read under {UTILITY_LOST_KW:g} kW"))
-        unit_codes: dict[str, np.ndarray] = {}
-        for row in power:  # the utility feeds so far
-            unit_codes[row.system] = utility_codes[row.system]
         for cid, device in sorted(units.items()):
-            status = await reader.read(device.series("unit_status"), Aggregate.MAX)
             comp: Any = site.electrical.get(cid) or site.mechanical.get(cid)
-            codes = unit_states(status)
+            codes = await unit(device.series("unit_status"), transition_key(cid), WORST_FIRST,
+                               unit_states)
             unit_codes[cid] = codes
             row = done(cid, comp.type, codes,
                        f"tripped: {device.id} unit_status reported 3 or more")
             (power if comp.type in POWER_TYPES else cooling).append(row)
         racks: list[SystemAvailability] = []
         for rack in site.racks.values():
-            monitor = f"RM-{rack.id}"
-            a = await reader.read(SeriesKey("rack_monitor", monitor, "feed_a_power_kw"),
-                                  Aggregate.MAX)
-            b = await reader.read(SeriesKey("rack_monitor", monitor, "feed_b_power_kw"),
-                                  Aggregate.MAX)
-            codes = rack_states(a, b) if not rack.single_corded else single_feed_states(a)
-            racks.append(done(rack.id, "rack", codes, "no power on any feed",
+            racks.append(done(rack.id, "rack", await _rack_codes(rack, reader, recorded, gaps),
+                              "no power on any feed",
                               f"on one feed ({rack.feed_a} / {rack.feed_b})"))
         redundancy: list[SystemAvailability] = []
         derived = derive_redundancy(site, unit_codes, times.size)
         for gid, design in sorted(designs.items()):
+            tkey = transition_key(gid, "meets_design")
+            mask = recorded.mask(tkey)
+            # the live state's verdict where it held; where not, the stored levels tell
+            # below N (down) from below design (degraded)
+            met = mask & (recorded.codes(tkey, WORST_FIRST, not_held=DEGRADED) == UP) \
+                if mask.any() else mask
             avail = await reader.read(SeriesKey(ANALYTICS, site.id, f"redundancy_{gid}_available"),
-                                      Aggregate.MIN)
+                                      Aggregate.MIN, gaps(met))
             need = await reader.read(SeriesKey(ANALYTICS, site.id, f"redundancy_{gid}_needed"),
-                                     Aggregate.MAX)
+                                     Aggregate.MAX, gaps(met))
             # the analytics' stored figures (at the measured load) where they exist; elsewhere
             # the group's level from the units' own states at the design load
             d_avail, d_need = derived.groups.get(gid, (avail, need))
             stored = np.isfinite(avail) & np.isfinite(need)
             avail, need = np.where(stored, avail, d_avail), np.where(stored, need, d_need)
-            redundancy.append(done(gid, f"group {design}", group_states(avail, need, design),
+            codes = np.where(met, UP, group_states(avail, need, design)).astype(np.int8)
+            redundancy.append(done(gid, f"group {design}", codes,
                                    "below N: load at risk", f"below its {design} design"))
+        tkey = transition_key(site.id, "concurrently_maintainable")
+        mask = recorded.mask(tkey)
         cm = await reader.read(SeriesKey(ANALYTICS, site.id, "concurrently_maintainable"),
-                               Aggregate.MIN)
+                               Aggregate.MIN, gaps(mask))
         cm = np.where(np.isfinite(cm), cm, derived.concurrently_maintainable)
-        redundancy.append(done("Tier III", "concurrent maintainability", flag_states(cm),
+        codes = flag_states(cm)
+        if mask.any():
+            codes = np.where(mask, recorded.codes(tkey, WORST_FIRST, not_held=DEGRADED),
+                             codes).astype(np.int8)
+        redundancy.append(done("Tier III", "concurrent maintainability", codes,
                                "-", "not concurrently maintainable"))
     finally:
         reader.close()
@@ -323,7 +400,7 @@ async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns
         site_id=site.id, site_name=site.config.site.name, timezone=site.config.site.timezone,
         start_ns=start_ns, end_ns=end_ns, step_s=step_s, generated_ns=int(clock() * NS),
         sections=sections, planned=list(planned),
-        evidence=_evidence(site, storage, reader, journal))
+        evidence=_evidence(site, storage, reader, journal, recorded))
     if journal is not None:
         _attach_events(report, site, journal)
     return report
@@ -353,28 +430,38 @@ def derive_redundancy(site: Site, unit_codes: dict[str, np.ndarray],
     if not ids or steps == 0:
         return DerivedRedundancy(groups, cm, 0)
     matrix = np.vstack([unit_codes[i] for i in ids])  # (units, steps)
-    known = (matrix != 3).any(axis=0)
-    keys = [tuple(np.flatnonzero(matrix[:, k] == 2).tolist()) for k in range(steps)]
+    known = (matrix != UNKNOWN).any(axis=0)
+    # the same units down over a run of steps: one look per run, not per step
+    down = matrix == DOWN
+    starts = np.flatnonzero(np.r_[True, (down[:, 1:] != down[:, :-1]).any(axis=0)])
+    ends = np.r_[starts[1:], steps]
     topo = compile_topology(site)
     reports: dict[tuple[int, ...], Any] = {}
-    for k, key in enumerate(keys):
-        if not known[k]:
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        span = known[a:b]
+        if not span.any():
             continue
+        key = tuple(np.flatnonzero(down[:, a]).tolist())
         report = reports.get(key)
         if report is None:
             report = reports[key] = analyse(topo, {ids[i]: False for i in key},
                                             on_generators=False)
         for g in report.groups:
             if g.id in groups:
-                groups[g.id][0][k], groups[g.id][1][k] = g.available, g.needed
-        cm[k] = 1.0 if report.concurrently_maintainable else 0.0
+                groups[g.id][0][a:b][span], groups[g.id][1][a:b][span] = g.available, g.needed
+        cm[a:b][span] = 1.0 if report.concurrently_maintainable else 0.0
     return DerivedRedundancy(groups, cm, len(reports))
 
 
-def _evidence(site: Site, storage: Storage, reader: _Reader,
-              journal: AlarmJournal | None) -> dict[str, Any]:
+def _evidence(site: Site, storage: Storage, reader: _Reader, journal: AlarmJournal | None,
+              recorded: Recorded) -> dict[str, Any]:
     out: dict[str, Any] = {"series_read": reader.series, "good_samples": reader.samples,
-                           "store": site.config.storage.backend}
+                           "store": site.config.storage.backend,
+                           "live_state": {"covered": float(recorded.covered.mean())
+                                          if recorded.covered.size else 0.0,
+                                          "heartbeats": recorded.heartbeats,
+                                          "transition_series": len(recorded.changes),
+                                          "transitions": recorded.transitions}}
     path = getattr(site.config.storage, "path", None)
     if path:
         out["store_path"] = str(path)
@@ -421,296 +508,7 @@ def _attach_events(report: AvailabilityReport, site: Site, journal: AlarmJournal
             and (e.alarm_id in exact or e.alarm_id.startswith(prefixes))]
 
 
-# ------------------------------------------------------------------ rendering
-
-def _local(ns: int, tz: str) -> str:
-    return datetime.fromtimestamp(ns / NS, timezone.utc).astimezone(ZoneInfo(tz)).strftime(
-        "%Y-%m-%d %H:%M")
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x * 100:.4f} %"
-
-
-def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 86400 * 2:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
-
-
-_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
-# Markdown punctuation that can start syntax anywhere in a line (CommonMark lets any ASCII
-# punctuation be backslash-escaped); '_' only matters at a word's edge (GFM), so ups_module
-# stays as it is
-_MD_SYNTAX = re.compile(r"[\\`*\[\]{}|#~!]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def md(value: object) -> str:
-    """A string from outside (config, journal, maintenance log) as inert Markdown text: one
-    line, unprintable characters shown as escapes, HTML and Markdown syntax escaped."""
-    text = escape_text(str(value))  # newlines, terminal escapes, bidi overrides: visible
-    text = _MD_SYNTAX.sub(lambda m: "\\" + m.group(0), text)
-    return "".join(_HTML.get(ch, ch) for ch in text)
-
-
-def csv_cell(value: object) -> str:
-    """A CSV cell a spreadsheet shows as text, never runs as a formula (OWASP)."""
-    text = str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
-
-
-def _event_text(e: AlarmEvent, tz: str, esc: Callable[[object], str] = str) -> str:
-    who = "" if e.user == "system" else f" by {esc(e.user)}"
-    note = f" ({esc(e.comment)})" if e.comment else ""
-    return f"#{e.seq} {_local(e.time_ns, tz)} {e.action.value} {esc(e.alarm_id)}{who}{note}"
-
-
-NOT_ENOUGH = "not enough data"
-
-
-def _figures(a: SystemAvailability) -> str:
-    """A system's row after its name (the same text for systems with the same figures)."""
-    shown = [_pct(a.availability), _pct(a.availability_unplanned)] if a.enough_data \
-        else [NOT_ENOUGH, NOT_ENOUGH]
-    return (f"{md(a.kind)} | {shown[0]} | {shown[1]} | {a.coverage * 100:.1f} % | "
-            f"{_dur(a.down_unplanned_s)} | {_dur(a.down_planned_s)} | "
-            f"{_dur(a.degraded_s)} | {a.failures} | {_dur(a.mtbf_s)} | {_dur(a.mttr_s)} |")
-
-
-def _summary_rows(systems: Iterable[SystemAvailability]) -> list[str]:
-    return [f"| {md(a.system)} | {_figures(a)}" for a in systems]
-
-
-MAX_LISTED = 40  # distinct rows listed under a roll-up
-
-
-def _names(group: Sequence[SystemAvailability], most: int = 12) -> str:
-    if len(group) == 1:
-        return md(group[0].system)
-    more = f" and {len(group) - most} more" if len(group) > most else ""
-    return f"{len(group)} systems: {', '.join(md(a.system) for a in group[:most])}{more}"
-
-
-def _span_pct(values: Sequence[float]) -> str:
-    low, high = min(values) * 100, max(values) * 100
-    return f"{low:.1f} %" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f} to {high:.1f} %"
-
-
-def _rollup(section: Section, rollup: SystemAvailability) -> tuple[list[str], list[str]]:
-    """(the lines above a roll-up's table, its rows): the roll-up, then each distinct row of
-    the systems with a deficit, least available first; the rest said in one line."""
-    systems = section.systems
-    short = [a for a in systems if a.deficit]
-    rest = [a for a in systems if not a.deficit]
-    lines = [f"{len(systems)} systems; the roll-up is their mean."]
-    if not rollup.enough_data:
-        lines.append(f"Not enough data: the store covers {rollup.coverage * 100:.1f} % of the "
-                     f"period (at least {MIN_COVERAGE:.0%} for an availability figure).")
-    if rest:
-        known = [a for a in rest if a.known_s > 0]
-        every = "All" if not short else "The other"
-        coverage = _span_pct([a.coverage for a in known]) if known else ""
-        what = (f"{every} {len(rest)} without downtime or degraded time: "
-                + (f"{len(known)} at 100 % where known, coverage {coverage}" if known
-                   else "no data"))
-        if known and len(known) < len(rest):
-            what += f"; {len(rest) - len(known)} without data"
-        lines.append(what + ".")
-    groups: dict[str, list[SystemAvailability]] = {}
-    short.sort(key=lambda a: (a.availability if a.availability is not None else -1,
-                              -a.degraded_s, a.system))
-    for a in short:
-        groups.setdefault(_figures(a), []).append(a)
-    if groups:
-        cut = (f" (the {MAX_LISTED} least available; the JSON and CSV list every one)"
-               if len(groups) > MAX_LISTED else "")
-        lines.append(f"Listed: the {len(short)} with downtime or degraded time, least available "
-                     f"first, systems with the same figures in one row{cut}.")
-    rows = [f"| {md(rollup.system)} | {_figures(rollup)}"] + [
-        f"| {_names(group)} | {figures}" for figures, group in list(groups.items())[:MAX_LISTED]]
-    return lines, rows
-
-
-def _grouped(incidents: Sequence[Incident]) -> list[list[Incident]]:
-    """Rack incidents with the same state, times, planning and cause in one row (a PDU that
-    opens puts all its racks on one feed at once); every other incident alone."""
-    rows: list[list[Incident]] = []
-    index: dict[tuple[object, ...], int] = {}
-    for i in incidents:
-        key = (i.state, i.start_ns, i.end_ns, i.planned, i.cause)
-        if i.cause.startswith(("on one feed", "no power")) and key in index:
-            rows[index[key]].append(i)
-            continue
-        if i.cause.startswith(("on one feed", "no power")):
-            index[key] = len(rows)
-        rows.append([i])
-    return rows
-
-
-def render_markdown(report: AvailabilityReport) -> str:
-    """The report for people: summary tables, incidents with their evidence, definitions."""
-    tz = report.timezone
-    lines = [f"# Availability: {md(report.site_name)} ({md(report.site_id)})", "",
-             f"Period {_local(report.start_ns, tz)} to {_local(report.end_ns, tz)} ({md(tz)}), "
-             f"{_dur((report.end_ns - report.start_ns) / NS)}; resolution {report.step_s:g} s; "
-             f"generated {_local(report.generated_ns, tz)}.", ""]
-    if not report.enough_data:
-        lines += [f"Not enough data: the store covers {report.coverage * 100:.1f} % of the "
-                  f"period on average (at least {MIN_COVERAGE:.0%} for an availability "
-                  "figure); the figures below say so system by system.", ""]
-    head = ("| system | kind | availability | excl. planned | coverage | unplanned down | "
-            "planned down | degraded | failures | MTBF | MTTR |")
-    rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for section in report.sections:
-        if not section.systems:
-            continue
-        lines += [f"## {section.title}", ""]
-        if section.rollup is not None:
-            above, rows = _rollup(section, section.rollup)
-            lines += [" ".join(above), ""]
-        else:
-            rows = _summary_rows(section.systems)
-        lines += [head, rule] + rows + [""]
-    incidents = report.incidents()
-    lines += ["## Incidents", ""]
-    if not incidents:
-        lines += ["None in the period.", ""]
-    else:
-        lines += ["| system | state | start | end | duration | planned | cause | alarm journal |",
-                  "|---|---|---|---|---:|---|---|---|"]
-        for group in _grouped(incidents):
-            i = group[0]
-            events = "<br>".join(_event_text(e, tz, md) for e in report.events_of(i)[:8]) or "-"
-            names = md(i.system) if len(group) == 1 else \
-                f"{len(group)} racks: {', '.join(md(g.system) for g in group[:12])}" \
-                + (f" and {len(group) - 12} more" if len(group) > 12 else "")
-            lines.append(f"| {names} | {i.state} | {_local(i.start_ns, tz)} | "
-                         f"{_local(i.end_ns, tz)} | {_dur(i.duration_s)} | "
-                         f"{'yes' if i.planned else 'no'} | {md(i.cause)} | {events} |")
-        lines.append("")
-    if report.planned:
-        lines += ["## Planned maintenance (from the maintenance log)", "",
-                  "| unit | start | end | reason | ticket |", "|---|---|---|---|---|"]
-        lines += [f"| {md(w.unit)} | {_local(w.start_ns, tz)} | {_local(w.end_ns, tz)} | "
-                  f"{md(w.reason)} | {md(w.ticket) if w.ticket else '-'} |"
-                  for w in report.planned] + [""]
-    ev = report.evidence
-    lines += ["## Evidence", "",
-              f"- store: {md(ev.get('store'))} {md(ev.get('store_path', ''))}; "
-              f"{ev['series_read']:,} "
-              f"series read, {ev['good_samples']:,} good samples behind these figures"]
-    if "site_file" in ev:
-        lines.append(f"- site file: {md(ev['site_file'])} (sha256 {ev['site_file_sha256']})")
-    journal = ev.get("journal")
-    if journal is not None:
-        state = "intact" if journal["chain_ok"] else \
-            f"BROKEN: {md(journal.get('problem') or 'at event #' + str(journal['first_bad_seq']))}"
-        lines.append(f"- alarm journal: {md(journal['path'])}, {journal['events']:,} events, hash "
-                     f"chain {state}; head #{journal['head_seq']} {journal['head_sha256']}")
-    else:
-        lines.append("- alarm journal: not given (incidents are listed without alarm events)")
-    lines += ["", "## Definitions", "",
-              "- Availability = serving time / known time, where serving is up or degraded; "
-              "\"excl. planned\" leaves planned downtime out of both.",
-              "- Coverage = known time / period. A step without a good sample is unknown, never "
-              f"counted as up; under {MIN_COVERAGE:.0%} coverage the availability reads "
-              f"\"{NOT_ENOUGH}\".",
-              "- A rack is down when no feed carries load (every feed under "
-              "0.05 kW for a whole step), degraded on one feed; a unit is down while its status "
-              "word reports a trip; a redundancy group is down below N and degraded below its "
-              "design level; the site is degraded while not concurrently maintainable.",
-              "- MTBF = serving time / unplanned failures; MTTR = unplanned downtime / unplanned "
-              "failures. Durations are multiples of the resolution.", ""]
-    body = "\n".join(lines) + "\n"
-    return body + "Report fingerprint (sha256 of every line above this one): " \
-        f"{hashlib.sha256(body.encode()).hexdigest()}\n"
-
-
-def _system_json(a: SystemAvailability) -> dict[str, Any]:
-    return {"system": a.system, "kind": a.kind, "availability": a.availability,
-            "availability_excluding_planned": a.availability_unplanned,
-            "coverage": a.coverage, "up_s": a.up_s, "degraded_s": a.degraded_s,
-            "down_planned_s": a.down_planned_s, "down_unplanned_s": a.down_unplanned_s,
-            "unknown_s": a.unknown_s, "failures": a.failures, "mtbf_s": a.mtbf_s,
-            "mttr_s": a.mttr_s, "enough_data": a.enough_data}
-
-
-def report_json(report: AvailabilityReport) -> dict[str, Any]:
-    """The report as data (every system, every incident with its alarm events)."""
-    return {
-        "site": {"id": report.site_id, "name": report.site_name, "timezone": report.timezone},
-        "period": {"start_ns": report.start_ns, "end_ns": report.end_ns,
-                   "start_local": _local(report.start_ns, report.timezone),
-                   "end_local": _local(report.end_ns, report.timezone),
-                   "resolution_s": report.step_s, "coverage": report.coverage,
-                   "enough_data": report.enough_data, "min_coverage": MIN_COVERAGE},
-        "generated_ns": report.generated_ns,
-        "sections": [{"title": s.title,
-                      "rollup": _system_json(s.rollup) if s.rollup else None,
-                      "systems": [_system_json(a) for a in s.systems]} for s in report.sections],
-        "incidents": [{"system": i.system, "state": i.state, "start_ns": i.start_ns,
-                       "end_ns": i.end_ns, "duration_s": i.duration_s, "planned": i.planned,
-                       "cause": i.cause,
-                       "alarm_events": [{"seq": e.seq, "time_ns": e.time_ns,
-                                         "alarm_id": e.alarm_id, "action": e.action.value,
-                                         "user": e.user, "comment": e.comment}
-                                        for e in report.events_of(i)]}
-                      for i in report.incidents()],
-        "planned": [{"unit": w.unit, "start_ns": w.start_ns, "end_ns": w.end_ns,
-                     "reason": w.reason, "ticket": w.ticket} for w in report.planned],
-        "evidence": report.evidence,
-    }
-
-
-def render_csv(report: AvailabilityReport) -> str:
-    """The incidents as CSV (one row each), for spreadsheets and ticket systems."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["system", "state", "start_local", "end_local", "duration_s", "planned",
-                     "cause", "alarm_events"])
-    for i in report.incidents():
-        events = "; ".join(_event_text(e, report.timezone) for e in report.events_of(i))
-        writer.writerow([csv_cell(v) for v in (
-            i.system, i.state, _local(i.start_ns, report.timezone),
-            _local(i.end_ns, report.timezone), f"{i.duration_s:.0f}",
-            "yes" if i.planned else "no", i.cause, events)])
-    return out.getvalue()
-
-
-def plot_timeline(report: AvailabilityReport, path: str | Path, max_rows: int = 40) -> Path:
-    """A timeline of every system with an incident: down red, degraded amber (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = sorted({i.system for i in report.incidents()})[:max_rows]
-    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.32 * max(1, len(rows))))
-    span_h = (report.end_ns - report.start_ns) / NS / 3600
-    colours = {"down": "#c0392b", "degraded": "#e6a23c"}
-    for y, name in enumerate(rows):
-        for i in report.incidents():
-            if i.system == name:
-                ax.barh(y, i.duration_s / 3600, left=(i.start_ns - report.start_ns) / NS / 3600,
-                        color=colours[i.state], hatch="//" if i.planned else None,
-                        edgecolor="#555" if i.planned else None)
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set_xlim(0, span_h)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"hours from {_local(report.start_ns, report.timezone)} ({report.timezone})")
-    name = report.site_name.replace("$", r"\$")  # no mathtext from a site name
-    ax.set_title(f"{name}: incidents (red down, amber degraded, hatched planned)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-__all__ = ["AvailabilityReport", "MaintenanceLogError", "PlannedWindow", "build_availability",
-           "load_planned", "plot_timeline", "render_csv", "render_markdown", "report_json"]
+__all__ = ["FORMULA_START", "MAX_LISTED", "NOT_ENOUGH", "AvailabilityReport",
+           "MaintenanceLogError", "PlannedWindow", "Section", "_dur", "_event_text", "_local",
+           "_pct", "build_availability", "csv_cell", "load_planned", "md", "plot_timeline",
+           "render_csv", "render_markdown", "report_json"]

@@ -396,6 +396,33 @@ async def test_posts_are_retried_until_alertmanager_answers(
         await am.close()
 
 
+async def test_retries_back_off_but_never_wait_longer_than_the_resend_interval() -> None:
+    """Backoff from the notifier's delivery policy (0.5 s doubling to 60 s), capped at the
+    2 s resend interval that keeps live alarms alive in Alertmanager."""
+    service = alarm_service()
+    service.evaluate(snapshot(("UPS-A1",)))
+    waits: list[float] = []
+    enough = asyncio.Event()
+
+    async def sleep(delay_s: float) -> None:  # time moved, not slept
+        waits.append(delay_s)
+        if len(waits) == 6:
+            enough.set()
+        await asyncio.sleep(0)
+
+    am = AlertmanagerClient(
+        AlertmanagerConfig(url=f"http://127.0.0.1:{free_port()}", resend_interval_s=2),
+        service, SITE.id, delivery=DeliveryConfig(first_backoff_s=0.5, max_backoff_s=60,
+                                                  jitter=0), sleep=sleep)
+    await am.start()
+    try:
+        await asyncio.wait_for(enough.wait(), 30)
+    finally:
+        await am.close()
+    assert waits[:6] == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0]
+    assert am.failures >= 6 and am.stats().firing == 0
+
+
 # ---------------------------------------------------------------- wired in the running system
 
 SYSTEM_CONFIG = """

@@ -178,10 +178,10 @@ async def test_lost_cycles_are_logged_counted_and_exported(
     forward.lost_samples, forward.buffer_error = 7, "buffer disk full: [Errno 28] No space left on device"
     text = prometheus_text({"devices": {}, "cadences": {}, "buffer": buffer_metrics(forward.stats())})
     assert "# TYPE dcim_buffer_lost_samples_total counter" in text
-    assert "\ndcim_buffer_lost_samples_total 2507\n" in text  # at restart and live
-    assert "\ndcim_buffer_lost_cycles_at_restart 2\n" in text
-    assert "\ndcim_buffer_error 1\n" in text
+    assert "\ndcim_buffer_lost_samples_total 2507.0\n" in text  # at restart and live
+    assert "\ndcim_buffer_lost_cycles_at_restart 2.0\n" in text
+    assert "\ndcim_buffer_error 1.0\n" in text
     forward.buffer_error = ""
-    assert "\ndcim_buffer_error 0\n" in prometheus_text(
+    assert "\ndcim_buffer_error 0.0\n" in prometheus_text(
         {"devices": {}, "cadences": {}, "buffer": buffer_metrics(forward.stats())})
     await forward.close(timeout_s=0)

@@ -7,6 +7,7 @@ outside tools rely on.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from dcim.alarms.types import Alarm, Condition, Priority
 from dcim.analytics.anomaly_base import Anomaly
 from dcim.analytics.anomaly_envelope import EnvelopeConfig
 from dcim.collectors.base import DeviceHealth, DeviceStatus
-from dcim.dashboards.state import state_document, state_health
+from dcim.dashboards.state import state_document, state_health, zone_doc
 from dcim.live.build import ashrae_band, build_state, plan
 from dcim.live.state import Collection, SiteState
 from dcim.site import load_site
@@ -34,7 +35,7 @@ T = 1_764_000_000_000_000_000
 FIELDS = {
     "": {"seq", "site", "headline", "collection", "redundancy", "power_chain", "cooling",
          "racks", "ashrae", "alarms", "alarm_counts", "anomalies", "devices_not_up"},
-    "site": {"id", "name", "time_ms", "timezone"},
+    "site": {"id", "name", "time_ms", "timezone", "tz_abbrev", "utc_offset_min"},
     "headline": {"pue", "pue_today", "ppue_cooling", "ppue_distribution", "it_kw",
                  "facility_kw", "outdoor_c"},
     "collection": {"devices", "up", "stale", "down", "polls", "polls_per_s", "errors",
@@ -103,9 +104,40 @@ def test_the_document_keeps_every_field_the_page_and_tools_read() -> None:
         assert not FIELDS[name] - set(item), (name, FIELDS[name] - set(item))
     assert doc["seq"] == 7 and doc["site"] == {"id": SITE.id, "name": "Cyberport 5 Data Centre",
                                                "time_ms": T // 1_000_000,
-                                               "timezone": "Asia/Hong_Kong"}
+                                               "timezone": "Asia/Hong_Kong",
+                                               "tz_abbrev": "HKT", "utc_offset_min": 480}
     assert doc["alarms"][0]["id"] == "unit:UPS-A2:down"
     assert doc["alarms"][0]["state"] == "active_unacknowledged"
+
+
+SUMMER_2026 = 1_782_000_000  # 2026-06-21 UTC, seconds
+WINTER_2026 = 1_796_000_000  # 2026-11-30 UTC, seconds
+
+
+@pytest.mark.parametrize(("zone", "at_s", "abbrev", "offset_min"), [
+    ("Asia/Hong_Kong", WINTER_2026, "HKT", 480),
+    ("Asia/Hong_Kong", SUMMER_2026, "HKT", 480),  # no daylight saving since 1979
+    ("Europe/London", WINTER_2026, "GMT", 0),
+    ("Europe/London", SUMMER_2026, "BST", 60),
+    ("America/New_York", SUMMER_2026, "EDT", -240),
+    ("Asia/Kolkata", WINTER_2026, "IST", 330),
+    ("Asia/Singapore", WINTER_2026, None, 480),  # tzdata names it "+08": no abbreviation
+    ("UTC", WINTER_2026, "UTC", 0),
+    ("Mars/Olympus_Mons", WINTER_2026, None, None),  # unknown here: the page names the zone
+], ids=lambda v: str(v))
+def test_the_site_zone_is_named_at_the_documents_time(zone: str, at_s: int,
+                                                      abbrev: str | None,
+                                                      offset_min: int | None) -> None:
+    assert zone_doc(zone, at_s * 1_000_000_000) == {"tz_abbrev": abbrev,
+                                                    "utc_offset_min": offset_min}
+
+
+def test_the_document_names_the_zone_of_the_site_not_of_the_machine() -> None:
+    london = snapshot(readings())
+    london = dataclasses.replace(london, timezone="Europe/London", time_ns=SUMMER_2026 * 10**9)
+    doc = state_document(london, [], SUMMER_2026 * 10**9, device_types=TYPES)
+    assert doc["site"]["timezone"] == "Europe/London"
+    assert (doc["site"]["tz_abbrev"], doc["site"]["utc_offset_min"]) == ("BST", 60)
 
 
 @pytest.mark.parametrize(("temp", "band"), [

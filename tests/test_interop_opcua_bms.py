@@ -25,6 +25,10 @@ import yaml
 from asyncua import Client, ua
 
 from dcim.cli import main
+from dcim.collectors.opcua import OpcuaCollector, _Connection
+from dcim.config.site import OpcuaGateway
+from dcim.site import site_from_dict
+from dcim.storage.base import Sample
 from tests.conftest import require_program, servers_required
 from tests.influxd import free_port
 
@@ -147,6 +151,62 @@ def test_check_rows_tells_source_times_from_receive_times(
     served = {epoch_ms("2026-12-08T04:58:16.716+08:00"): 22.5}
     got_matched, got_problems = check_rows(rows, served, 1000)
     assert (got_matched, len(got_problems)) == (matched, problems)
+
+
+class _Samples(list[Sample]):
+    """A sample sink that keeps everything (the collector's cycles are not used here)."""
+
+    def add(self, samples: list[Sample]) -> None:
+        """Keep samples."""
+        self.extend(samples)
+
+
+def test_a_device_clock_behind_by_more_than_an_interval_keeps_its_source_times() -> None:
+    """The BMS's lag, replayed with the time moved: changes every 200 ms stamped 1.5 s
+    before they are published once a second, one publish missing. Once a held value was
+    dated at its boundary, every later change (dated before that boundary) went to a
+    boundary too; now held values are dated back by the lag and changes keep their times."""
+    site = site_from_dict({
+        "site": {"id": "lag", "name": "Lag"},
+        "gateways": [{"id": "bms", "protocol": "opcua", "endpoint": "opc.tcp://127.0.0.1:4840"}],
+        "profiles": {"crah": {"protocol": "opcua", "device_type": "crah", "points": [
+            {"name": "supply_temp", "node": f"nsu={NAMESPACE};s={{device}}.SupplyTemp"}]}},
+        "devices": [{"id": "CRAH-1", "profile": "crah", "gateway": "bms", "node_name": "CRAH-1",
+                     "interval_s": 1}]})
+    gateway = site.config.gateways[0]
+    assert isinstance(gateway, OpcuaGateway)
+    t0 = 1_800_000_000.0
+    now = [t0]
+    collector = OpcuaCollector(gateway, list(site.devices.values()), _Samples(),
+                               clock=lambda: now[0])
+    (point,) = collector._points
+    point.node_id = ua.NodeId.from_string("ns=2;s=CRAH-1.SupplyTemp")
+    device = collector._devices["CRAH-1"]
+    conn = _Connection(connected_mono=time.monotonic())
+    served: dict[int, float] = {}
+    stored: list[Sample] = []
+    for second in range(13):
+        now[0] = t0 + second
+        stored += collector._sample_device(device, conn, round(now[0] * 1e9), 0.0)
+        if second == 5:
+            continue  # this second's publish is late: the next boundary holds
+        if second == 12:
+            break  # the last boundary
+        now[0] = t0 + second + 0.5  # the publish: the newest change, set just now
+        source_s, value = now[0] - OFFSET_MS / 1000, 20 + second / 8
+        served[round(source_s * 1000)] = value
+        collector._store(conn, point, ua.DataValue(
+            ua.Variant(value, ua.VariantType.Double),
+            SourceTimestamp=ua.DateTime.fromtimestamp(source_s, timezone.utc),
+            ServerTimestamp=ua.DateTime.fromtimestamp(now[0], timezone.utc)))
+    rows = [{"time": datetime.fromtimestamp(s.time_ns / 1e9, timezone.utc).isoformat(),
+             "value": s.value, "quality": s.quality.name.lower()} for s in stored]
+    times = [s.time_ns for s in stored]
+    assert times == sorted(set(times))
+    matched, problems = check_rows(rows, served, 1000)
+    assert problems == [] and matched == len(served)
+    held = [s for s in stored if round(s.time_ns / 1e6) not in served]
+    assert [s.time_ns for s in held] == [round((t0 + 4) * 1e9)]  # 6 s, dated 2 s back
 
 
 def _discover(bms: Bms, trust_dir: Path, *extra: str) -> list[str]:

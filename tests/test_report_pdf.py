@@ -188,9 +188,18 @@ def test_two_renders_of_one_report_are_the_same_bytes(
 def test_names_from_outside_are_shown_as_text(rendered: tuple[AvailabilityReport, Path],
                                               tmp_path: Path) -> None:
     report, _ = rendered
-    odd = dataclasses.replace(report, site_name="DC $\\frac{1}{2}$ <b>\nfloor")
-    text = "\n".join(pdftotext(render_pdf(odd, tmp_path / "odd.pdf"))[:1])
-    assert "DC $\\frac{1}{2}$ <b>\\nfloor" in text  # no mathtext, the newline shown
+    long_name = "CRAH-H1-1 (north wall, $5 fan kit) 38c"  # whole, not cut to a column
+    power = report.sections[1]
+    sections = [*report.sections[:1],
+                dataclasses.replace(power, systems=[dataclasses.replace(
+                    power.systems[0], system=long_name), *power.systems[1:]]),
+                *report.sections[2:]]
+    odd = dataclasses.replace(report, site_name="DC $\\frac{1}{2}$ <b>\nfloor",
+                              sections=sections)
+    pages = pdftotext(render_pdf(odd, tmp_path / "odd.pdf"))
+    assert "DC $\\frac{1}{2}$ <b>\\nfloor" in pages[0]  # no mathtext, the newline shown
+    assert any(norm(line).startswith(f"{long_name} {power.systems[0].kind} ")
+               for page in pages for line in page.splitlines())
 
 
 @pytest.mark.parametrize(("now", "tz", "label", "hours"), [

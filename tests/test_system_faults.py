@@ -83,7 +83,7 @@ async def test_a_full_disk_under_the_buffer_is_its_own_alarm_and_alarms_still_wo
         collection = system.live.current().collection
         assert collection.lost_samples > 0 and collection.buffer_error
         assert f"LOST {collection.lost_samples:,}"[:8] in system.status_line()
-        assert "dcim_buffer_error 1" in system.metrics_text()
+        assert "\ndcim_buffer_error 1.0\n" in system.metrics_text()
         monkeypatch.setattr(os, "pwrite", real)  # space freed: the buffer writes again
         await until(lambda: not system.live.current().collection.buffer_error, 15)
     finally:

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -176,10 +176,11 @@ class AlertmanagerClient:
     def __init__(self, config: AlertmanagerConfig, alarms: AlarmSource, site_id: str, *,
                  delivery: DeliveryConfig | None = None, clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  session: aiohttp.ClientSession | None = None) -> None:
         self.config, self.alarms, self.site_id = config, alarms, site_id
         self.delivery = delivery or DeliveryConfig()
-        self.clock, self.rand = clock, rand
+        self.clock, self.rand, self.sleep = clock, rand, sleep
         self.url = config.url.rstrip("/") + API_PATH
         self._session, self._own_session = session, session is None
         self._firing: dict[str, Alert] = {}  # what Alertmanager holds as firing from us
@@ -262,5 +263,5 @@ class AlertmanagerClient:
             attempts += 1
             # the notifier's backoff, never longer than the resend interval that keeps
             # Alertmanager from resolving live alarms by itself
-            await asyncio.sleep(min(retry_delay_s(attempts, self.delivery, self.rand), resend))
+            await self.sleep(min(retry_delay_s(attempts, self.delivery, self.rand), resend))
             due = self.clock()
