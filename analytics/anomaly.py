@@ -42,7 +42,13 @@ log = logging.getLogger(__name__)
 
 INLET_POINTS = ("inlet_temp_bottom_c", "inlet_temp_middle_c", "inlet_temp_top_c")
 LAYER_NAMES = ("generic", "envelope", "rate", "robust", "model", "sensor", "status")
-STATE_ROLES = ("unit_status", "fault")  # enumerations: the status layer reads them
+STATE_ROLES = ("unit_status", "fault")  # the status layer reads these words
+# enumerations and flags: a change is an event, not a statistical surprise (no generic layer)
+ENUM_ROLES = STATE_ROLES + ("running", "ups_mode", "on_battery", "on_bypass", "source",
+                            "breaker_open")
+# counters: the generic detector reads their increments, totals only ever grow
+COUNTER_ROLES = ("energy_kwh", "it_energy_kwh", "input_energy_kwh", "output_energy_kwh",
+                 "fuel_used_l", "water_m3")
 SENSOR_ROLES = ("inlet_temp_c", "inlet_rh_pct", "supply_temp_c", "return_temp_c",
                 "chw_supply_temp_c")
 
@@ -93,6 +99,12 @@ def role_decline(role: str, times_ns: IntArray, values: FloatArray,
 def finite(values: FloatArray) -> FloatArray:
     """Values with inf (a broken decoder, a division by zero upstream) as missing."""
     return values if np.isfinite(values).all() else np.where(np.isfinite(values), values, np.nan)
+
+
+def increments(values: FloatArray) -> FloatArray:
+    """A counter's change per sample (the first is unknown; a reset reads as missing)."""
+    d = np.diff(values, prepend=np.nan)
+    return np.where(d >= 0, d, np.nan)
 
 
 def inlet_neighbours(site: Site | None) -> dict[SeriesKey, list[SeriesKey]]:
@@ -156,8 +168,8 @@ class GenericTrack:
             self.last_ns = t
 
     def anomalies(self, key: SeriesKey, since_ns: int, cfg: GenericConfig) -> list[Anomaly]:
-        """Episodes among the verdicts from since_ns on (older ones are dropped), as
-        generic_anomalies builds them."""
+        """Episodes among the verdicts from since_ns on (older ones are dropped): one per
+        refractory span, from its first sample over the threshold to its last."""
         i0 = int(np.searchsorted(np.array(self.times, dtype=np.int64), since_ns))
         del self.times[:i0], self.values[:i0], self.verdicts[:i0]
         if not self.times or self.model.declined is not None:
@@ -173,9 +185,7 @@ class GenericTrack:
             last = int(over[-1])
             peak = int(i + np.argmax(sc[i:last + 1]))
             res = self.verdicts[peak]
-            kind = res.kind or "spike"
-            if kind == "spike" and (t[last] - t[i]) / NS > cfg.spike_max_s:
-                kind = "level_shift"
+            kind = res.kind or "spike"  # as said online at the peak, not re-read in hindsight
             decades = float(np.log10(max(1.0 - thr, 1e-300) / max(1.0 - sc[peak], 1e-300)))
             out.append(Anomaly(
                 series=key, layer="generic", kind=kind, since_ns=int(t[i]),
@@ -275,8 +285,8 @@ class Detector:
             role = self.role(key)
             good = finite(s.good_values())
             self._unknown(key)
-            if "generic" in self.cfg.layers and role not in STATE_ROLES:
-                t, g = s.times_ns, good
+            if "generic" in self.cfg.layers and role not in ENUM_ROLES:
+                t, g = s.times_ns, increments(good) if role in COUNTER_ROLES else good
                 if self.cfg.generic_fit_s is not None and t.size:
                     i0 = int(np.searchsorted(t, t[-1] - int(self.cfg.generic_fit_s * NS)))
                     t, g = t[i0:], g[i0:]
@@ -325,12 +335,13 @@ class Detector:
             return out
         if "generic" in layers and key in self.generic:
             model = self.generic[key]
+            g = increments(v) if role in COUNTER_ROLES else v
             if self.cfg.follow:
                 track = self.tracks[key]
-                track.advance(t, v)
-                found = track.anomalies(key, int(t[0]) if t.size else 0, self.cfg.generic)
+                track.advance(t, g)
+                found = track.anomalies(key, int(t[0]), self.cfg.generic)
             else:
-                found = generic_anomalies(key, t, v, model, self.cfg.generic)
+                found = generic_anomalies(key, t, g, model, self.cfg.generic)
             for a in found:
                 a.confidence = generic_confidence(a.score, model.interval_s)
             out += found

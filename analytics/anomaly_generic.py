@@ -49,7 +49,6 @@ class GenericConfig:
     refractory_s: float = 12 * 3600.0  # one alert per episode: no new raise this soon after one
     warmup_samples: int = 48  # finite samples before anything is scored
     spread_floor: float = 0.001  # scale floor as a fraction of the 5-95 % spread of the values
-    spike_max_s: float = 900.0  # an episode longer than this is not called a spike
     beta_floor: float = 0.25  # least tail decay length of a statistic, in units of its scale
     kinds_factor: float = 1.0  # p of the most surprising of the six statistics: 1 - (1 - p)^this
 
@@ -216,8 +215,11 @@ class SeriesModel:
         key = min(ps, key=ps.__getitem__)
         p = 1.0 - (1.0 - ps[key]) ** self.config.kinds_factor
         kind = "spike" if key == "season" else key
-        expected = x - es if key == "season" else pred
-        return Score(1.0 - p, kind, _detail(kind, x, expected, stats, p), expected)
+        detail = _detail(kind, x, pred, stats, p)
+        if key == "season":
+            detail = (f"spike: {x:.4g} beyond its recent level {pred:.4g} and, by {es:.4g}, the range "
+                      f"at this time a day or week before (stat {stats['season']:.3g}, p={p:.2g})")
+        return Score(1.0 - p, kind, detail, pred)
 
     def _push(self, x: float) -> None:
         """Append a value, keeping the running sums of the short windows (exact every 1024)."""
@@ -304,6 +306,8 @@ def generic_anomalies(key: SeriesKey, times_ns: IntArray, values: FloatArray, mo
     v = np.asarray(values, dtype=np.float64)
     if model.declined is not None or t.size == 0:
         return []
+    pre = model.values.last(model.values.n).copy()
+    full = np.concatenate([pre, v])
     m = copy.deepcopy(model)
     res = [m.update(int(a), float(b)) for a, b in zip(t.tolist(), v.tolist())]
     sc = np.array([r.score for r in res])
@@ -314,14 +318,14 @@ def generic_anomalies(key: SeriesKey, times_ns: IntArray, values: FloatArray, mo
         stop = raised[j + 1] if j + 1 < len(raised) else t.size
         last = _episode_end(t, sc, i, stop, thr, cfg.level_window_s)
         peak = int(i + np.argmax(sc[i:last + 1]))
-        kind = _episode_kind(t, v, sc, res, i, last, thr, cfg.spike_max_s)
+        kind = _episode_kind(full, pre.size, sc, res, i, last, thr, model)
         conf = float(sc[peak])
         decades = math.log10(max(1.0 - thr, 1e-300) / max(1.0 - conf, 1e-300))
         detail = res[peak].detail if res[peak].kind == kind else f"{kind} ({res[peak].detail})"
         out.append(Anomaly(
             series=key, layer="generic", kind=kind, since_ns=int(t[i]), last_ns=int(t[last]),
             raised_ns=int(t[i]), value=float(v[peak]), expected=res[peak].expected,
-            score=conf, severity=severity_for(decades, 0.0, 1.0, 2.0),
+            score=conf, severity=severity_for(decades, 0.0, 1.0, 2.0), confidence=conf,
             message=f"{label(key)} {detail}",
             context={"threshold": thr, "samples_over": float((sc[i:last + 1] >= thr).sum())}))
     return out
@@ -337,21 +341,47 @@ def _episode_end(t: IntArray, sc: FloatArray, i: int, stop: int, thr: float, gap
     return last
 
 
-def _episode_kind(t: IntArray, v: FloatArray, sc: FloatArray, res: list[Score], i: int,
-                  last: int, thr: float, spike_max_s: float) -> str:
-    """Kind of an episode: its peak's kind; spikes of both signs are variance, long ones a shift."""
+def _median(x: FloatArray) -> float:
+    """Median of the finite values (NaN when none)."""
+    f = x[np.isfinite(x)]
+    return float(np.median(f)) if f.size else math.nan
+
+
+def _episode_kind(full: FloatArray, off: int, sc: FloatArray, res: list[Score], i: int,
+                  last: int, thr: float, model: SeriesModel) -> str:
+    """Kind of an episode, in hindsight: the peak's kind, told apart by what the values did next.
+
+    A spike that does not come back is a level shift; spikes of both signs or a wider spread
+    after it are a variance change; a shift whose change was spread over the drift window
+    (rather than made within the level window) is a drift.
+    """
     peak = int(i + np.argmax(sc[i:last + 1]))
     kind = res[peak].kind or "spike"
-    if kind != "spike":
+    if kind == "stuck":
         return kind
-    spikes = [k for k in range(i, last + 1) if sc[k] >= thr and res[k].kind == "spike"]
-    up = sum(1 for k in spikes if v[k] > res[k].expected)
-    if up >= 2 and len(spikes) - up >= 2:
-        return "variance"
-    after = v[peak + 1:last + 1]
-    after = after[np.isfinite(after)]
-    excursion = abs(v[peak] - res[peak].expected)
-    if (t[last] - t[i]) / NS > spike_max_s and after.size and \
-            abs(float(np.median(after)) - res[peak].expected) > excursion / 2:
-        return "level_shift"  # it did not come back
-    return kind
+    kl, kd = model.k_level, model.k_drift
+    scale = max(model.scale_e.value, model.floor) if math.isfinite(model.scale_e.value) else 0.0
+    j = off + peak
+    if kind in ("spike", "variance"):
+        spikes = [k for k in range(i, last + 1) if sc[k] >= thr and res[k].kind == "spike"]
+        up = sum(1 for k in spikes if full[off + k] > res[i].expected)  # against the level before
+        if up >= 2 and len(spikes) - up >= 2:
+            return "variance"
+        after = full[j + 1:j + 1 + max(kl, 8)]
+        after = after[np.isfinite(after)]
+        if after.size < 2:
+            return kind
+        mid = float(np.median(after))
+        if MAD_TO_SIGMA * float(np.median(np.abs(after - mid))) > 2.0 * scale > 0:
+            return "variance"
+        ref = _median(full[max(0, j - kd - kl):max(0, j - kd)])
+        if not abs(mid - ref) > 1.5 * scale:
+            return kind  # it came back: a spike
+    j = off + i
+    now = _median(full[j:j + kl])
+    before = _median(full[max(0, j - kl):j])
+    long_ago = _median(full[max(0, j - kd):max(0, j - kd + kl)])
+    total = now - long_ago
+    if math.isfinite(total) and math.isfinite(before) and abs(now - before) < 0.5 * abs(total):
+        return "drift"
+    return "level_shift"

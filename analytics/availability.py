@@ -76,9 +76,14 @@ def group_states(available: FloatArray, needed: FloatArray, design: str) -> Code
     below the design level (no spare left) degraded."""
     known = np.isfinite(available) & np.isfinite(needed)
     out = np.full(available.shape, UNKNOWN, dtype=np.int8)
-    for i in np.flatnonzero(known):
-        have, need = int(available[i]), int(needed[i])
-        out[i] = DOWN if have < need else UP if meets_design(design, need, have) else DEGRADED
+    have = np.where(known, available, 0).astype(np.int64)
+    need = np.where(known, needed, 0).astype(np.int64)
+    # a year of steps holds a handful of (have, need) pairs: judge each pair once
+    pairs, inverse = np.unique(np.stack([have[known], need[known]]), axis=1,
+                               return_inverse=True)
+    verdict = np.array([DOWN if h < n else UP if meets_design(design, int(n), int(h))
+                        else DEGRADED for h, n in pairs.T], dtype=np.int8)
+    out[known] = verdict[inverse.ravel()] if verdict.size else out[known]
     return out
 
 

@@ -380,7 +380,8 @@ def main() -> None:
     from dcim.analytics.anomaly_generic import GenericConfig
     # as the service runs it: generic models followed online, the site's budget
     det = Detector(site, DetectorConfig(model_method=args.method, follow=True,
-                                        generic=GenericConfig(false_alarms_per_week=args.budget)))
+                                        generic=GenericConfig(false_alarms_per_week=args.budget),
+                                        generic_fit_s=86400.0))
     t_fit = time.perf_counter()
     det.fit(train, now_ns=int(t * NS))
     t_fit = time.perf_counter() - t_fit
@@ -418,6 +419,11 @@ def main() -> None:
           f"{len(fa) / series_days:.4f} ({len(clean)} series); budget {args.budget:g}/week = "
           f"{args.budget / 7:.4f}/day; paged (confidence >= 0.9): "
           f"{sum(a.confidence >= 0.9 for a in fa) / series_days:.4f}")
+    points: dict[str, int] = {}
+    for a in gen:
+        points[a.series.point] = points.get(a.series.point, 0) + 1
+    print("  generic false alarms by point: " + ", ".join(
+        f"{k} {c}" for k, c in sorted(points.items(), key=lambda x: -x[1])[:8]))
     declined = sorted(det.notes.items())
     print(f"notes ({len(declined)}): " + "; ".join(f"{k}: {v}" for k, v in declined[:4]))
     nb = nab(RobustConfig())

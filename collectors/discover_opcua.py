@@ -22,6 +22,15 @@ BATCH = 100  # nodes per Browse or Read request (servers cap MaxNodesPerBrowse/R
 POINT_NAME = re.compile(r"[^a-z0-9_]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 Trail = tuple[tuple[str, str], ...]  # (namespace uri, browse name) from Objects
+UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
+# UNECE Rec. 20 codes (EUInformation.UnitId, OPC UA Part 8) of the units dcim writes itself,
+# and the suffix a point name takes for each (power_kw, supply_temp_c)
+DCIM_UNITS: dict[str, tuple[str, str]] = {
+    "CEL": ("degC", "c"), "KWT": ("kW", "kw"), "KWH": ("kWh", "kwh"), "P1": ("%", "pct"),
+    "MQH": ("m3/h", "m3h"), "MTQ": ("m3", "m3"), "KVA": ("kVA", "kva"), "AMP": ("A", "a"),
+    "VLT": ("V", "v"), "HTZ": ("Hz", "hz"), "SEC": ("s", "s"), "LTR": ("L", "l"),
+}
+SUFFIXES = dict(DCIM_UNITS.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +77,28 @@ def data_type_name(node_id: ua.NodeId, namespaces: list[str]) -> str:
     return node_text(node_id, namespaces)
 
 
+def unece_code(unit_id: int) -> str:
+    """The UNECE code packed in an EUInformation UnitId (ASCII bytes, big-endian)."""
+    if unit_id <= 0:
+        return ""
+    raw = unit_id.to_bytes((unit_id.bit_length() + 7) // 8, "big")
+    return raw.decode("ascii", "replace") if raw.isascii() else ""
+
+
 def eu_text(value: Any) -> str | None:
-    """The unit of an EngineeringUnits (EUInformation) value: its display name, else its id."""
+    """The unit of an EngineeringUnits (EUInformation) value: dcim's own name for a UNECE
+    unit it knows (CEL: degC), else the display name, else the unit id."""
     if value is None:
         return None
+    unit_id = getattr(value, "UnitId", None)
+    if isinstance(unit_id, int) and getattr(value, "NamespaceUri", None) in (
+            UNECE_NAMESPACE, "", None):
+        known = DCIM_UNITS.get(unece_code(unit_id))
+        if known:
+            return known[0]
     display = getattr(getattr(value, "DisplayName", None), "Text", None)
     if display:
         return str(display)
-    unit_id = getattr(value, "UnitId", None)
     return str(unit_id) if unit_id is not None else None
 
 
@@ -175,11 +198,15 @@ async def browse(client: Client, *, max_nodes: int = MAX_NODES_DEFAULT,
 # ---------------------------------------------------------------- the draft (pure)
 
 
-def point_name(browse_name: str, taken: set[str]) -> str:
-    """A point name (lower snake case, unique in its profile) from a browse name."""
+def point_name(browse_name: str, taken: set[str], unit: str | None = None) -> str:
+    """A point name (lower snake case, with the unit's suffix, unique in its profile) from a
+    browse name."""
     base = POINT_NAME.sub("_", _CAMEL.sub("_", browse_name).lower()).strip("_")[:60] or "point"
     if not base[0].isalpha():
         base = f"p_{base}"[:60]
+    suffix = SUFFIXES.get(unit or "")
+    if suffix and not base.endswith(f"_{suffix}"):
+        base = f"{base[:59 - len(suffix)]}_{suffix}"
     name, n = base, 2
     while name in taken:
         name, n = f"{base}_{n}", n + 1
@@ -218,7 +245,7 @@ def build_draft(inv: Inventory, *, gateway_id: str = "bms", monitors: str | None
             for var in variables:
                 path = [*(f"{u}|{name}" for u, name in parent), f"{obj_uri}|{{device}}",
                         var.browse_path[-1]]
-                point: dict[str, Any] = {"name": point_name(var.path[-1][1], taken),
+                point: dict[str, Any] = {"name": point_name(var.path[-1][1], taken, var.unit),
                                          "browse_path": path}
                 if var.unit:
                     point["unit"] = var.unit

@@ -9,10 +9,10 @@ journal head's SHA-256, the Markdown report's fingerprint and the SHA-256 of the
 JSON, CSV and Markdown files as `companion_texts` writes them). Beside the PDF goes
 `<pdf>.sha256` with the PDF's own SHA-256 (in `sha256sum` format, so `sha256sum -c` checks it).
 
-Drawn with matplotlib (Agg, `PdfPages`): text is laid out on a monospace grid, so columns line
-up and `pdftotext -layout` gives the tables back as tables. The PDF's CreationDate is the
-report's generation time and nothing else in it depends on the clock, so two renders of one
-report are the same bytes.
+Drawn with matplotlib (`PdfPages`, figures made without pyplot). Text is laid out on a
+monospace grid, so columns line up and `pdftotext -layout` gives the tables back as tables.
+The PDF's CreationDate is the report's generation time and nothing else in it depends on the
+clock, so two renders of one report are the same bytes.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ MAX_BARS = 24  # systems per section in the availability chart
 MAX_TIMELINE_ROWS = 40
 FINGERPRINT = "Report fingerprint (sha256 of every line above this one): "
 COLUMNS = (("system", 22), ("kind", 27), ("availability", 16), ("excl. planned", 16),
-           ("coverage", 9), ("unpl. down", 11), ("planned down", 13), ("degraded", 10),
+           ("coverage", 10), ("unpl. down", 11), ("planned down", 13), ("degraded", 10),
            ("failures", 9), ("MTBF", 9), ("MTTR", 9))  # the least width of each column
 MAX_NAME = 40  # a system's name is shortened (ending in ~) only beyond this
 COLOURS = {"down": "#c0392b", "degraded": "#e6a23c"}
@@ -181,8 +181,8 @@ class _Document:
 @contextmanager
 def _pdf_pages(path: Path, report: AvailabilityReport) -> Iterator[Any]:
     import matplotlib
-
-    matplotlib.use("Agg")
+    # Figures are made without pyplot and drawn by the PDF backend itself: no GUI backend is
+    # chosen and the process's matplotlib backend is left as it was
     from matplotlib.backends.backend_pdf import PdfPages
 
     created = datetime.fromtimestamp(report.generated_ns // NS, timezone.utc)
@@ -206,7 +206,10 @@ def render_pdf(report: AvailabilityReport, path: str | Path, *,
     """Write the report as a multi-page PDF and `<path>.sha256` beside it; return the path.
     `companions` (from `companion_texts`) are the files whose SHA-256 the evidence lists."""
     path = Path(path)
-    companions = companion_texts(report) if companions is None else companions
+    if companions is None:
+        companions = companion_texts(report)
+    elif "md" not in companions:  # the fingerprint is the Markdown report's
+        companions = {"md": render_markdown(report), **companions}
     tz = report.timezone
     period = f"{_local(report.start_ns, tz)} to {_local(report.end_ns, tz)} ({text(tz)})"
     with _pdf_pages(path, report) as pdf:
@@ -395,8 +398,8 @@ def _evidence_lines(report: AvailabilityReport, companions: dict[str, str]) -> l
         lines.append(f"Site file SHA-256: {ev['site_file_sha256']}")
     journal = ev.get("journal")
     if journal is not None:
-        state = "intact" if journal["chain_ok"] else \
-            f"BROKEN: {text(journal.get('problem') or 'at event #' + str(journal['first_bad_seq']))}"
+        problem = journal.get("problem") or f"at event #{journal['first_bad_seq']}"
+        state = "intact" if journal["chain_ok"] else f"BROKEN: {text(problem)}"
         lines += [f"Alarm journal: {text(journal['path'])}, {journal['events']:,} events, hash "
                   f"chain {state}",
                   f"Journal head: #{journal['head_seq']} SHA-256 {journal['head_sha256']}"]

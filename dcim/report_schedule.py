@@ -201,5 +201,8 @@ async def _build(site: Site, args: argparse.Namespace, period: Month,
             journal.close()
 
 
+if __name__ == "__main__":
+    sys.exit(schedule_main())
+
 __all__ = ["Month", "add_schedule_parser", "month", "parse_month", "previous_month",
            "report_files", "schedule_main"]

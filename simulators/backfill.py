@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -60,16 +61,62 @@ def equipment_timeline(faults: Sequence[FaultSpec], start_s: float, end_s: float
     return sorted(changes, key=lambda c: (c[0], c[3]))
 
 
+@dataclass(frozen=True)
+class Tier:
+    """One stretch of a tiered backfill: the last `span_s` before the end (up to the next,
+    finer tier), a step every `step_s`, the live state rebuilt every `live_every_s` and at
+    the steps `lead_s` before (live PUE needs energy counters from before its window)."""
+
+    span_s: float
+    step_s: float
+    live_every_s: float
+    lead_s: float = 0.0
+
+
+# The demo's history (dcim/demo.py): a week, coarse, for the anomaly training (three days of
+# one-minute means, at least six hours) and a week's trend; the last 6.5 h a sample a minute,
+# live PUE every 5 min, for the dashboard's 6-hour trend (5-minute buckets) and the anomaly
+# detection window (2 h of one-minute means). A week of every point every minute would be
+# 23 M samples; this is 3.1 M.
+DEMO_TIERS = (Tier(7 * 86400.0, 600.0, 3 * 3600.0, lead_s=1200.0),
+              Tier(6.5 * 3600.0, 60.0, 300.0))
+
+
+def plan_runs(start_s: float, end_s: float, step_s: float,
+              tiers: Sequence[Tier] = ()) -> list[tuple[float, float, float, float, float]]:
+    """(from, to (exclusive), step_s, live_every_s, lead_s) stretches covering start..end,
+    end included; without tiers one stretch of step_s, the live state rebuilt every step."""
+    if not tiers:
+        steps = int((end_s - start_s) // step_s) + 1
+        return [(start_s, start_s + steps * step_s, step_s, 0.0, 0.0)]
+    ordered = sorted(tiers, key=lambda t: -t.span_s)
+    froms = [max(start_s, end_s - t.span_s) for t in ordered]
+    runs = []
+    for i, tier in enumerate(ordered):
+        lo = froms[i]
+        hi = froms[i + 1] if i + 1 < len(ordered) else end_s + tier.step_s / 2
+        if hi > lo:
+            runs.append((lo, hi, tier.step_s, tier.live_every_s, tier.lead_s))
+    return runs
+
+
+def _steps(lo: float, hi: float, step_s: float) -> int:
+    return max(0, math.ceil((hi - lo) / step_s - 1e-9))
+
+
 async def backfill(site: Site, storage: Storage, *, start_s: float, end_s: float, step_s: float,
-                   seed: int = 0, progress: bool = True,
+                   seed: int = 0, progress: bool | None = True,
                    plant: PlantModel | None = None,
-                   faults: Sequence[FaultSpec] = (), live: bool = False) -> dict[str, float]:
+                   faults: Sequence[FaultSpec] = (), live: bool = False,
+                   tiers: Sequence[Tier] = ()) -> dict[str, float]:
     """Step the plant from start to end and write every point; returns counts and timings.
 
     Equipment faults of a scenario (`faults`, offsets from start_s) trip and restore units
     on the way, so the history holds incidents as the live simulators would produce them.
-    With `live`, every step also goes through a live state (dcim/live/), so the history holds
-    what the running system derives and stores too: live PUE, redundancy, unit transitions."""
+    With `live`, the steps also go through a live state (dcim/live/), so the history holds
+    what the running system derives and stores too: live PUE, redundancy, unit transitions
+    (every step; with `tiers`, every tier's live_every_s). `tiers` make older history coarser
+    (DEMO_TIERS). `progress`: a bar on stderr (None: only on a terminal)."""
     plant = plant if plant is not None else PlantModel(site, seed=seed)
     # history goes straight to the store in large transactions (no live data to interleave)
     writer = BatchWriter(storage, site.config.storage.write.model_copy(
@@ -82,28 +129,41 @@ async def backfill(site: Site, storage: Storage, *, start_s: float, end_s: float
         # live PUE over 15 min every 5 min of history is plenty, and it is the costly part
         state = LiveState(site, writer, store_every_s=max(step_s, 60.0),
                           pue_every_s=max(step_s, 300.0))
-    steps = int((end_s - start_s) // step_s) + 1
-    stop_s = start_s + steps * step_s
-    changes = equipment_timeline(faults, start_s, stop_s, step_s)
-    bounds = sorted({start_s, stop_s} | {t for t, *_ in changes})
+    runs = plan_runs(start_s, end_s, step_s, tiers)
+    changes = equipment_timeline(faults, start_s, runs[-1][1] if runs else end_s, step_s)
+    steps = sum(_steps(lo, hi, step) for lo, hi, step, *_ in runs)
     started = time.perf_counter()
     written = 0
-    with tqdm(total=steps, desc="backfill", unit="step", disable=not progress) as bar:
-        for lo, hi in zip(bounds, bounds[1:]):
-            for t, kind, target, active in changes:
-                if t == lo:
-                    plant.set_fault(kind, target, active)
-            for snapshot in plant.simulate_range(lo, hi, step_s):
-                batch = list(snapshot_samples(site, snapshot, keys))
-                if state is not None:
-                    state.add(batch)
-                    state.rebuild(int(round(snapshot.time_s * 1e9)))
-                else:
-                    writer.add(batch)
-                written += len(batch)
-                if writer.pending >= writer.options.batch_size:
-                    await writer.flush()
-                bar.update()
+    with tqdm(total=steps, desc="backfill", unit="step", leave=False,
+              disable=None if progress is None else not progress) as bar:
+        for lo, hi, step, live_every, lead_s in runs:
+            if state is not None and live_every > 0:
+                # a hair under the interval: float grids must not skip a due rebuild
+                state.store_every_s = state.pue_every_s = live_every * 0.999
+            cuts = {lo + math.ceil((t - lo) / step - 1e-9) * step for t, *_ in changes
+                    if lo <= t < hi}
+            bounds = sorted({lo, hi} | {c for c in cuts if c < hi})
+            due_s = -math.inf
+            for a, b in zip(bounds, bounds[1:]):
+                for t, kind, target, active in changes:
+                    if a <= t < hi and lo + math.ceil((t - lo) / step - 1e-9) * step == a:
+                        plant.set_fault(kind, target, active)
+                        due_s = -math.inf  # see the change at once
+                for snapshot in plant.simulate_range(a, b, step):
+                    batch = list(snapshot_samples(site, snapshot, keys))
+                    now_s = snapshot.time_s
+                    if state is None:
+                        writer.add(batch)
+                    else:
+                        state.add(batch)
+                        if live_every <= 0 or now_s >= due_s - lead_s - step * 0.001:
+                            state.rebuild(int(round(now_s * 1e9)))
+                            if now_s >= due_s - step * 0.001:
+                                due_s = now_s + live_every
+                    written += len(batch)
+                    if writer.pending >= writer.options.batch_size:
+                        await writer.flush()
+                    bar.update()
     await writer.close()
     return {"steps": steps, "samples": written, "seconds": time.perf_counter() - started,
             "faults": len(changes)}

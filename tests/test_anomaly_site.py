@@ -5,6 +5,7 @@ make a layer decline (never crash), and the false-alarm budget and confidence re
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -273,7 +274,7 @@ class Paging:
         self.planner = Planner(config)
         self.messages: list[Message] = []
 
-    def submit(self, events: list[AlarmEvent]) -> int:
+    def submit(self, events: Sequence[AlarmEvent]) -> int:
         """Plan the messages of the events."""
         self.messages += self.planner.plan(events)
         return len(events)

@@ -5,7 +5,8 @@ port) serves the page; Chromium opens it at 1024, 1280, 1400 and 1920 px and the
 element rectangles (measured by JavaScript in the browser) must show that no power-chain
 component is cut off or scrolled out of its panel, that each UPS system's modules sit
 together under that system, that unmetered parts say so, and that the header shows the site's
-date, time and zone (Hong Kong on a UTC machine). A full-page screenshot is taken at 1280,
+date, time and zone (Hong Kong on a UTC machine), as do the alarm times. UPS module UPS-A3 is
+tripped for the whole module, so the page has an alarm and a DOWN part to show. A full-page screenshot is taken at 1280,
 1400 and 1920 px into the test's temporary folder; with DCIM_SCREENSHOTS=1 it is also copied
 to docs/img/dashboard-<width>.png (how the images in docs/dashboard.md are regenerated).
 """
@@ -28,12 +29,14 @@ import pytest_asyncio
 
 from dcim.site import Site, load_site
 from dcim.system import System, SystemOptions
-from tests.test_dashboard import ready_state, url
+from dcim.simulators.faults import FaultSpec
+from tests.test_dashboard import get, ready_state, until, url
 from tests.test_dashboard_alarms import Page, chromium_page
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS_IMG = ROOT / "docs" / "img"
 SCREENSHOT_WIDTHS = (1280, 1400, 1920)
+TRIPPED = "UPS-A3"
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 # Everything the test reads from the page, measured in the browser in one go.
@@ -52,9 +55,14 @@ MEASURE = """(() => {
       group: n.closest('.chain-group')?.dataset.chainGroup ?? null,
       group_head: n.closest('.chain-group')?.querySelector('.chain-group-head')?.textContent ?? null,
       ...box(n)})),
+    columns: [...chain.querySelectorAll('.chain-col')].map((c) => ({
+      top: Math.round(c.getBoundingClientRect().top), sub: Number(c.dataset.sub)})),
     legend: document.getElementById('chain-legend')?.textContent ?? '',
     clock: document.getElementById('site-clock-item').textContent.replace(/\\s+/g, ' ').trim(),
     since_head: document.querySelector('#alarms thead th:nth-child(4)').textContent,
+    alarm_since: [...document.querySelectorAll('#alarm-rows tr.alarm')].map((r) => ({
+      id: r.dataset.id, text: r.querySelector('.since')?.textContent,
+      title: r.querySelector('.since')?.title})),
   });
 })()"""
 
@@ -70,6 +78,14 @@ async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Syst
                                       analytics_interval_s=30.0, dashboard_port=0))
     try:
         await sys_.start()
+        await ready_state(sys_)
+        assert sys_.simulator is not None
+        sys_.simulator.inject(FaultSpec(kind="ups_module_trip", target=TRIPPED))
+
+        async def alarmed() -> bool:
+            _, state = await get(sys_, "/api/state")
+            return any(a["id"] == f"unit:{TRIPPED}:down" for a in state["alarms"])
+        await until(alarmed)
         yield sys_
     finally:
         await sys_.stop()
@@ -128,7 +144,7 @@ async def full_page_png(page: Page, width: int, path: Path) -> None:
 @pytest.mark.parametrize("width", [1024, *SCREENSHOT_WIDTHS], ids=lambda w: f"{w}px")
 async def test_the_power_chain_fits_and_follows_the_topology(system: System, tmp_path: Path,
                                                              width: int) -> None:
-    await ready_state(system)
+    _, state = await get(system, "/api/state")
     site = system.site
     chain_ids = {c.id for c in site.config.electrical}
     before_s = time.time()
@@ -154,6 +170,13 @@ async def test_the_power_chain_fits_and_follows_the_topology(system: System, tmp
                or n["right"] > doc["viewport"]}
     assert not outside, f"cut off at {width} px (chain {doc['chain']}): {outside}"
     assert all(n["bottom"] <= doc["panel"]["bottom"] for n in nodes.values())
+    # the two ways it fits: narrow, levels wrap to a new line; wide, tall levels widen
+    rows = len({c["top"] for c in doc["columns"]})
+    widest = max(c["sub"] for c in doc["columns"])
+    if width == 1024:
+        assert rows > 1, doc["columns"]
+    if width == 1920:
+        assert rows == 1 and widest >= 3, doc["columns"]
     # each UPS system's modules together, under a heading that names that system
     systems = ups_system_of(site)
     assert systems, "the reference site has UPS systems"
@@ -171,3 +194,9 @@ async def test_the_power_chain_fits_and_follows_the_topology(system: System, tmp
     assert zone == "HKT (UTC+8)"  # the reference site: Hong Kong, on a machine set to UTC
     assert zone in doc["clock"] and any(d in doc["clock"] for d in dates), doc["clock"]
     assert zone in doc["since_head"]  # the alarm times say which clock they are on
+    tz = ZoneInfo(site.config.site.timezone)
+    trip = next(a for a in state["alarms"] if a["id"] == f"unit:{TRIPPED}:down")
+    since = datetime.fromtimestamp(trip["since_ms"] / 1000, tz=timezone.utc).astimezone(tz)
+    shown = next(a for a in doc["alarm_since"] if a["id"] == trip["id"])
+    assert (shown["text"], shown["title"]) == (f"{since:%H:%M:%S}", f"{since:%Y-%m-%d %H:%M:%S}")
+    assert nodes[TRIPPED]["text"].count("DOWN") == 1

@@ -13,7 +13,8 @@ from asyncua import Client, ua
 
 from dcim.cli import main
 from dcim.collectors.discover_opcua import (
-    FoundVariable, Inventory, browse, build_draft, node_text, point_name, render,
+    UNECE_NAMESPACE, FoundVariable, Inventory, browse, build_draft, eu_text, node_text,
+    point_name, render,
 )
 from dcim.collectors.opcua_nodes import parse_address, resolve
 from dcim.config.site import OpcuaGateway
@@ -52,12 +53,31 @@ def test_node_text_names_the_namespace_uri(node_id: ua.NodeId, text: str) -> Non
     assert node_text(node_id, ["http://opcfoundation.org/UA/", "urn:x", URI]) == text
 
 
-@pytest.mark.parametrize(("browse_name", "taken", "name"), [
-    ("SupplyTemp", set(), "supply_temp"), ("ChwSupplyTemp", set(), "chw_supply_temp"),
-    ("2ndStage", set(), "p_2nd_stage"), ("Power", {"power"}, "power_2"),
-], ids=["camel", "camel-3", "digit-first", "duplicate"])
-def test_point_names(browse_name: str, taken: set[str], name: str) -> None:
-    assert point_name(browse_name, set(taken)) == name
+@pytest.mark.parametrize(("browse_name", "taken", "unit", "name"), [
+    ("SupplyTemp", set(), None, "supply_temp"), ("ChwSupplyTemp", set(), None, "chw_supply_temp"),
+    ("2ndStage", set(), None, "p_2nd_stage"), ("Power", {"power"}, None, "power_2"),
+    ("SupplyTemp", set(), "degC", "supply_temp_c"), ("Power_kw", set(), "kW", "power_kw"),
+    ("Power", {"power_kw"}, "kW", "power_kw_2"), ("Speed", set(), "rpm", "speed"),
+], ids=["camel", "camel-3", "digit-first", "duplicate", "unit-suffix", "suffix-already",
+        "duplicate-with-unit", "unit-without-suffix"])
+def test_point_names(browse_name: str, taken: set[str], unit: str | None, name: str) -> None:
+    assert point_name(browse_name, set(taken), unit) == name
+
+
+def _eu(code: str, display: str, uri: str = UNECE_NAMESPACE) -> ua.EUInformation:
+    return ua.EUInformation(NamespaceUri=uri, UnitId=int.from_bytes(code.encode(), "big"),
+                            DisplayName=ua.LocalizedText(display, "en"))
+
+
+@pytest.mark.parametrize(("value", "unit"), [
+    (_eu("CEL", "°C"), "degC"), (_eu("KWT", "kW"), "kW"), (_eu("P1", "%"), "%"),
+    (_eu("CEL", "°C", uri=""), "degC"), (_eu("RPM", "r/min"), "r/min"),
+    (_eu("CEL", "deg", uri="urn:vendor:units"), "deg"), (None, None),
+], ids=["celsius", "kilowatt", "percent-2-chars", "no-namespace", "unknown-code",
+        "vendor-namespace", "none"])
+def test_engineering_units_in_dcim_words(value: ua.EUInformation | None, unit: str | None
+                                         ) -> None:
+    assert eu_text(value) == unit
 
 
 def test_draft_groups_objects_of_one_class() -> None:
@@ -72,7 +92,7 @@ def test_draft_groups_objects_of_one_class() -> None:
     assert [d["profile"] for d in data["devices"]] == ["bms-chillers", "bms-chillers",
                                                        "bms-chillers-2"]
     points = data["profiles"]["bms-chillers"]["points"]
-    assert points[0] == {"name": "power", "unit": "kW", "browse_path": [
+    assert points[0] == {"name": "power_kw", "unit": "kW", "browse_path": [
         f"{URI}|BMS", f"{URI}|Chillers", f"{URI}|{{device}}", f"{URI}|Power"]}
     assert [d["node_name"] for d in data["devices"]] == ["CH-1", "CH-2", "CH-3"]
 

@@ -4,8 +4,11 @@
 The BMS (tests/opcua_node/bms_server.js) has its own namespace URI, objects in folders,
 AnalogItems with EngineeringUnits, an Int32 and a Boolean; it offers Basic256Sha256
 SignAndEncrypt only, refuses anonymous sessions, trusts only the client certificate it was
-given, and stamps every value 1.5 s before it sets it, so a collector that stored its
-receive time would be caught. It appends every (value, SourceTimestamp) it served to a file.
+given, and stamps every value 1.5 s before it sets it (its ServerTimestamp is the moment
+it sets it), so a collector that stored its receive time, or the server's, would be caught.
+It appends every (value, SourceTimestamp) it served to a file. The draft is run subscribed
+(as drafted) and polled; the same lag is also replayed against the collector with the time
+moved, a publish missing.
 """
 
 from __future__ import annotations
@@ -234,8 +237,8 @@ def test_a_discovered_bms_stores_what_it_served_at_its_source_timestamps(
     assert all(step.startswith(f"{NAMESPACE}|") for p in points.values()
                for step in p["browse_path"])
     assert {name: p.get("unit") for name, p in points.items()} == {
-        "supply_temp": "°C", "return_temp": "°C", "status": None, "fan_running": None,
-        "chw_supply_temp": "°C", "power": "kW"}
+        "supply_temp_c": "degC", "return_temp_c": "degC", "status": None, "fan_running": None,
+        "chw_supply_temp_c": "degC", "power_kw": "kW"}  # UNECE units in dcim's words
     assert data["gateways"][0]["security"] == {
         "policy": "Basic256Sha256", "mode": "SignAndEncrypt",
         "certificate": str(bms.client_pki / "client_cert.der"),

@@ -3,13 +3,16 @@ has the figures of the JSON and CSV; the monthly schedule picks the site-local m
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import dataclasses
 import hashlib
 import io
 import json
+import os
 import re
+import shutil
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +24,9 @@ import pytest
 import dcim
 from dcim.config.storage import EmbeddedStorageConfig
 from dcim.report_pdf import render_pdf
-from dcim.report_schedule import previous_month, report_files, schedule_main
+from dcim.report_schedule import (add_schedule_parser, previous_month, report_files,
+                                  schedule_main)
+from dcim.report_schedule import run as run_schedule
 from dcim.reports import (AvailabilityReport, build_availability, load_planned, render_csv,
                           render_markdown, report_json)
 from dcim.storage.embedded import EmbeddedStorage
@@ -185,7 +190,7 @@ def test_two_renders_of_one_report_are_the_same_bytes(
     assert again.read_bytes() == path.read_bytes()
 
 
-def test_names_from_outside_are_shown_as_text(rendered: tuple[AvailabilityReport, Path],
+def test_names_from_outside_and_a_broken_chain_are_shown_as_they_are(rendered: tuple[AvailabilityReport, Path],
                                               tmp_path: Path) -> None:
     report, _ = rendered
     long_name = "CRAH-H1-1 (north wall, $5 fan kit) 38c"  # whole, not cut to a column
@@ -194,9 +199,13 @@ def test_names_from_outside_are_shown_as_text(rendered: tuple[AvailabilityReport
                 dataclasses.replace(power, systems=[dataclasses.replace(
                     power.systems[0], system=long_name), *power.systems[1:]]),
                 *report.sections[2:]]
+    broken = {**report.evidence["journal"], "chain_ok": False, "first_bad_seq": 3,
+              "problem": "event #3: hash does not match"}
     odd = dataclasses.replace(report, site_name="DC $\\frac{1}{2}$ <b>\nfloor",
-                              sections=sections)
+                              sections=sections,
+                              evidence={**report.evidence, "journal": broken})
     pages = pdftotext(render_pdf(odd, tmp_path / "odd.pdf"))
+    assert any("hash chain BROKEN: event #3: hash does not match" in page for page in pages)
     assert "DC $\\frac{1}{2}$ <b>\\nfloor" in pages[0]  # no mathtext, the newline shown
     assert any(norm(line).startswith(f"{long_name} {power.systems[0].kind} ")
                for page in pages for line in page.splitlines())
@@ -287,3 +296,34 @@ def test_the_schedule_reports_a_chosen_month_with_its_incidents(
     assert any(f"(.json): {as_written}" in norm(line) for p in pages for line in p.splitlines())
     assert schedule_main([site, "--month", "2026-13"], clock=clock) == 1
     assert "--month: expected YYYY-MM" in capsys.readouterr().err
+
+
+def test_the_documented_timer_fires_after_the_month_it_reports() -> None:
+    doc = (ROOT / "docs" / "reports-pdf.md").read_text()
+    calendar = re.search(r"^OnCalendar=(.+)$", doc, re.M)
+    assert calendar is not None and "Asia/Hong_Kong" in calendar.group(1)
+    assert f"systemd-analyze calendar '{calendar.group(1)}'" in doc  # one timer, told once
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze (systemd) is not installed")
+    out = subprocess.run([tool, "calendar", "--iterations=3", calendar.group(1)],
+                         check=True, capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "SYSTEMD_COLORS": "0", "TZ": "UTC"}).stdout
+    fires = re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\S+ \S+) UTC", out)
+    assert len(fires) == 3, out
+    for fire in fires:
+        when = datetime.fromisoformat(fire + "+00:00")
+        local = when.astimezone(ZoneInfo(HK))
+        assert (local.day, local.hour, local.minute) == (1, 2, 0)
+        period = previous_month(when, HK)
+        assert period.end_ns <= when.timestamp() * S  # the month reported has ended
+        assert period.end == local.replace(hour=0)
+
+
+def test_the_schedule_registers_under_dcim_report(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="dcim report")
+    add_schedule_parser(parser.add_subparsers(dest="report_kind", required=True))
+    args = parser.parse_args(["schedule", "site.yaml", "--month", "2026-11", "--out-dir",
+                              str(tmp_path)])
+    assert (args.func, args.site, args.month, args.out_dir, args.force) == (
+        run_schedule, "site.yaml", "2026-11", str(tmp_path), False)

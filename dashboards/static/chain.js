@@ -124,7 +124,7 @@ function renderChainColumn(column, sub) {
     body.style.gridTemplateColumns = `repeat(${cols}, var(--node-w))`;
     const heading = g.nodes.length > 1 || g.key.startsWith('ups:')
       ? el('div', {class: 'chain-group-head', text: g.heading, title: g.title}) : null;
-    return el('div', {class: 'chain-group', title: null, dataset: {chainGroup: g.key}}, heading, body);
+    return el('div', {class: 'chain-group', dataset: {chainGroup: g.key}}, heading, body);
   });
   return el('div', {class: 'chain-col', dataset: {depth: column.depth, sub}},
     el('div', {class: 'chain-col-head', text: column.depth === 0 ? 'Sources' : `Level ${column.depth}`}),
@@ -189,7 +189,10 @@ function renderPowerChain(chain) {
     return;
   }
   const columns = chainColumns(chain);
-  const signature = `${container.clientWidth}|${columns.map((c) => c.groups.map((g) => `${g.key}:${g.nodes.length}`).join(';')).join('/')}`;
+  // the width the ResizeObserver saw: reading clientWidth here would force a layout of the
+  // whole page half-way through drawing a document
+  const width = chainWidth || Math.floor(container.getBoundingClientRect().width);
+  const signature = `${width}|${columns.map((c) => c.groups.map((g) => `${g.key}:${g.nodes.length}`).join(';')).join('/')}`;
   const known = chainSubs.get(signature);
   if (known) {
     drawChain(container, columns, known);

@@ -1,4 +1,4 @@
-"""CLI verb of the reports: `dcim report availability`."""
+"""CLI verb of the reports: `dcim report availability` and `dcim report schedule`."""
 
 from __future__ import annotations
 
@@ -57,6 +57,13 @@ async def _availability(args: argparse.Namespace) -> int:
         print(f"note: not enough data: the store covers {report.coverage:.1%} of the period "
               "on average; availability figures read \"not enough data\" where a system's "
               f"coverage is under {MIN_COVERAGE:.0%} (docs/reports.md)", file=sys.stderr)
+    if args.format == "pdf":
+        from dcim.report_pdf import render_pdf
+
+        render_pdf(report, args.output)
+        print(f"wrote {args.output} and {args.output}.sha256 ({len(report.incidents())} "
+              "incidents)", file=sys.stderr)
+        return 0
     text: str
     if args.format == "json":
         text = json.dumps(report_json(report), indent=2) + "\n"
@@ -83,6 +90,9 @@ def _run(args: argparse.Namespace) -> int:
     from dcim.reports import MaintenanceLogError
     from dcim.site import ConfigError
 
+    if args.format == "pdf" and args.output == "-":
+        print("--format pdf needs -o FILE.pdf", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(_availability(args))
     except (ConfigError, MaintenanceLogError, ValueError) as exc:
@@ -91,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    """Add `dcim report availability` to the top-level subparsers."""
+    """Add `dcim report availability|schedule` to the top-level subparsers."""
     r = sub.add_parser("report", help="reports for auditors (availability)",
                        description="Reports built from the store and the alarm journal.")
     kinds = r.add_subparsers(dest="report_kind", required=True, metavar="KIND")
@@ -113,8 +123,12 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("--planned", default=None,
                    help="maintenance log (YAML list of unit, start, end, reason, ticket)")
     a.add_argument("--journal", default=None, help="alarm journal (default: the site's)")
-    a.add_argument("--format", choices=("md", "json", "csv"), default="md",
-                   help="md: the report; json: everything as data; csv: the incidents")
+    a.add_argument("--format", choices=("md", "json", "csv", "pdf"), default="md",
+                   help="md: the report; json: everything as data; csv: the incidents; "
+                        "pdf: the report with charts and evidence for auditors (needs -o)")
     a.add_argument("-o", "--output", default="-", help="output file (default stdout)")
     a.add_argument("--plot", default=None, help="also write a PNG timeline of the incidents")
     a.set_defaults(func=_run)
+    from dcim.report_schedule import add_schedule_parser
+
+    add_schedule_parser(kinds)

@@ -128,8 +128,43 @@ def cmd_fault(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """`dcim demo`: the whole system on simulators, with history, control API and story."""
+    from dcim.demo import DemoOptions, run_demo
+    from dcim.site import ConfigError
+
+    demo = DemoOptions(control_port=None if args.control_port < 0 else args.control_port,
+                       story=not args.no_story, story_speed=args.story_speed)
+    try:
+        return run_demo(args.site, seconds=args.seconds, simulate=not args.no_simulate,
+                        host=args.host, port=None if args.no_dashboard else args.port,
+                        backfill_s=args.backfill, demo=demo)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+
+def add_demo_options(d: argparse.ArgumentParser) -> None:
+    """The demo's own options (control API, story) on the `demo` parser."""
+    from dcim.demo import DEMO_BACKFILL_S
+
+    d.add_argument("--control-port", type=int, default=DEFAULT_CONTROL_PORT,
+                   help="the simulator's control API on 127.0.0.1, which `dcim fault` talks "
+                        f"to (default {DEFAULT_CONTROL_PORT}; 0 a free port, -1 none)")
+    d.add_argument("--no-story", action="store_true",
+                   help="do not play the incident timeline (dcim/demo_story.py) on the plant")
+    d.add_argument("--story-speed", type=float, default=1.0, metavar="FACTOR",
+                   help="play the incident timeline FACTOR times faster (default 1: the "
+                        "first incident after a minute, the last ends after 19)")
+    # a week of history (coarse, then a sample a minute for the last 6.5 h), not an hour
+    d.set_defaults(func=cmd_demo, backfill=DEMO_BACKFILL_S)
+
+
 def add_parsers(sub: Any) -> None:
-    """Register `simulate` and `fault` on the main parser's subcommands."""
+    """Register `simulate` and `fault` on the main parser's subcommands (and the demo's
+    options on `demo`, when it is registered before)."""
+    if "demo" in sub.choices:
+        add_demo_options(sub.choices["demo"])
     s = sub.add_parser(
         "simulate", help="serve a site's devices as real Modbus TCP / OPC UA servers",
         description="Run the plant model of a site and serve every device on its configured "

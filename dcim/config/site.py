@@ -192,7 +192,8 @@ class OpcuaGateway(Strict):
         "(else the ServerTimestamp, else the receive time), 'server' the ServerTimestamp "
         "(else the receive time), 'poll' the aligned sampling boundary (identical across "
         "redundant collectors); with source or server, a value unchanged since the last "
-        "boundary is stored at the boundary time, never again at its old time",
+        "boundary is stored at the boundary time moved back by the device's lag in whole "
+        "intervals (none when that is not after the last sample), never again at its old time",
     )
     max_clock_skew_s: float = Field(
         10.0, gt=0, le=86_400,

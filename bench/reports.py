@@ -1,0 +1,258 @@
+"""Availability reports at audit scale: a week, a month and a year of the reference site at
+1-minute resolution, from the live state's transitions, against the sample-based path.
+
+Run: .venv/bin/python bench/reports.py [--days 365] [--rebuild]
+
+The history is built once (not timed) and cached in var/bench/reports-v1/ (an embedded store).
+It holds what the report reads, as the running system would have stored it:
+- for the whole period, the live state's records: its heartbeat `analytics/<site>/units_down`
+  every minute (525,600 samples a year) and the transitions of the 41 units with a status word,
+  the 2 utility feeds, the 20 PDUs, the 11 redundancy groups' verdicts and Tier III, with the
+  group levels (`redundancy_<group>_available|needed`) stored for the minutes any verdict is
+  lost (the report reads them there to tell below N from below design);
+- for the first week only, every per-minute sample the sample-based path reads: the status
+  words, the utility meters' power, both feeds of the 200 racks, the group levels and Tier III
+  (466 series, 4.7 million samples). Writing that for a year (245 million) is out of reach here,
+  so the sample path is timed on the week only.
+Incidents: five a week at seeded random times (a UPS module trip of 25 min, a CRAH trip of
+40 min, a PDU breaker open for 12 min, a chiller trip of 3 h, a utility feed lost for 8 min),
+their targets rotating; the groups' verdicts and Tier III follow from the redundancy analysis
+of the units down (analytics/redundancy.py, design load).
+
+Timed: the report (`build_availability`) over the first week by both paths (and whether their
+figures are equal), then a month and a year by the transition path; wall time, and peak
+memory from tracemalloc in a second run. Prints figures only; docs/performance.md keeps them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import REPO, machine, table  # noqa: I001  (puts the repo on sys.path)
+
+from dcim.analytics.redundancy import analyse
+from dcim.analytics.topology import compile_topology
+from dcim.config.storage import EmbeddedStorageConfig
+from dcim.reports import AvailabilityReport, build_availability
+from dcim.site import Site, load_site
+from dcim.storage.base import Quality, Sample, SeriesKey
+from dcim.storage.embedded import EmbeddedStorage
+
+S = 1_000_000_000
+M = 60 * S
+T0 = 1_767_196_800 * S  # 2026-01-01 00:00 Hong Kong (UTC+8)
+CACHE = REPO / "var" / "bench" / "reports-v1"
+WEEK_MIN = 7 * 1440
+INCIDENTS = (("ups_module", 25), ("crah", 40), ("pdu", 12), ("chiller", 180),
+             ("utility_feed", 8))  # (what, minutes), five a week
+
+
+def targets(site: Site) -> dict[str, list[str]]:
+    """The units each kind of incident rotates over."""
+    every = {**site.electrical, **site.mechanical}
+    return {kind: sorted(c for c, comp in every.items() if comp.type == kind)
+            for kind, _ in INCIDENTS}
+
+
+def schedule(site: Site, days: int, seed: int = 13) -> list[tuple[int, int, str]]:
+    """(start minute, end minute, unit) of every incident, five a week at random times."""
+    rng = np.random.default_rng(seed)
+    units = targets(site)
+    out = []
+    for week in range(-(-days // 7)):
+        for n, (kind, minutes) in enumerate(INCIDENTS):
+            start = week * WEEK_MIN + int(rng.integers(0, WEEK_MIN - minutes))
+            pool = units[kind]
+            if start + minutes <= days * 1440:
+                out.append((start, start + minutes, pool[(week + n) % len(pool)]))
+    return sorted(out)
+
+
+def timeline(site: Site, incidents: list[tuple[int, int, str]], days: int
+             ) -> list[tuple[int, frozenset[str]]]:
+    """(minute, units down from then on) at every change."""
+    edges: dict[int, list[tuple[str, int]]] = {0: []}
+    for a, b, unit in incidents:
+        edges.setdefault(a, []).append((unit, 1))
+        edges.setdefault(b, []).append((unit, -1))
+    count: dict[str, int] = {}
+    out = []
+    for minute in sorted(edges):
+        for unit, d in edges[minute]:
+            count[unit] = count.get(unit, 0) + d
+        if minute < days * 1440:
+            out.append((minute, frozenset(u for u, c in count.items() if c > 0)))
+    return out
+
+
+class History:
+    """Writes the bench's history into a store, in batches."""
+
+    def __init__(self, store: EmbeddedStorage) -> None:
+        self.store, self.written = store, 0
+        self.batch: list[Sample] = []
+
+    async def put(self, key: SeriesKey, minute: int, value: float) -> None:
+        self.batch.append(Sample(key, T0 + minute * M, float(value), Quality.GOOD))
+        if len(self.batch) >= 100_000:
+            await self.flush()
+
+    async def flush(self) -> None:
+        await self.store.write(self.batch)
+        self.written += len(self.batch)
+        self.batch = []
+
+
+async def build(site: Site, store: EmbeddedStorage, days: int) -> dict[str, Any]:
+    """Write the history the report reads (see the module's docstring)."""
+    started = time.perf_counter()
+    topo = compile_topology(site)
+    status = sorted({d.monitors for d in site.devices.values()
+                     if any(p.name == "unit_status" for p in d.profile.points)
+                     and (d.monitors in site.electrical or d.monitors in site.mechanical)})
+    utilities = [d for d in site.devices_of_type("meter")
+                 if site.electrical.get(d.monitors) is not None
+                 and site.electrical[d.monitors].type == "utility_feed"]
+    pdus = sorted({p for r in site.racks.values() for p in (r.feed_a, r.feed_b) if p})
+    recorded = [*status, *(d.monitors for d in utilities), *pdus]
+    changes = timeline(site, schedule(site, days), days)
+    reports: dict[frozenset[str], Any] = {}
+
+    def analysis(down: frozenset[str]) -> Any:
+        if down not in reports:
+            reports[down] = analyse(topo, {u: False for u in down}, on_generators=False)
+        return reports[down]
+
+    out = History(store)
+    beat = SeriesKey("analytics", site.id, "units_down")
+    ends = [m for m, _ in changes[1:]] + [days * 1440]
+    before: frozenset[str] | None = None
+    verdicts: dict[tuple[str, str], float] = {}
+    for (minute, down), end in zip(changes, ends):
+        report = analysis(down)
+        for unit in recorded:  # the live state's unit transitions
+            if before is None or (unit in down) != (unit in before):
+                await out.put(SeriesKey("transition", unit, "state"), minute,
+                              0.0 if unit in down else 1.0)
+        now = {(g.id, "meets_design"): float(g.meets_design) for g in report.groups}
+        now[(site.id, "concurrently_maintainable")] = float(report.concurrently_maintainable)
+        for (subject, what), value in now.items():
+            if verdicts.get((subject, what)) != value:
+                await out.put(SeriesKey("transition", subject, what), minute, value)
+        verdicts = now
+        lost = not all(now.values())
+        for m in range(minute, end):  # heartbeat; group levels while a verdict is lost
+            await out.put(beat, m, len(down))
+            if lost or m < WEEK_MIN:
+                for g in report.groups:
+                    await out.put(SeriesKey("analytics", site.id, f"redundancy_{g.id}_available"),
+                                  m, g.available)
+                    await out.put(SeriesKey("analytics", site.id, f"redundancy_{g.id}_needed"),
+                                  m, g.needed)
+                if m < WEEK_MIN:
+                    await out.put(SeriesKey("analytics", site.id, "concurrently_maintainable"),
+                                  m, float(report.concurrently_maintainable))
+        before = down
+    await _first_week_samples(site, out, changes)
+    await out.flush()
+    return {"samples": out.written, "incidents": len(schedule(site, days)),
+            "build_s": time.perf_counter() - started}
+
+
+async def _first_week_samples(site: Site, out: History,
+                              changes: list[tuple[int, frozenset[str]]]) -> None:
+    """Every per-minute sample the sample-based path reads, for the first week."""
+    down_at = [frozenset[str]()] * WEEK_MIN
+    for i, (minute, down) in enumerate(changes):
+        stop = changes[i + 1][0] if i + 1 < len(changes) else WEEK_MIN
+        for m in range(minute, min(stop, WEEK_MIN)):
+            down_at[m] = down
+    for device in site.devices.values():
+        points = {p.name for p in device.profile.points}
+        comp = site.electrical.get(device.monitors)
+        series = []
+        if "unit_status" in points and (comp is not None or device.monitors in site.mechanical):
+            series.append((device.series("unit_status"), 3.0, 0.0))
+        if comp is not None and comp.type == "utility_feed" and "power_kw" in points:
+            series.append((device.series("power_kw"), 0.0, 1500.0))
+        for key, when_down, when_up in series:
+            for m in range(WEEK_MIN):
+                await out.put(key, m, when_down if device.monitors in down_at[m] else when_up)
+    for rack in site.racks.values():
+        for feed, pdu in (("a", rack.feed_a), ("b", rack.feed_b)):
+            key = SeriesKey("rack_monitor", f"RM-{rack.id}", f"feed_{feed}_power_kw")
+            for m in range(WEEK_MIN):
+                await out.put(key, m, 0.0 if pdu in down_at[m] else 2.5)
+
+
+async def timed(run: Callable[[], Awaitable[AvailabilityReport]]
+                ) -> tuple[float, float, AvailabilityReport]:
+    """(wall seconds, peak MB from tracemalloc in a second run, the report)."""
+    t = time.perf_counter()
+    report = await run()
+    wall = time.perf_counter() - t
+    tracemalloc.start()
+    await run()
+    peak = tracemalloc.get_traced_memory()[1] / 1e6
+    tracemalloc.stop()
+    return wall, peak, report
+
+
+def same(a: AvailabilityReport, b: AvailabilityReport) -> bool:
+    """Whether two reports give every system the same figures and incidents."""
+    def rows(r: AvailabilityReport) -> list[tuple[object, ...]]:
+        return [(x.system, x.up_s, x.degraded_s, x.down_planned_s, x.down_unplanned_s,
+                 x.unknown_s, x.incidents) for s in r.sections for x in s.systems]
+    return rows(a) == rows(b)
+
+
+async def main(days: int, rebuild: bool) -> None:
+    site = load_site(REPO / "config" / "cyberport5.yaml")
+    path = CACHE / f"store-{days}d.sqlite"
+    if rebuild and CACHE.exists():
+        shutil.rmtree(CACHE)
+    fresh = not path.exists()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    store = EmbeddedStorage(EmbeddedStorageConfig(path=str(path)), site_id=site.id)
+    await store.start()
+    try:
+        if fresh:
+            built = await build(site, store, days)
+            print(f"built {path}: {built['samples']:,} samples, {built['incidents']} incidents, "
+                  f"{built['build_s']:.0f} s")
+        print(f"store {path} ({path.stat().st_size / 1e6:,.0f} MB); {machine()}")
+
+        def report(period_days: int, source: str) -> Callable[[], Awaitable[AvailabilityReport]]:
+            return lambda: build_availability(site, store, T0, T0 + period_days * 1440 * M,
+                                              source=source)
+
+        rows = []
+        old_s, old_mb, old = await timed(report(7, "samples"))
+        rows.append(["week", "samples (old)", old_s, old_mb, old.evidence["series_read"],
+                     old.evidence["good_samples"], len(old.incidents()), 1.0])
+        for name, period in (("week", 7), ("month", 30), ("year", days)):
+            wall, mb, new = await timed(report(period, "auto"))
+            if period == 7:
+                print(f"week: same figures by both paths: {'yes' if same(old, new) else 'NO'}")
+            rows.append([name, "transitions", wall, mb, new.evidence["series_read"],
+                         new.evidence["good_samples"], len(new.incidents()), old_s / wall])
+        print(table(["period", "path", "wall s", "peak MB", "series read", "samples read",
+                     "incidents", "old path on the week / this"], rows))
+    finally:
+        await store.close()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--days", type=int, default=365, help="length of the history (default 365)")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the cached history")
+    args = ap.parse_args()
+    asyncio.run(main(args.days, args.rebuild))
