@@ -327,3 +327,28 @@ def test_the_schedule_registers_under_dcim_report(tmp_path: Path) -> None:
                               str(tmp_path)])
     assert (args.func, args.site, args.month, args.out_dir, args.force) == (
         run_schedule, "site.yaml", "2026-11", str(tmp_path), False)
+
+
+def test_dcim_report_writes_the_pdf_and_runs_the_schedule(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Both reach the command line: `--format pdf -o` and `dcim report schedule`."""
+    from dcim.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _fill(tmp_path)
+    site = str(ROOT / "config" / "cyberport5.yaml")
+    assert main(["report", "availability", site, "--format", "pdf"]) == 2
+    assert "--format pdf needs -o" in capsys.readouterr().err
+    start = datetime.fromtimestamp(T0 / S, ZoneInfo(HK)).strftime("%Y-%m-%dT%H:%M")
+    end = datetime.fromtimestamp(T0 / S + 2 * 3600, ZoneInfo(HK)).strftime("%Y-%m-%dT%H:%M")
+    assert main(["report", "availability", site, "--from", start, "--to", end,
+                 "--format", "pdf", "-o", "out.pdf"]) == 0
+    digest = (tmp_path / "out.pdf.sha256").read_text().split()[0]
+    assert hashlib.sha256((tmp_path / "out.pdf").read_bytes()).hexdigest() == digest
+    text = " ".join(norm(line) for page in pdftotext(tmp_path / "out.pdf") for line in
+                    page.splitlines())
+    assert "UPS-A3" in text  # an incident of the known history reaches the PDF
+    assert main(["report", "schedule", site, "--month", "2026-12", "--step", "3600",
+                 "--out-dir", "monthly"]) == 0
+    assert (tmp_path / "monthly" / "2026-12" / report_files(SITE.id, "2026-12")["pdf"]).is_file()
