@@ -42,14 +42,14 @@ class GenericConfig:
     spike_context_s: float = 900.0  # local level = median of this span before (3-30 samples)
     level_window_s: float = 3600.0  # short mean for level shifts and variance (4-120 samples)
     drift_window_s: float = 6 * 3600.0  # short mean for drifts (8-720 samples)
-    reference_s: float = 86400.0  # baseline span before the short windows (24-2880 samples)
+    reference_s: float = 2 * 86400.0  # baseline span before the short windows (24-2880 samples)
     calibration_s: float = 14 * 86400.0  # history of each statistic (64-4096 samples)
     seasons_s: tuple[float, ...] = (86400.0, 7 * 86400.0)  # daily and weekly patterns
     max_season_samples: int = 2016  # no seasonal lag beyond this many samples (memory)
     refractory_s: float = 12 * 3600.0  # one alert per episode: no new raise this soon after one
     warmup_samples: int = 48  # finite samples before anything is scored
     spread_floor: float = 0.001  # scale floor as a fraction of the 5-95 % spread of the values
-    beta_floor: float = 0.25  # least tail decay length of a statistic, in units of its scale
+    beta_floor: float = 0.5  # least tail decay length of a statistic, in units of its scale
     kinds_factor: float = 1.0  # p of the most surprising of the six statistics: 1 - (1 - p)^this
 
 

@@ -355,7 +355,6 @@ def retrain_due(m: ClassModel, now_ns: int, every_s: float = 7 * 86400.0) -> boo
 
 # ---------------------------------------------------------------- features per device class
 
-
 def _get(batch: Batch, key: SeriesKey, t: IntArray) -> FloatArray:
     """A series on the grid t (interpolated if its times differ; NaN if absent)."""
     s = batch.get(key)

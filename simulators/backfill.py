@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -100,6 +102,19 @@ def plan_runs(start_s: float, end_s: float, step_s: float,
     return runs
 
 
+@contextlib.contextmanager
+def _history_is_not_news() -> Iterator[None]:
+    """The live state logs each unit and verdict change as it happens; while history is
+    written those are stored (series `transitions`), not told: INFO lines are held back."""
+    logger = logging.getLogger("dcim.live.service")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _steps(lo: float, hi: float, step_s: float) -> int:
     return max(0, math.ceil((hi - lo) / step_s - 1e-9))
 
@@ -134,7 +149,7 @@ async def backfill(site: Site, storage: Storage, *, start_s: float, end_s: float
     steps = sum(_steps(lo, hi, step) for lo, hi, step, *_ in runs)
     started = time.perf_counter()
     written = 0
-    with tqdm(total=steps, desc="backfill", unit="step", leave=False,
+    with _history_is_not_news(), tqdm(total=steps, desc="backfill", unit="step", leave=False,
               disable=None if progress is None else not progress) as bar:
         for lo, hi, step, live_every, lead_s in runs:
             if state is not None and live_every > 0:

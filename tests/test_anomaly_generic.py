@@ -228,7 +228,7 @@ def test_scale_floor_from_resolution_and_spread() -> None:
 
 def test_config_windows_become_samples_with_minimums() -> None:
     hourly = SeriesModel(3600.0, GenericConfig())
-    assert hourly.k_level == 4 and hourly.k_spike == 3 and hourly.k_ref == 24
+    assert hourly.k_level == 4 and hourly.k_spike == 3 and hourly.k_ref == 48
     fast = SeriesModel(1.0, GenericConfig())
     assert fast.k_level == 120 and fast.periods == []
     assert SeriesModel(300.0, GenericConfig()).periods == [288, 2016]
