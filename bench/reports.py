@@ -32,7 +32,6 @@ import shutil
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -107,7 +107,8 @@ def collection_doc(c: Collection) -> dict[str, Any]:
 def _node_doc(u: UnitState) -> dict[str, Any]:
     return {"id": u.id, "name": u.name, "type": u.kind, "depth": u.depth,
             "inputs": list(u.inputs), "kw": _finite(u.kw), "capacity_kw": u.capacity_kw,
-            "status": u.state, "why": u.why, "monitored": u.monitored, "energised": u.energised}
+            "status": u.state, "why": u.why, "monitored": u.monitored, "energised": u.energised,
+            "metered": u.metered}
 
 
 def _cooling_doc(u: UnitState) -> dict[str, Any]:

@@ -208,6 +208,12 @@ def render_markdown(report: AvailabilityReport) -> str:
               f"- store: {md(ev.get('store'))} {md(ev.get('store_path', ''))}; "
               f"{ev['series_read']:,} "
               f"series read, {ev['good_samples']:,} good samples behind these figures"]
+    live = ev.get("live_state")
+    if live and live.get("covered"):
+        lines.append(f"- live state: ran over {live['covered'] * 100:.1f} % of the period "
+                     f"({live['heartbeats']:,} heartbeats); unit states and verdicts there "
+                     f"come from its {live['transitions']:,} recorded transitions "
+                     f"({live['transition_series']} series), the rest from the samples")
     if "site_file" in ev:
         lines.append(f"- site file: {md(ev['site_file'])} (sha256 {ev['site_file_sha256']})")
     journal = ev.get("journal")

@@ -70,7 +70,7 @@ function chainColumns(chain) {
 function unmeteredKind(n) {
   if (isNum(n.kw)) return null;
   if (n.monitored === false) return 'unmetered';
-  if (n.status === 'up') return 'status-only';
+  if (n.status === 'up' && n.metered === false) return 'status-only';
   return null; // a meter that is not answering: the UNKNOWN badge says so
 }
 

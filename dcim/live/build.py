@@ -386,7 +386,7 @@ def build_state(p: LivePlan, values: Mapping[SeriesKey, Sample],
             state=state, why=why or "", energised=bool(live) and state != "down",
             monitored=bool(u.devices), kw=_sum_all(values, u.power) if u.power else None,
             capacity_kw=u.capacity_kw, running=None if running is None else running >= 0.5,
-            depth=u.depth, inputs=u.inputs)
+            depth=u.depth, inputs=u.inputs, metered=bool(u.power))
     # a UPS system without its own meter: the sum of its modules
     for u in p.units:
         if u.kind == "ups_system" and units[u.id].kw is None and u.inputs:

@@ -36,6 +36,7 @@ class UnitState:
     capacity_kw: float | None = None
     running: bool | None = None  # mechanical units with a running point
     depth: int = 0  # electrical: longest distance from a source (for drawing the chain)
+    metered: bool = False  # has power points of its own (kw None then means not good)
     inputs: tuple[str, ...] = ()
 
 
