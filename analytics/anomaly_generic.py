@@ -2,17 +2,17 @@
 
 `SeriesModel.fit(times_ns, values)` learns the sampling interval, the resolution and spread of
 the values, then warms its state on the history; `update(t_ns, value)` scores one sample.
-Five raw statistics are computed per sample and each is turned into a tail probability over
+Six raw statistics are computed per sample and each is turned into a tail probability over
 its own recent history (TailCalibrator), so the score 1 - p means the same on every series:
-- spike: the value against the median of the last `spike_context_s` (or against the same time
-  a day earlier when the series is seasonal and that explains it better), in units of the
-  residual's robust scale;
+- spike: the value against the median of the last `spike_context_s`, and against the range of
+  the same time a day and a week before (the smaller distance counts), in units of the
+  residual's robust scale; `season`: the distance outside that seasonal range alone;
 - level_shift: mean over `level_window_s` against the median of the `reference_s` before it;
 - drift: the same over `drift_window_s` (slow ramps that never look like a step);
 - variance: mean |residual| over `level_window_s` against its long-run value (both ways);
 - stuck: how long the value has not changed at all, against the runs the series usually has.
-The combined score is 1 - min(1, 5 * min p) (Bonferroni over the kinds). `generic_anomalies`
-turns scores into episodes at the threshold of the false-alarm budget, one per `refractory_s`.
+The score is 1 - min p over the statistics. `generic_anomalies` turns scores into episodes at
+the threshold of the false-alarm budget, one per `refractory_s`, and names each in hindsight.
 Scale floors come from the series' own resolution and spread, never from an absolute constant.
 See docs/anomaly.md, "The generic detector and NAB".
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dcim.analytics.anomaly_base import NS, Anomaly, FloatArray, IntArray, label, severity_for
-from dcim.analytics.anomaly_generic_calib import Ring, TailCalibrator
+from dcim.analytics.anomaly_generic_calib import Ring, TailCalibrator, Window
 from dcim.storage.base import SeriesKey
 
 WEEK_S = 7 * 86400.0
@@ -64,7 +64,7 @@ class Score:
 
 
 def threshold_for_budget(false_alarms_per_week: float, interval_s: float) -> float:
-    """Score threshold at which samples of pure noise exceed it `budget` times a week."""
+    """Threshold on the calibrated score that samples of normal data exceed `budget` times a week."""
     per_sample = false_alarms_per_week * max(interval_s, 1e-9) / WEEK_S
     return 1.0 - min(1.0, max(per_sample, 0.0))
 
@@ -101,7 +101,7 @@ class _Scale:
     __slots__ = ("ring", "since", "value")
 
     def __init__(self, cap: int) -> None:
-        self.ring = Ring(cap)
+        self.ring = Window(cap)
         self.since = 0
         self.value = math.nan
 
@@ -111,7 +111,7 @@ class _Scale:
         self.since += 1
         if self.since >= max(4, self.ring.n // 32):
             self.since = 0
-            self.value = MAD_TO_SIGMA * float(np.median(self.ring.last(self.ring.n)))
+            self.value = MAD_TO_SIGMA * float(np.median(self.ring.values()))
 
 
 class SeriesModel:
@@ -137,24 +137,28 @@ class SeriesModel:
         m = min(48, cal)
         bf = c.beta_floor
         self.cal = {k: TailCalibrator(cal, m, b) for k, b in (
-            ("spike", bf), ("season", bf), ("level_shift", bf), ("drift", bf),
+            ("spike", bf), ("season", bf), ("level_shift", bf / math.sqrt(self.k_level)),
+            ("drift", bf / math.sqrt(self.k_drift)),
             ("variance", bf / 4), ("stuck", 1.0))}
         self.run = 0
         self.seen = 0
         self.ref_cache: dict[int, tuple[float, float, int]] = {}  # k -> (median, scale, age)
         self.sums = {self.k_level: 0.0, self.k_drift: 0.0}  # running sums of the last k values
         self.abs_sum = 0.0
+        self.r_mean = math.nan
 
     @classmethod
     def fit(cls, times_ns: IntArray, values: FloatArray,
             config: GenericConfig | None = None) -> SeriesModel:
-        """Learn interval, resolution and spread, then warm the state on the history."""
+        """Learn interval, resolution and spread, then warm the state on the (recent) history."""
         cfg = config or GenericConfig()
         t = np.asarray(times_ns, dtype=np.int64)
         v = np.asarray(values, dtype=np.float64)
         m = cls(_interval(t), cfg)
         m._judge(v)
-        for ti, vi in zip(t.tolist(), v.tolist()):
+        # older samples would be forgotten anyway: warming on the rest bounds the cost of a fit
+        start = max(0, t.size - (m.values.cap + m.cal["spike"].ring.cap + cfg.warmup_samples))
+        for ti, vi in zip(t[start:].tolist(), v[start:].tolist()):
             m.update(ti, vi)
         return m
 
@@ -180,7 +184,7 @@ class SeriesModel:
         self.run = self.run + 1 if x == prev else 0
         self.seen += 1
         if self.declined is not None:
-            vals.push(x)
+            self._push(x)
             if self.seen % self.config.warmup_samples == 0:
                 self._judge(vals.last(vals.n))
             return Score(0.0, None, f"declined: {self.declined}")
@@ -198,13 +202,18 @@ class SeriesModel:
         self._push(x)
         stats["level_shift"] = self._shift(self.k_level)
         stats["drift"] = self._shift(self.k_drift)
+        # variance: the unexplained part r (beyond the local level and the seasonal range)
+        # over the level window, against its own long-run mean
         old = self.abs_e.ago(self.k_level) if self.abs_e.n >= self.k_level else 0.0
         self.abs_sum += r - old
         self.abs_e.push(r)
-        if se > 0 and self.abs_e.n >= self.k_level:
+        if self.abs_e.n >= self.k_level:
             short = max(self.abs_sum, 0.0) / self.k_level
-            stats["variance"] = abs(math.log((short + fl) / (0.8 * se + fl)))
-        stats["stuck"] = float(self.run) if self.run >= 2 else 0.0
+            if math.isfinite(self.r_mean):
+                stats["variance"] = abs(math.log((short + fl) / (self.r_mean + fl)))
+            a = 1.0 / self.k_ref
+            self.r_mean = short if not math.isfinite(self.r_mean) else (1 - a) * self.r_mean + a * short
+        stats["stuck"] = float(self.run) if self.run >= self.k_spike else 0.0
         ps: dict[str, float] = {}
         for k, s in stats.items():
             ps[k] = self.cal[k].p(s)
@@ -362,26 +371,26 @@ def _episode_kind(full: FloatArray, off: int, sc: FloatArray, res: list[Score], 
     kl, kd = model.k_level, model.k_drift
     scale = max(model.scale_e.value, model.floor) if math.isfinite(model.scale_e.value) else 0.0
     j = off + peak
-    if kind in ("spike", "variance"):
-        spikes = [k for k in range(i, last + 1) if sc[k] >= thr and res[k].kind == "spike"]
-        up = sum(1 for k in spikes if full[off + k] > res[i].expected)  # against the level before
-        if up >= 2 and len(spikes) - up >= 2:
-            return "variance"
-        after = full[j + 1:j + 1 + max(kl, 8)]
-        after = after[np.isfinite(after)]
-        if after.size < 2:
-            return kind
-        mid = float(np.median(after))
-        if MAD_TO_SIGMA * float(np.median(np.abs(after - mid))) > 2.0 * scale > 0:
-            return "variance"
-        ref = _median(full[max(0, j - kd - kl):max(0, j - kd)])
-        if not abs(mid - ref) > 1.5 * scale:
-            return kind  # it came back: a spike
+    spikes = [k for k in range(i, last + 1) if sc[k] >= thr and res[k].kind == "spike"]
+    up = sum(1 for k in spikes if full[off + k] > res[i].expected)  # against the level before
+    if up >= 2 and len(spikes) - up >= 2:
+        return "variance"
+    after = full[j + 1:j + 1 + max(kl, 8)]
+    after = after[np.isfinite(after)]
+    if after.size < 2:
+        return kind
+    mid = float(np.median(after))
+    if MAD_TO_SIGMA * float(np.median(np.abs(after - mid))) > 2.0 * scale > 0:
+        return "variance"
+    ref = _median(full[max(0, j - kd - kl):max(0, j - kd)])
+    if kind in ("spike", "variance") and not abs(mid - ref) > 1.5 * scale:
+        return kind  # it came back: a spike
     j = off + i
     now = _median(full[j:j + kl])
     before = _median(full[max(0, j - kl):j])
     long_ago = _median(full[max(0, j - kd):max(0, j - kd + kl)])
     total = now - long_ago
-    if math.isfinite(total) and math.isfinite(before) and abs(now - before) < 0.5 * abs(total):
+    # a step leaves the hour before the raise where it was long ago; a ramp has moved it already
+    if math.isfinite(total) and math.isfinite(before) and abs(before - long_ago) > 0.3 * abs(total):
         return "drift"
     return "level_shift"

@@ -9,9 +9,9 @@ excesses. A score of 1 - p then means the same on every series, whatever the sta
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 
 import numpy as np
+from numpy.typing import NDArray
 
 from dcim.analytics.anomaly_base import FloatArray
 
@@ -47,11 +47,28 @@ class Ring:
             return math.nan
         return float(self.buf[self.i + self.cap - k])
 
-    def copy(self) -> Ring:
-        """An independent copy."""
-        r = Ring.__new__(Ring)
-        r.cap, r.i, r.n, r.buf = self.cap, self.i, self.n, self.buf.copy()
-        return r
+
+class Window:
+    """Fixed-capacity circular buffer of float32 whose order does not matter (sorts, medians)."""
+
+    __slots__ = ("buf", "cap", "i", "n")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = max(1, int(cap))
+        self.buf = np.zeros(self.cap, dtype=np.float32)
+        self.i = 0
+        self.n = 0
+
+    def push(self, x: float) -> None:
+        """Add one value (overwrites the oldest when full)."""
+        self.buf[self.i] = x
+        self.i = (self.i + 1) % self.cap
+        if self.n < self.cap:
+            self.n += 1
+
+    def values(self) -> NDArray[np.float32]:
+        """The values held, in no particular order (a view)."""
+        return self.buf[:self.n] if self.n < self.cap else self.buf
 
 
 class TailCalibrator:
@@ -60,11 +77,11 @@ class TailCalibrator:
     __slots__ = ("beta", "beta_floor", "min_n", "q", "ring", "since", "sorted", "tail", "u")
 
     def __init__(self, cap: int, min_n: int, beta_floor: float, tail: float = 0.05) -> None:
-        self.ring = Ring(cap)
+        self.ring = Window(cap)
         self.min_n = min_n
         self.beta_floor = beta_floor
         self.tail = tail
-        self.sorted: list[float] | None = None
+        self.sorted: NDArray[np.float32] | None = None
         self.u = math.inf
         self.beta = beta_floor
         self.q = 1.0
@@ -75,10 +92,10 @@ class TailCalibrator:
         s = self.sorted
         if s is None or not math.isfinite(x):
             return 1.0
-        n = len(s)
+        n = s.size
         if x > self.u:
             return self.q * math.exp(-(x - self.u) / self.beta)
-        k = n - bisect_left(s, x)
+        k = n - int(s.searchsorted(x))
         return (k + 1) / (n + 1)
 
     def push(self, x: float) -> None:
@@ -94,20 +111,11 @@ class TailCalibrator:
     def refit(self) -> None:
         """Sort the history, place the tail threshold and fit the exponential excess."""
         self.since = 0
-        s = np.sort(self.ring.last(self.ring.n))
+        s = np.sort(self.ring.values())
         n = s.size
         u = float(s[min(n - 1, int((1.0 - self.tail) * n))])
         ex = s[s > u] - u
         self.u = u
         self.q = (ex.size + 1) / (n + 1)
         self.beta = max(float(ex.mean()) if ex.size else 0.0, self.beta_floor)
-        self.sorted = s.tolist()
-
-    def copy(self) -> TailCalibrator:
-        """An independent copy."""
-        c = TailCalibrator.__new__(TailCalibrator)
-        c.ring = self.ring.copy()
-        c.min_n, c.beta_floor, c.tail, c.u, c.beta, c.q, c.since = (
-            self.min_n, self.beta_floor, self.tail, self.u, self.beta, self.q, self.since)
-        c.sorted = self.sorted  # replaced, never mutated, at refit
-        return c
+        self.sorted = s

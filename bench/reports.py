@@ -1,7 +1,7 @@
 """Availability reports at audit scale: a week, a month and a year of the reference site at
 1-minute resolution, from the live state's transitions, against the sample-based path.
 
-Run: .venv/bin/python bench/reports.py [--days 365] [--rebuild]
+Run: .venv/bin/python bench/reports.py [--days 365] [--rebuild] [--influxd]
 
 The history is built once (not timed) and cached in var/bench/reports-v1/ (an embedded store).
 It holds what the report reads, as the running system would have stored it:
@@ -21,13 +21,17 @@ of the units down (analytics/redundancy.py, design load).
 
 Timed: the report (`build_availability`) over the first week by both paths (and whether their
 figures are equal), then a month and a year by the transition path; wall time, and peak
-memory from tracemalloc in a second run. Prints figures only; docs/performance.md keeps them.
+memory from tracemalloc (Python objects and numpy arrays) in a second run. With --influxd,
+the live state's records (not the first week's samples) also go into a real influxd 1.x
+(Debian's, started here on 127.0.0.1, data kept in var/bench/reports-v1/influxd/) and the
+transition path is timed against it too. Prints figures only; docs/performance.md keeps them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import shutil
 import time
 import tracemalloc
@@ -42,8 +46,10 @@ from dcim.analytics.topology import compile_topology
 from dcim.config.storage import EmbeddedStorageConfig
 from dcim.reports import AvailabilityReport, build_availability
 from dcim.site import Site, load_site
-from dcim.storage.base import Quality, Sample, SeriesKey
+from dcim.config.storage import InfluxDB1StorageConfig
+from dcim.storage.base import Quality, Sample, SeriesKey, Storage
 from dcim.storage.embedded import EmbeddedStorage
+from dcim.storage.factory import open_storage
 
 S = 1_000_000_000
 M = 60 * S
@@ -56,9 +62,9 @@ INCIDENTS = (("ups_module", 25), ("crah", 40), ("pdu", 12), ("chiller", 180),
 
 def targets(site: Site) -> dict[str, list[str]]:
     """The units each kind of incident rotates over."""
-    every = {**site.electrical, **site.mechanical}
-    return {kind: sorted(c for c, comp in every.items() if comp.type == kind)
-            for kind, _ in INCIDENTS}
+    every = [(c, comp.type) for c, comp in site.electrical.items()] + \
+        [(c, comp.type) for c, comp in site.mechanical.items()]
+    return {kind: sorted(c for c, t in every if t == kind) for kind, _ in INCIDENTS}
 
 
 def schedule(site: Site, days: int, seed: int = 13) -> list[tuple[int, int, str]]:
@@ -95,7 +101,7 @@ def timeline(site: Site, incidents: list[tuple[int, int, str]], days: int
 class History:
     """Writes the bench's history into a store, in batches."""
 
-    def __init__(self, store: EmbeddedStorage) -> None:
+    def __init__(self, store: Storage) -> None:
         self.store, self.written = store, 0
         self.batch: list[Sample] = []
 
@@ -110,7 +116,8 @@ class History:
         self.batch = []
 
 
-async def build(site: Site, store: EmbeddedStorage, days: int) -> dict[str, Any]:
+async def build(site: Site, store: Storage, days: int, *,
+                week_samples: bool = True) -> dict[str, Any]:
     """Write the history the report reads (see the module's docstring)."""
     started = time.perf_counter()
     topo = compile_topology(site)
@@ -160,7 +167,8 @@ async def build(site: Site, store: EmbeddedStorage, days: int) -> dict[str, Any]
                     await out.put(SeriesKey("analytics", site.id, "concurrently_maintainable"),
                                   m, float(report.concurrently_maintainable))
         before = down
-    await _first_week_samples(site, out, changes)
+    if week_samples:
+        await _first_week_samples(site, out, changes)
     await out.flush()
     return {"samples": out.written, "incidents": len(schedule(site, days)),
             "build_s": time.perf_counter() - started}
@@ -213,7 +221,45 @@ def same(a: AvailabilityReport, b: AvailabilityReport) -> bool:
     return rows(a) == rows(b)
 
 
-async def main(days: int, rebuild: bool) -> None:
+async def on_influxd(site: Site, days: int,
+                     embedded_year: AvailabilityReport) -> list[list[object]]:
+    """The transition path against a real influxd holding the live state's records."""
+    from tests.influxd import InfluxdProcess, influxd_binary
+
+    binary = influxd_binary()
+    if binary is None:
+        raise SystemExit("influxd not found: apt-get install -y influxdb")
+    root = CACHE / "influxd"
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / f"built-{days}d"
+    influxd = InfluxdProcess(root, binary)
+    influxd.start()
+    store = open_storage(InfluxDB1StorageConfig(backend="influxdb1", url=influxd.url,
+                                                database="bench_reports"), site_id=site.id)
+    await store.start()
+    rows: list[list[object]] = []
+    try:
+        if not marker.exists():
+            built = await build(site, store, days, week_samples=False)
+            marker.write_text(f"{built}\n")
+            print(f"influxd: wrote {built['samples']:,} samples in {built['build_s']:.0f} s")
+        def report(period_days: int) -> Callable[[], Awaitable[AvailabilityReport]]:
+            return lambda: build_availability(site, store, T0, T0 + period_days * 1440 * M)
+
+        for name, period in (("week", 7), ("month", 30), ("year", days)):
+            wall, mb, new = await timed(report(period))
+            rows.append([name, "transitions, influxd", wall, mb, new.evidence["series_read"],
+                         new.evidence["good_samples"], len(new.incidents())])
+            if period == days:
+                print("year: same figures from influxd as from the embedded store: "
+                      f"{'yes' if same(new, embedded_year) else 'NO'}")
+    finally:
+        await store.close()
+        influxd.stop()
+    return rows
+
+
+async def main(days: int, rebuild: bool, influxd: bool) -> None:
     site = load_site(REPO / "config" / "cyberport5.yaml")
     path = CACHE / f"store-{days}d.sqlite"
     if rebuild and CACHE.exists():
@@ -233,25 +279,34 @@ async def main(days: int, rebuild: bool) -> None:
             return lambda: build_availability(site, store, T0, T0 + period_days * 1440 * M,
                                               source=source)
 
-        rows = []
+        rows: list[list[object]] = []
         old_s, old_mb, old = await timed(report(7, "samples"))
-        rows.append(["week", "samples (old)", old_s, old_mb, old.evidence["series_read"],
-                     old.evidence["good_samples"], len(old.incidents()), 1.0])
+        rows.append(["week", "samples (old), embedded", old_s, old_mb,
+                     old.evidence["series_read"], old.evidence["good_samples"],
+                     len(old.incidents())])
         for name, period in (("week", 7), ("month", 30), ("year", days)):
             wall, mb, new = await timed(report(period, "auto"))
             if period == 7:
                 print(f"week: same figures by both paths: {'yes' if same(old, new) else 'NO'}")
-            rows.append([name, "transitions", wall, mb, new.evidence["series_read"],
-                         new.evidence["good_samples"], len(new.incidents()), old_s / wall])
-        print(table(["period", "path", "wall s", "peak MB", "series read", "samples read",
-                     "incidents", "old path on the week / this"], rows))
+            rows.append([name, "transitions, embedded", wall, mb, new.evidence["series_read"],
+                         new.evidence["good_samples"], len(new.incidents())])
+            year = new
     finally:
         await store.close()
+    if influxd:
+        rows += await on_influxd(site, days, year)
+    for row in rows:
+        row.append(old_s / float(row[2]))  # type: ignore[arg-type]
+    print(table(["period", "path, store", "wall s", "peak MB", "series read", "samples read",
+                 "incidents", "old path on the week / this"], rows))
+    print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3:,.0f} MB")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--days", type=int, default=365, help="length of the history (default 365)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the cached history")
+    ap.add_argument("--influxd", action="store_true",
+                    help="also time the transition path against a real influxd 1.x")
     args = ap.parse_args()
-    asyncio.run(main(args.days, args.rebuild))
+    asyncio.run(main(args.days, args.rebuild, args.influxd))

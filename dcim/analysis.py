@@ -14,7 +14,8 @@ A site without the meters PUE needs (a monitoring-only site) gets no PUE figures
 reason is said once at start and in `withheld`, and the series are written as NaN/bad.
 
 A failing run logs one line with its cause, again only when the cause changes (the traceback
-goes to DEBUG).
+goes to DEBUG). `AnalysisResult.anomaly_status` says what the anomaly layers declined and why
+(`AnomalyStage.status()`).
 """
 
 from __future__ import annotations

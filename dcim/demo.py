@@ -23,6 +23,7 @@ from dcim.alarms.types import Priority
 from dcim.cli import run_until_stopped
 from dcim.cli.sim import DEFAULT_CONTROL_PORT
 from dcim.config.notifications import LogChannelConfig, NotificationsConfig, RouteConfig
+from dcim.simulators.backfill import DEMO_TIERS, Tier
 from dcim.site import Site, load_site
 from dcim.site.summary import summarize
 from dcim.storage.factory import open_storage
@@ -48,6 +49,7 @@ class DemoOptions:
     story: bool = True
     story_speed: float = 1.0
     progress: bool | None = None  # the backfill's bar: None on a terminal only
+    tiers: tuple[Tier, ...] = DEMO_TIERS  # how fine the history is, by age
 
 
 def demo_notifications(site: Site) -> Site:
@@ -79,7 +81,7 @@ class DemoSystem(System):
     async def _backfill(self) -> PlantModel:
         """A week of history (coarse, then a sample a minute: DEMO_TIERS), only after what
         the store already holds; returns the plant, which the simulators continue."""
-        from dcim.simulators.backfill import DEMO_TIERS, backfill
+        from dcim.simulators.backfill import backfill
         from dcim.simulators.plant import PlantModel
 
         plant = PlantModel(self.site, seed=self.options.seed)
@@ -99,7 +101,7 @@ class DemoSystem(System):
                       f"({self.site.config.storage.backend}) ...", file=self.out, flush=True)
                 figures = await backfill(self.site, storage, start_s=start, end_s=now,
                                          step_s=BACKFILL_STEP_S, plant=plant, live=True,
-                                         tiers=DEMO_TIERS, progress=self.demo.progress)
+                                         tiers=self.demo.tiers, progress=self.demo.progress)
                 print(f"history: {figures['samples']:,.0f} samples in "
                       f"{figures['seconds']:.0f} s", file=self.out, flush=True)
         finally:

@@ -43,7 +43,7 @@ class StoryStep:
             "params": dict(self.params)})
 
 
-# The reference site's incidents (config/cyberport5.yaml), within the first quarter hour.
+# The reference site's incidents (config/cyberport5.yaml): all begin within 7 minutes.
 STORY: tuple[StoryStep, ...] = (
     StoryStep(60.0, 240.0, "ups_module_trip", "UPS-A2",
               "UPS module UPS-A2 trips: UPS A carries the load on four modules, N+1 lost",
@@ -51,10 +51,11 @@ STORY: tuple[StoryStep, ...] = (
     StoryStep(180.0, 480.0, "crah_trip", "CRAH-H2-3",
               "CRAH-H2-3 fails: racks near it in hall 2 warm up",
               "CRAH-H2-3 runs again; hall 2 cools down"),
-    StoryStep(240.0, 900.0, "drift", "RM-H1-C05",
+    # the sensor check needs 1 K off its neighbours, then 10 minutes more (its on-delay)
+    StoryStep(240.0, 1500.0, "drift", "RM-H1-C05",
               "the middle inlet sensor of rack H1-C05 starts drifting up (anomaly detection)",
               "the H1-C05 inlet sensor reads true again", point="inlet_temp_middle_c",
-              params=(("rate_per_h", 24.0),)),
+              params=(("rate_per_h", 18.0),)),
     StoryStep(420.0, 240.0, "utility_loss", "UTIL-A",
               "utility feed A lost: generators start, ATS-A transfers side A to them",
               "utility feed A restored: side A back on the utility"),

@@ -16,24 +16,33 @@ same codes; otherwise they differ by at most one step at each end of an incident
 
 A system speaks through its transitions only over the steps the heartbeat covers and after its
 first recorded transition (`Recorded.mask`); everywhere else the report reads the samples.
+
+Where neither the live state's verdicts nor the analytics' stored group levels exist (a
+backfill, history from before), `derive_redundancy` works the groups' levels and Tier III out
+from which units were down, at the design load.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from dcim.analytics.anomaly_base import runs
 from dcim.analytics.availability import DEGRADED, DOWN, UNKNOWN, UP, BoolArray, Codes
+from dcim.site import Site
 from dcim.storage.base import SeriesKey, Storage
 
 NS = 1_000_000_000
 TRANSITIONS = "transition"  # as dcim/live/service.py writes them
 HEARTBEAT = ("analytics", "units_down")  # stored by the live state every analytics interval
 HEARTBEAT_GAP = 2.5  # a gap longer than this many usual intervals: the live state was not running
+# ... or longer than this at all: a live state rebuilt less often (a coarse backfill) records
+# transitions too late to put them on a 1-minute grid, so its history is read from the samples
+HEARTBEAT_MAX_GAP_NS = 150 * NS  # 2.5 x the default analytics_interval_s (60 s)
 READ_CHUNK_NS = 7 * 86400 * NS  # heartbeats read a week at a time: memory stays bounded
 STATE_CODES = {1.0: UP, 0.0: DOWN, -1.0: UNKNOWN}
 # which state a step takes when several held during it, first wins
@@ -81,8 +90,7 @@ class Recorded:
     heartbeats: int = 0
     changes: dict[SeriesKey, tuple[NDArray[np.int64], NDArray[np.float64]]] = \
         field(default_factory=dict)
-    _painted: dict[tuple[SeriesKey, tuple[int, ...], int, int], Codes] = \
-        field(default_factory=dict, repr=False)
+    racks: dict[tuple[str, ...], Codes] = field(default_factory=dict, repr=False)  # per PDUs
 
     @property
     def any(self) -> bool:
@@ -99,14 +107,15 @@ class Recorded:
         times, _ = self.changes.get(key, (np.empty(0, dtype=np.int64), np.empty(0)))
         if times.size == 0:
             return np.zeros(self.times_ns.size, dtype=bool)
-        return self.covered & (self.times_ns + self.step_ns > times[0])
+        t0 = int(self.times_ns[0]) if self.times_ns.size else 0
+        first = min(max((int(times[0]) - t0) // self.step_ns, 0), self.times_ns.size)
+        out = self.covered.copy()
+        out[:first] = False
+        return out
 
     def codes(self, key: SeriesKey, order: Sequence[int], *, held: int = UP,
               not_held: int = DOWN) -> Codes:
         """Per-step codes of one series (a unit state, or a verdict as held / not_held)."""
-        memo = (key, tuple(order), held, not_held)  # a PDU feeds many racks: painted once
-        if memo in self._painted:
-            return self._painted[memo]
         times, values = self.changes.get(key, (np.empty(0, dtype=np.int64), np.empty(0)))
         if key.point == "state":
             codes = np.array([STATE_CODES.get(float(v), UNKNOWN) for v in values], dtype=np.int8)
@@ -114,7 +123,6 @@ class Recorded:
             codes = np.where(values >= 0.5, held, not_held).astype(np.int8)
         out = paint(self.times_ns, self.step_ns, times, codes, order)
         out[~self.covered] = UNKNOWN
-        self._painted[memo] = out
         return out
 
 
@@ -133,13 +141,15 @@ async def _heartbeat(storage: Storage, key: SeriesKey, start_ns: int,
 
 def coverage(times_ns: NDArray[np.int64], step_ns: int, beats: NDArray[np.int64]) -> BoolArray:
     """Steps the live state ran during: from each heartbeat to the next, unless the gap is
-    longer than HEARTBEAT_GAP usual intervals (it was stopped); the last one covers its step."""
+    longer than HEARTBEAT_GAP usual intervals or HEARTBEAT_MAX_GAP_NS (it was stopped, or
+    rebuilt too seldom to trust its transitions); the last one covers its step."""
     n = times_ns.size
     if n == 0 or beats.size == 0:
         return np.zeros(n, dtype=bool)
     gaps = np.diff(beats)
     usual = float(np.median(gaps)) if gaps.size else float(step_ns)
-    ends = np.append(np.where(gaps <= HEARTBEAT_GAP * usual, beats[1:], beats[:-1] + 1),
+    running = gaps <= min(HEARTBEAT_GAP * usual, HEARTBEAT_MAX_GAP_NS)
+    ends = np.append(np.where(running, beats[1:], beats[:-1] + 1),
                      beats[-1] + 1)
     # one segment per heartbeat, to the next one or, after a stop, to just past it
     t0 = int(times_ns[0])
@@ -173,10 +183,84 @@ async def read_recorded(storage: Storage, site_id: str, keys: Sequence[SeriesKey
     return recorded
 
 
+class DerivedRedundancy:
+    """Group levels and Tier III per step, worked out from the units' states: one analysis per
+    distinct set of units down, run only for the steps asked for, arrays made on demand."""
+
+    def __init__(self, site: Site, steps: int,
+                 spans: Sequence[tuple[int, int, tuple[str, ...]]]) -> None:
+        self.site, self.steps, self.spans = site, steps, spans
+        self._reports: dict[tuple[str, ...], Any] = {}
+        self._topo: Any = None
+
+    @property
+    def distinct_states(self) -> int:
+        """Analyses run so far (one per distinct set of units down)."""
+        return len(self._reports)
+
+    def _report(self, down: tuple[str, ...]) -> Any:
+        from dcim.analytics.redundancy import analyse
+        from dcim.analytics.topology import compile_topology
+
+        if down not in self._reports:
+            if self._topo is None:
+                self._topo = compile_topology(self.site)
+            self._reports[down] = analyse(self._topo, {u: False for u in down},
+                                          on_generators=False)
+        return self._reports[down]
+
+    def _wanted(self, where: BoolArray | None) -> list[tuple[int, int, Any]]:
+        return [(a, b, self._report(down)) for a, b, down in self.spans
+                if where is None or where[a:b].any()]
+
+    def group(self, gid: str, where: BoolArray | None = None
+              ) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+        """(available, needed) per step of one group over the spans touching `where`, NaN
+        elsewhere and where no unit state is known; None for a group the site lacks."""
+        if gid not in {g.id for g in self.site.config.redundancy_groups}:
+            return None
+        avail, need = np.full(self.steps, np.nan), np.full(self.steps, np.nan)
+        for a, b, report in self._wanted(where):
+            for g in report.groups:
+                if g.id == gid:
+                    avail[a:b], need[a:b] = g.available, g.needed
+        return avail, need
+
+    def concurrently_maintainable(self, where: BoolArray | None = None) -> NDArray[np.float64]:
+        """1.0 / 0.0 per step over the spans touching `where`, NaN elsewhere."""
+        cm = np.full(self.steps, np.nan)
+        for a, b, report in self._wanted(where):
+            cm[a:b] = 1.0 if report.concurrently_maintainable else 0.0
+        return cm
+
+
+def derive_redundancy(site: Site, unit_codes: dict[str, Codes],
+                      steps: int) -> DerivedRedundancy:
+    """Redundancy per step from which units were down, at the design load: the analysis runs
+    once per distinct set of down units (a week holds a handful), not once per step, and only
+    when a step that needs it is asked for."""
+    ids = sorted(unit_codes)
+    if not ids or steps == 0:
+        return DerivedRedundancy(site, steps, [])
+    known = np.zeros(steps, dtype=bool)
+    cuts = [np.zeros(1, dtype=np.int64)]
+    for uid in ids:  # a unit at a time: memory stays one row, not units x steps
+        codes = unit_codes[uid]
+        known |= codes != UNKNOWN
+        down = codes == DOWN
+        cuts.append(np.flatnonzero(down[1:] != down[:-1]) + 1)
+    cuts.append(np.flatnonzero(known[1:] != known[:-1]) + 1)
+    starts = np.unique(np.concatenate(cuts))
+    ends = np.r_[starts[1:], steps]
+    spans = [(a, b, tuple(uid for uid in ids if unit_codes[uid][a] == DOWN))
+             for a, b in zip(starts.tolist(), ends.tolist()) if known[a]]
+    return DerivedRedundancy(site, steps, spans)
+
+
 def transition_key(subject: str, what: str = "state") -> SeriesKey:
     """The series the live state writes a subject's transitions to."""
     return SeriesKey(TRANSITIONS, subject, what)
 
 
-__all__ = ["LIVE_FIRST", "WORST_FIRST", "Recorded", "coverage", "paint", "read_recorded",
-           "transition_key", "windows"]
+__all__ = ["LIVE_FIRST", "WORST_FIRST", "DerivedRedundancy", "Recorded", "coverage",
+           "derive_redundancy", "paint", "read_recorded", "transition_key", "windows"]

@@ -57,8 +57,8 @@ from dcim.analytics.availability import (DEGRADED, DOWN, MIN_COVERAGE, UNKNOWN, 
 from dcim.report_render import (FORMULA_START, MAX_LISTED, NOT_ENOUGH, _dur, _event_text,
                                  _local, _pct, csv_cell, md, plot_timeline, render_csv,
                                  render_markdown, report_json)
-from dcim.report_transitions import (LIVE_FIRST, WORST_FIRST, Recorded, read_recorded,
-                                     transition_key, windows)
+from dcim.report_transitions import (LIVE_FIRST, WORST_FIRST, DerivedRedundancy, Recorded,
+                                     derive_redundancy, read_recorded, transition_key, windows)
 from dcim.site import Site
 from dcim.site.model import SiteDevice
 from dcim.storage.base import Aggregate, SeriesKey, Storage
@@ -195,22 +195,35 @@ async def _rack_codes(rack: Any, reader: _Reader, recorded: Recorded,
                      gaps: Callable[[np.ndarray], list[tuple[int, int]]]) -> np.ndarray:
     """A rack's codes: from its PDUs' recorded states where the live state speaks for both
     feeds, from its rack monitor's feed readings elsewhere."""
-    keys = [transition_key(p) for p in (rack.feed_a, rack.feed_b) if p]
+    pdus = tuple(p for p in (rack.feed_a, rack.feed_b) if p)[:1 if rack.single_corded else 2]
+    keys = [transition_key(p) for p in pdus]
     mask = recorded.mask(keys[0])
     for key in keys[1:]:
         mask = mask & recorded.mask(key)
+    live = _racks_on(recorded, pdus) if mask.any() else None
+    if live is not None and mask.all():  # nothing to read from the samples
+        reader.skip()
+        return live
     monitor = f"RM-{rack.id}"
     a = await reader.read(SeriesKey("rack_monitor", monitor, "feed_a_power_kw"), Aggregate.MAX,
                           gaps(mask))
     b = await reader.read(SeriesKey("rack_monitor", monitor, "feed_b_power_kw"), Aggregate.MAX,
                           gaps(mask))
     codes = rack_states(a, b) if not rack.single_corded else single_feed_states(a)
-    if mask.any():
-        feeds = [_feed_kw(recorded.codes(k, LIVE_FIRST)) for k in keys]
-        live = rack_states(feeds[0], feeds[1]) if len(feeds) == 2 and not rack.single_corded \
-            else single_feed_states(feeds[0])
-        codes = np.where(mask, live, codes).astype(np.int8)
-    return codes
+    return codes if live is None else np.where(mask, live, codes).astype(np.int8)
+
+
+def _racks_on(recorded: Recorded, pdus: tuple[str, ...]) -> np.ndarray:
+    """The state of a rack fed by these PDUs, from their recorded states (racks on the same
+    PDUs share one array: read-only)."""
+    memo = recorded.racks.get(pdus)
+    if memo is None:
+        feeds = [_feed_kw(recorded.codes(transition_key(p), LIVE_FIRST)) for p in pdus]
+        memo = rack_states(feeds[0], feeds[1]) if len(feeds) == 2 else \
+            single_feed_states(feeds[0])
+        memo.flags.writeable = False
+        recorded.racks[pdus] = memo
+    return memo
 
 
 async def _steps(storage: Storage, key: SeriesKey, start_ns: int, end_ns: int, step_ns: int,
@@ -256,6 +269,10 @@ class _Reader:
         self.series += 1 if spans else 0
         self._bar.update(1)
         return out
+
+    def skip(self, series: int = 2) -> None:
+        """Series not read (the transitions speak for every step): counted on the bar."""
+        self._bar.update(series)
 
     def close(self) -> None:
         self._bar.close()
@@ -325,6 +342,9 @@ async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns
                    states: Any) -> np.ndarray:
         """A unit's codes: recorded where the live state speaks, from the samples elsewhere."""
         mask = recorded.mask(tkey)
+        if mask.all():  # nothing to read from the samples
+            reader.skip(1)
+            return recorded.codes(tkey, order)
         codes = states(await reader.read(key, Aggregate.MAX, gaps(mask)))
         if mask.any():
             codes = np.where(mask, recorded.codes(tkey, order), codes).astype(np.int8)
@@ -373,17 +393,19 @@ async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns
                                      Aggregate.MAX, gaps(met))
             # the analytics' stored figures (at the measured load) where they exist; elsewhere
             # the group's level from the units' own states at the design load
-            d_avail, d_need = derived.groups.get(gid, (avail, need))
             stored = np.isfinite(avail) & np.isfinite(need)
+            d_avail, d_need = derived.group(gid, ~met & ~stored) or (avail, need)
             avail, need = np.where(stored, avail, d_avail), np.where(stored, need, d_need)
-            codes = np.where(met, UP, group_states(avail, need, design)).astype(np.int8)
+            codes = np.full(times.size, UP, dtype=np.int8)
+            codes[~met] = group_states(avail[~met], need[~met], design)
             redundancy.append(done(gid, f"group {design}", codes,
                                    "below N: load at risk", f"below its {design} design"))
         tkey = transition_key(site.id, "concurrently_maintainable")
         mask = recorded.mask(tkey)
         cm = await reader.read(SeriesKey(ANALYTICS, site.id, "concurrently_maintainable"),
                                Aggregate.MIN, gaps(mask))
-        cm = np.where(np.isfinite(cm), cm, derived.concurrently_maintainable)
+        cm = np.where(np.isfinite(cm), cm,
+                      derived.concurrently_maintainable(~mask & ~np.isfinite(cm)))
         codes = flag_states(cm)
         if mask.any():
             codes = np.where(mask, recorded.codes(tkey, WORST_FIRST, not_held=DEGRADED),
@@ -404,53 +426,6 @@ async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns
     if journal is not None:
         _attach_events(report, site, journal)
     return report
-
-
-@dataclass
-class DerivedRedundancy:
-    """Group levels and Tier III per step, worked out from the units' states."""
-
-    groups: dict[str, tuple[np.ndarray, np.ndarray]]  # group -> (available, needed)
-    concurrently_maintainable: np.ndarray  # 1.0 / 0.0, NaN where no unit state is known
-    distinct_states: int
-
-
-def derive_redundancy(site: Site, unit_codes: dict[str, np.ndarray],
-                      steps: int) -> DerivedRedundancy:
-    """Redundancy per step from which units were down, at the design load: the analysis runs
-    once per distinct set of down units (a week holds a handful), not once per step."""
-    from dcim.analytics.redundancy import analyse
-    from dcim.analytics.topology import compile_topology
-
-    ids = sorted(unit_codes)
-    groups: dict[str, tuple[np.ndarray, np.ndarray]] = {
-        g.id: (np.full(steps, np.nan), np.full(steps, np.nan))
-        for g in site.config.redundancy_groups}
-    cm = np.full(steps, np.nan)
-    if not ids or steps == 0:
-        return DerivedRedundancy(groups, cm, 0)
-    matrix = np.vstack([unit_codes[i] for i in ids])  # (units, steps)
-    known = (matrix != UNKNOWN).any(axis=0)
-    # the same units down over a run of steps: one look per run, not per step
-    down = matrix == DOWN
-    starts = np.flatnonzero(np.r_[True, (down[:, 1:] != down[:, :-1]).any(axis=0)])
-    ends = np.r_[starts[1:], steps]
-    topo = compile_topology(site)
-    reports: dict[tuple[int, ...], Any] = {}
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        span = known[a:b]
-        if not span.any():
-            continue
-        key = tuple(np.flatnonzero(down[:, a]).tolist())
-        report = reports.get(key)
-        if report is None:
-            report = reports[key] = analyse(topo, {ids[i]: False for i in key},
-                                            on_generators=False)
-        for g in report.groups:
-            if g.id in groups:
-                groups[g.id][0][a:b][span], groups[g.id][1][a:b][span] = g.available, g.needed
-        cm[a:b][span] = 1.0 if report.concurrently_maintainable else 0.0
-    return DerivedRedundancy(groups, cm, len(reports))
 
 
 def _evidence(site: Site, storage: Storage, reader: _Reader, journal: AlarmJournal | None,
@@ -508,7 +483,7 @@ def _attach_events(report: AvailabilityReport, site: Site, journal: AlarmJournal
             and (e.alarm_id in exact or e.alarm_id.startswith(prefixes))]
 
 
-__all__ = ["FORMULA_START", "MAX_LISTED", "NOT_ENOUGH", "AvailabilityReport",
+__all__ = ["DerivedRedundancy", "FORMULA_START", "MAX_LISTED", "NOT_ENOUGH", "AvailabilityReport",
            "MaintenanceLogError", "PlannedWindow", "Section", "_dur", "_event_text", "_local",
-           "_pct", "build_availability", "csv_cell", "load_planned", "md", "plot_timeline",
+           "_pct", "build_availability", "csv_cell", "derive_redundancy", "load_planned", "md", "plot_timeline",
            "render_csv", "render_markdown", "report_json"]

@@ -232,3 +232,12 @@ def test_config_windows_become_samples_with_minimums() -> None:
     fast = SeriesModel(1.0, GenericConfig())
     assert fast.k_level == 120 and fast.periods == []
     assert SeriesModel(300.0, GenericConfig()).periods == [288, 2016]
+
+
+def test_fit_cost_bounded_by_what_the_model_keeps() -> None:
+    rng = np.random.default_rng(10)
+    n = 60_000
+    t = grid(n, 1.0)
+    model = SeriesModel.fit(t, rng.normal(0.0, 1.0, n))
+    kept = model.values.cap + model.cal["spike"].ring.cap + model.config.warmup_samples
+    assert model.declined is None and model.seen == kept < n

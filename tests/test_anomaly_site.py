@@ -76,6 +76,17 @@ def test_an_unknown_series_gets_the_generic_detector_and_one_warning(
     assert len(said) == 1 and said[0].levelno == logging.WARNING
 
 
+def test_a_cause_is_logged_once_across_retrainings(caplog: pytest.LogCaptureFixture) -> None:
+    key = SeriesKey("bms", "AHU-9", "duct_pressure_pa")
+    history = {key: SeriesData(grid(100), noise(100, 250.0, 2.0))}
+    told: set[str] = set()  # what the service keeps between one week's detector and the next
+    with caplog.at_level(logging.WARNING, logger="dcim.analytics.anomaly"):
+        first = Detector(SITE, told=told).fit(history)
+        second = Detector(SITE, told=told).fit(history)
+    assert first.notes == second.notes and "unknown AHU-9/duct_pressure_pa" in second.notes
+    assert len([r for r in caplog.records if "AHU-9" in r.getMessage()]) == 1
+
+
 def test_a_followed_model_scores_each_new_sample_once() -> None:
     key = SeriesKey("bms", "AHU-9", "duct_pressure_pa")
     t, v = grid(3100), noise(3100, 250.0, 2.0)
@@ -134,6 +145,23 @@ def test_windows_are_in_time_with_a_minimum_of_samples() -> None:
     v[200:202] += 5.0  # two samples: the on-delay (60 s) needs two
     found = robust_anomalies(INLET, hourly[150:], v[150:], base)
     assert [a.since_ns for a in found] == [int(hourly[200])]
+
+
+def test_a_counter_is_watched_by_its_increments_and_a_state_flag_not_at_all() -> None:
+    counter = SeriesKey("rack_monitor", "RM-H1-A01", "feed_a_energy_kwh")
+    running = SeriesKey("chiller", "CH-1", "running")
+    t = grid(3200)
+    step = np.round(0.05 + np.random.default_rng(5).normal(0, 0.002, 3200), 4)  # kWh a minute
+    step[3100:3130] = 0.2  # four times the load for half an hour
+    total = 1e5 + np.cumsum(step)
+    flag = np.where((np.arange(3200) // 400) % 2 == 0, 1.0, 0.0)  # starts and stops
+    det = Detector(SITE).fit({counter: SeriesData(t[:2880], total[:2880]),
+                              running: SeriesData(t[:2880], flag[:2880])})
+    found = det.detect({counter: SeriesData(t[2880:], total[2880:]),
+                        running: SeriesData(t[2880:], flag[2880:])})
+    assert running not in det.generic
+    assert [(a.series, a.layer, a.since_ns) for a in found] == [
+        (counter, "generic", int(t[3100]))]
 
 
 # ---------------------------------------------------------------- degenerate histories
@@ -309,5 +337,13 @@ async def test_only_confident_anomaly_alarms_page_through_the_alarm_service(
         assert "(confidence 0.97)" in paging.messages[0].text
         journaled = {e.alarm_id: e.message for e in journal.events()}
         assert journaled["anomaly:generic:RM-H1-A02"].endswith("(confidence 0.40)")
+        # more evidence: the unsure one passes the bar, its priority is raised, and it pages
+        surer = build_state(plan(site), {}, {}, seq=2, now_ns=0,
+                            anomalies=(generic("RM-H1-A01", 0.97), generic("RM-H1-A02", 0.85)))
+        events = service.evaluate(surer, now_ns=(T0 + 60) * NS)
+        assert [(e.alarm_id, e.action, e.priority) for e in events] == [
+            ("anomaly:generic:RM-H1-A02", Action.PRIORITY, Priority.HIGH)]
+        assert [(m.alarm_id, m.kind) for m in paging.messages[1:]] == [
+            ("anomaly:generic:RM-H1-A02", "priority")]
     finally:
         journal.close()

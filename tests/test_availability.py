@@ -117,3 +117,15 @@ def test_combined_is_the_mean_system() -> None:
 def test_enough_data_and_deficit(codes: list[int], enough: bool, deficit: bool) -> None:
     a = summarize("R1", "IT load", times(len(codes)), 60.0, np.array(codes, dtype=np.int8))
     assert (a.enough_data, a.deficit) == (enough, deficit)
+
+
+def test_a_period_off_the_step_grid_with_planned_downtime_at_its_edge() -> None:
+    # steps at 0, 60, 120 s; the period runs from 30 s to 150 s: the first and last steps
+    # count half, and the planned half-step is told apart from the unplanned minute
+    t = times(3)
+    a = summarize("x", "unit", t, 60.0, np.array([DOWN, DOWN, UP], dtype=np.int8),
+                  planned=np.array([True, False, False]), start_ns=int(t[0]) + 30 * S,
+                  end_ns=int(t[0]) + 150 * S)
+    assert (a.down_planned_s, a.down_unplanned_s, a.up_s, a.unknown_s) == (30.0, 60.0, 30.0, 0.0)
+    assert [(i.start_ns - int(t[0]), i.end_ns - int(t[0]), i.planned) for i in a.incidents] == [
+        (30 * S, 120 * S, False)]

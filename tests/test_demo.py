@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 from pathlib import Path
 
 import pytest
@@ -17,11 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_runs_simulators_collectors_and_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
+    # an hour of history, not the week of `make demo` (tests/test_demo_story.py has that)
     assert main(["demo", str(ROOT / "config" / "cyberport5.yaml"), "--seconds", "12",
-                 "--port", "0"]) == 0
+                 "--port", "0", "--control-port", "0", "--backfill", "1h"]) == 0
     out = capsys.readouterr().out
     assert "racks: 200" in out
     assert "dashboard: http://127.0.0.1:" in out
+    assert "simulator control API: http://127.0.0.1:" in out
+    assert "story: 4 incidents until +29:00; --no-story for a quiet plant" in out
+    assert "writing 1.0 h of simulated history" in out
     assert "devices 270/270 up, 0 stale, 0 down" in out  # Modbus and OPC UA all polled
     # an hour of backfilled history gives a live PUE from the first analytics run
     pue = [float(line.split("PUE live ")[1].split(" ")[0]) for line in out.splitlines()
@@ -74,3 +80,55 @@ async def test_a_second_run_adds_history_after_the_stored_one_never_into_it(
     assert after[: len(first)] == first  # the stored hour untouched, values included
     added = [t for t, _ in after[len(first):]]
     assert added and added[0] == first[-1][0] + 60 * 10**9 and added[-1] <= int(now[0] * 1e9)
+
+
+async def test_the_demo_history_is_coarse_then_fine_and_a_second_run_only_adds_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # DemoSystem's history: tiers by age (here 3 h: 20-minute steps, 10 minutes before each
+    # live PUE, then a minute for the last half hour), live PUE in it, and a second start
+    # adds only after what is stored.
+    import dcim.demo
+    from dcim.demo import DemoOptions, DemoSystem
+    from dcim.simulators.backfill import Tier
+    from dcim.storage.base import SeriesKey
+    from dcim.system import SystemOptions
+
+    monkeypatch.chdir(tmp_path)
+    site = load_site(ROOT / "config" / "cyberport5.yaml")
+    meter = site.devices["M-UTIL-A"].series("energy_kwh")
+    pue = SeriesKey("analytics", site.id, "pue_live")
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(dcim.demo.time, "time", lambda: now[0])
+    tiers = (Tier(3 * 3600.0, 1200.0, 3600.0, lead_s=1200.0, lead_step_s=600.0),
+             Tier(1800.0, 60.0, 300.0))
+
+    def demo() -> DemoSystem:
+        return DemoSystem(site, SystemOptions(backfill_s=3 * 3600.0),
+                          DemoOptions(progress=False, tiers=tiers), out=open(os.devnull, "w"))
+
+    async def history(key: SeriesKey) -> list[tuple[int, float]]:
+        storage = open_storage(site.config.storage, site_id=site.id)
+        await storage.start()
+        try:
+            return [(s.time_ns, s.value) for s in await storage.read_range(key, 0, 2**62)]
+        finally:
+            await storage.close()
+
+    first_demo = demo()
+    await first_demo._backfill()
+    first_demo.out.close()
+    first = await history(meter)
+    gaps = {(b - a) // 10**9 for (a, _), (b, _) in zip(first, first[1:])}
+    assert gaps == {1200, 600, 60}  # coarse, finer before each live PUE, then fine
+    assert first[0][0] == int((now[0] - 3 * 3600) * 1e9) and first[-1][0] == int(now[0] * 1e9)
+    assert [v for _, v in first] == sorted(v for _, v in first)  # one counter, never reset
+    live_pue = [v for _, v in await history(pue) if math.isfinite(v)]
+    assert len(live_pue) >= 6 and all(1.2 < v < 1.7 for v in live_pue)
+    now[0] += 300.0
+    again = demo()
+    await again._backfill()
+    again.out.close()
+    after = await history(meter)
+    assert after[: len(first)] == first
+    assert [t for t, _ in after[len(first):]] == [first[-1][0] + k * 60 * 10**9
+                                                  for k in range(1, 6)]

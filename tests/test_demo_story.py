@@ -8,20 +8,19 @@ import json
 import os
 import queue
 import re
-import shutil
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dcim.demo_story import STORY, StoryPlayer, StoryStep, offset_text, timeline
-from dcim.simulators.backfill import DEMO_TIERS, Tier, plan_runs
+from dcim.demo_story import STORY, StoryPlayer, offset_text, timeline
+from dcim.simulators.backfill import DEMO_TIERS, Run, Tier, plan_runs, segments
 from dcim.simulators.faults import FaultSpec, check_fault
 from dcim.site import load_site
 
@@ -40,7 +39,7 @@ def test_every_incident_of_the_story_fits_the_reference_site() -> None:
     events = timeline(STORY)
     assert [t for t, _ in events] == sorted(t for t, _ in events)
     assert 30.0 <= events[0][0] <= 120.0  # something happens within the first minutes
-    assert events[-1][0] <= 20 * 60.0
+    assert events[-1][0] <= 30 * 60.0
     kinds = {s.kind for s in STORY}
     assert {"ups_module_trip", "crah_trip", "drift", "utility_loss"} <= kinds
 
@@ -57,7 +56,7 @@ def test_a_faster_story_divides_every_offset_and_duration(speed: float) -> None:
 
 
 @pytest.mark.parametrize("seconds,text", [(0, "+0:00"), (60, "+1:00"), (419.6, "+7:00"),
-                                          (1140, "+19:00")])
+                                          (1740, "+29:00")])
 def test_offsets_are_told_as_minutes_and_seconds(seconds: float, text: str) -> None:
     assert offset_text(seconds) == text
 
@@ -96,12 +95,12 @@ async def test_the_player_schedules_every_fault_at_once_and_tells_each_step_in_t
     assert [s.kind for _, s in injected] == [s.kind for s in STORY]
     assert now[0] == pytest.approx(1000.0 + timeline(STORY)[-1][0] / 2.0)
     assert sum(slept) == pytest.approx(timeline(STORY)[-1][0] / 2.0)
-    assert out.lines[0].startswith("story: 4 incidents until +19:00 (played 2x faster)")
+    assert out.lines[0].startswith("story: 4 incidents until +29:00 (played 2x faster)")
     told = [line.rstrip("\n") for line in out.lines[1:]]
     assert told == player.told
     # told on the story's own clock: +1:00 is said 30 s in at twice the speed
     assert told[0] == f"story +1:00 {STORY[0].begins}"
-    assert told[-1] == f"story +19:00 {STORY[2].ends}"
+    assert told[-1] == f"story +29:00 {STORY[2].ends}"
     assert len(told) == 2 * len(STORY)
 
 
@@ -117,29 +116,44 @@ END = 2_000_000_000.0
 
 @pytest.mark.parametrize("start,tiers,expected", [
     # no tiers: one stretch of the step, the end included, the live state every step
-    (END - 600, (), [(END - 600, END + 60, 60.0, 0.0, 0.0)]),
+    (END - 600, (), [(END - 600, END + 60, 60.0, 0.0, 0.0, 0.0)]),
     # a week: coarse until 6.5 h before the end, then a sample a minute up to the end
-    (END - 7 * DAY, DEMO_TIERS, [(END - 7 * DAY, END - 6.5 * 3600, 600.0, 3 * 3600.0, 1200.0),
-                                 (END - 6.5 * 3600, END + 30, 60.0, 300.0, 0.0)]),
+    (END - 7 * DAY, DEMO_TIERS,
+     [(END - 7 * DAY, END - 6.5 * 3600, 1200.0, 3 * 3600.0, 1200.0, 600.0),
+      (END - 6.5 * 3600, END + 30, 60.0, 300.0, 0.0, 0.0)]),
     # a second run 10 minutes later: only the fine tier, after what is stored
-    (END - 600, DEMO_TIERS, [(END - 600, END + 30, 60.0, 300.0, 0.0)]),
+    (END - 600, DEMO_TIERS, [(END - 600, END + 30, 60.0, 300.0, 0.0, 0.0)]),
     # tiers in any order
     (END - 2 * DAY, (Tier(3600, 10, 60), Tier(DAY, 300, 900)),
-     [(END - DAY, END - 3600, 300.0, 900.0, 0.0), (END - 3600, END + 5, 10.0, 60.0, 0.0)]),
+     [(END - DAY, END - 3600, 300.0, 900.0, 0.0, 0.0),
+      (END - 3600, END + 5, 10.0, 60.0, 0.0, 0.0)]),
 ], ids=["untiered", "week", "second-run", "unordered"])
 def test_history_is_planned_coarse_first_then_fine(
         start: float, tiers: tuple[Tier, ...],
-        expected: list[tuple[float, float, float, float, float]]) -> None:
+        expected: list[tuple[float, ...]]) -> None:
     assert plan_runs(start, END, 60.0, tiers) == expected
+
+
+@pytest.mark.parametrize("run,expected", [
+    (Run(0, 600, 60, 0), [(0, 600, 60)]),  # rebuilt every step: one grid
+    (Run(0, 600, 60, 300), [(0, 600, 60)]),  # no lead step: one grid
+    # every 3 h, 20-minute steps, 10-minute steps in the 20 minutes before each rebuild
+    (Run(0, 4 * 3600, 1200, 3 * 3600, 1200, 600),
+     [(0, 3 * 3600 - 1200, 1200), (3 * 3600 - 1200, 3 * 3600, 600),
+      (3 * 3600, 4 * 3600, 1200)]),
+], ids=["every-step", "no-lead-step", "lead"])
+def test_a_coarse_run_steps_finer_before_each_rebuild(
+        run: Run, expected: list[tuple[float, float, float]]) -> None:
+    assert segments(run) == expected
 
 
 def test_the_demo_history_is_a_week_and_far_smaller_than_every_minute() -> None:
     runs = plan_runs(END - 7 * DAY, END, 60.0, DEMO_TIERS)
-    steps = sum((hi - lo) / step for lo, hi, step, *_ in runs)
-    assert runs[0][0] == END - 7 * DAY
-    assert steps < 7 * DAY / 60 / 6  # a sixth of a week of minutes, or less
+    steps = sum((hi - lo) / step for run in runs for lo, hi, step in segments(run))
+    assert runs[0].start_s == END - 7 * DAY
+    assert steps < 7 * DAY / 60 / 10  # a tenth of a week of minutes, or less
     fine = runs[-1]
-    assert fine[2] == 60.0 and END - fine[0] >= 6 * 3600  # the 6-hour trend, minute data
+    assert fine.step_s == 60.0 and END - fine.start_s >= 6 * 3600  # the 6-hour trend
 
 
 # ------------------------------------------------------------------ the running demo
@@ -155,8 +169,11 @@ class Demo:
         self.err: list[str] = []
         self._lines: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        for stream, keep in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            threading.Thread(target=self._read, args=(stream, keep), daemon=True).start()
+        self._readers = [threading.Thread(target=self._read, args=(stream, keep), daemon=True)
+                         for stream, keep in ((self.proc.stdout, self.out),
+                                              (self.proc.stderr, self.err))]
+        for reader in self._readers:
+            reader.start()
 
     def _read(self, stream: Any, keep: list[str]) -> None:
         for line in stream:
@@ -189,6 +206,12 @@ class Demo:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+                self.proc.wait(timeout=10)
+            for reader in self._readers:  # to the end of both pipes, then close them
+                reader.join(timeout=10)
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
 
 
 @pytest.fixture
@@ -243,15 +266,16 @@ def _site_with_quick_alarm_delays(tmp: Path) -> Path:
 def test_the_story_raises_alarms_that_clear_and_dcim_fault_inject_reaches_the_demo(
         demo_dir: Path) -> None:
     site = _site_with_quick_alarm_delays(demo_dir)
-    # 30x: the UPS module trips 2 s in and is back 8 s later; the CRAH fails at 6 s
-    demo = Demo([str(site), "--port", "0", "--control-port", "0", "--story-speed", "30",
+    # 40x: the UPS module trips 1.5 s in and is back 6 s later; the CRAH fails at 4.5 s,
+    # utility feed A is lost from 10.5 s to 16.5 s
+    demo = Demo([str(site), "--port", "0", "--control-port", "0", "--story-speed", "40",
                  "--backfill", "0s", "--seconds", "30"], demo_dir)
     try:
         dashboard = demo.wait_for(r"dashboard: (http://127\.0\.0\.1:\d+/)", 25).group(1)
         control = demo.wait_for(r"simulator control API: (http://127\.0\.0\.1:\d+)", 5).group(1)
         # the README's command, as written, with --control for the free port of the test
-        fault = subprocess.run([DCIM, "fault", "--control", control, "inject", "crah_trip",
-                                "CRAH-H1-1", "--duration", "10m"],
+        fault = subprocess.run([DCIM, "fault", "inject", "crah_trip", "CRAH-H1-1",
+                                "--duration", "10m", "--control", control],
                                capture_output=True, text=True, timeout=30)
         assert fault.returncode == 0, fault.stderr
         assert re.match(r"fault \d+: crah_trip on CRAH-H1-1", fault.stdout)
@@ -276,9 +300,15 @@ def test_the_story_raises_alarms_that_clear_and_dcim_fault_inject_reaches_the_de
         reset = _post(dashboard + "api/alarms/reset", {"alarm_id": trip["id"], "user": "test",
                                                        "comment": "module back"})
         assert reset["state"] == "normal"
-        _until("every UPS A redundancy alarm cleared", lambda: not [
-            a for a in _alarms(dashboard) if a["source"] == "redundancy" and "UPS-A" in
-            (a["unit"] or "") + a["id"] and a["condition"]], 10)
+        # utility feed A lost, then restored: redundancy falls below design and recovers
+        feed = _until("the utility's redundancy alarm", lambda: next(
+            (a for a in _alarms(dashboard) if a["id"] == "redundancy:utility:below_design"
+             and a["condition"]), None), 20)
+        assert feed["state"] == "active_unacknowledged"
+        returned = _until("the utility's redundancy back to design", lambda: next(
+            (a for a in _alarms(dashboard) if a["id"] == feed["id"] and not a["condition"]),
+            None), 20)
+        assert returned["state"] in ("returned_unacknowledged", "normal")
     finally:
         code = demo.stop()
     out, err = "".join(demo.out), "".join(demo.err)
@@ -316,7 +346,7 @@ def small_site(tmp_path: Path) -> Path:
 def test_a_week_of_history_fills_the_trend_and_trains_the_anomaly_models(
         demo_dir: Path, small_site: Path) -> None:
     demo = Demo([str(small_site), "--port", "0", "--control-port", "-1", "--no-story",
-                 "--seconds", "25"], demo_dir)
+                 "--seconds", "60"], demo_dir)
     try:
         dashboard = demo.wait_for(r"dashboard: (http://127\.0\.0\.1:\d+/)", 60).group(1)
         trend = _get(dashboard + "api/trend?point=pue_live&hours=6")
@@ -324,6 +354,12 @@ def test_a_week_of_history_fills_the_trend_and_trains_the_anomaly_models(
         assert len(values) >= 60 and all(1.0 < v < 2.5 for v in values)  # 72 buckets of 5 min
         week = _get(dashboard + "api/trend?point=pue_live&hours=168")
         assert sum(v is not None for _, v in week["points"]) >= 40  # every 3 h for a week
+        # the first analytics run trains on the history (in a worker thread), then detects
+        # over the last two hours and hands anomaly_models_trained to the durable buffer,
+        # which the stop flushes: the log says when training ends, the rest takes a moment
+        _until("the anomaly models trained", lambda: any(
+            "anomaly models trained" in line for line in demo.err), 60)
+        time.sleep(5.0)  # a real process on its own clock: loosely
     finally:
         code = demo.stop()
     assert code == 0, "".join(demo.err)[-3000:]
@@ -352,4 +388,3 @@ def test_a_week_of_history_fills_the_trend_and_trains_the_anomaly_models(
         assert asyncio.run(trained()) == 1.0
     finally:
         os.chdir(cwd)
-    assert shutil.which  # keep the import honest for tools that run the module alone

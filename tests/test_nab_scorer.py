@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -92,3 +94,15 @@ def test_smoke_generic_detector_on_corpus_files() -> None:
     assert scores["art_daily_no_noise"].fp == 0
     assert scores["art_daily_jumpsup"].tp == 1 and scores["ec2_cpu_utilization_825cc2"].tp == 1
     assert normalised_total(list(scores.values())) > 50.0
+
+
+def test_bench_nab_command_last_line() -> None:
+    corpus_files()
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, str(root / "bench" / "anomaly.py"), "nab", "--only", "art_daily_jumpsup",
+         "art_daily_no_noise"], capture_output=True, text=True, timeout=120, check=True,
+        cwd=root).stdout.strip().splitlines()
+    assert re.fullmatch(r"NAB standard score on 2 files: -?\d+\.\d", out[-1]), out[-1]
+    assert float(out[-1].rsplit(" ", 1)[1]) > 50.0
+    assert any(line.startswith("NAB standard score at the corpus-optimal threshold") for line in out)

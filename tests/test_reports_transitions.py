@@ -12,7 +12,8 @@ import pytest
 from dcim.analytics.availability import DEGRADED, DOWN, UNKNOWN, UP, SystemAvailability
 from dcim.config.storage import EmbeddedStorageConfig
 from dcim.report_transitions import LIVE_FIRST, WORST_FIRST, coverage, paint
-from dcim.reports import AvailabilityReport, PlannedWindow, build_availability
+from dcim.reports import (AvailabilityReport, PlannedWindow, build_availability,
+                          render_markdown)
 from dcim.simulators.backfill import backfill
 from dcim.simulators.faults import FaultSpec
 from dcim.simulators.plant import PlantModel
@@ -55,8 +56,10 @@ def test_states_are_put_on_the_step_grid(change_min: Sequence[float], codes: Seq
     ((0.5, 1.5, 2.5, 3.5), "####......"),  # the last heartbeat covers its own step only
     ((0, 1, 2, 6, 7, 8, 9), "###...####"),  # stopped for 4 min: not covered
     ((0, 1.1, 2.2, 3.1, 4.2, 5.1), "######...."),  # a minute and a bit apart: still running
+    ((0, 0.25, 0.5, 0.75, 1, 3, 3.25, 3.5), "##.#......"),  # every 15 s (the demo), 2 min off
+    ((0, 5, 10), "#....#...."),  # rebuilt every 5 min (a coarse backfill): not trusted
     ((), ".........."),
-], ids=["every-minute", "ends", "stopped", "jitter", "never"])
+], ids=["every-minute", "ends", "stopped", "jitter", "demo", "coarse", "never"])
 def test_the_heartbeat_says_when_the_live_state_ran(beats_min: Sequence[float],
                                                      expected: str) -> None:
     out = coverage(GRID, M, ns(*beats_min))
@@ -120,6 +123,10 @@ async def test_transitions_give_the_same_figures_as_the_samples(store: EmbeddedS
     assert live["covered"] == 1.0 and live["transitions"] > 0
     assert recorded.evidence["series_read"] < 30 < sampled.evidence["series_read"]
     assert recorded.evidence["good_samples"] * 50 < sampled.evidence["good_samples"]
+    # the evidence says where the figures came from
+    assert "- live state: ran over 100.0 % of the period (120 heartbeats)" in \
+        render_markdown(recorded)
+    assert "- live state:" not in render_markdown(sampled)
 
 
 async def test_history_without_transitions_is_read_from_the_samples(

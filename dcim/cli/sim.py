@@ -100,7 +100,7 @@ def _control(args: argparse.Namespace, method: str, path: str,
                          f"{'; '.join(detail.get('details', []))}") from None
     except urllib.error.URLError as exc:
         raise SystemExit(f"cannot reach the simulator's control API at {url}: {exc.reason} "
-                         "(is `dcim simulate` running?)") from None
+                         "(is `dcim simulate` or `dcim demo` running?)") from None
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
@@ -155,7 +155,7 @@ def add_demo_options(d: argparse.ArgumentParser) -> None:
                    help="do not play the incident timeline (dcim/demo_story.py) on the plant")
     d.add_argument("--story-speed", type=float, default=1.0, metavar="FACTOR",
                    help="play the incident timeline FACTOR times faster (default 1: the "
-                        "first incident after a minute, the last ends after 19)")
+                        "first incident after a minute, the last ends after 29)")
     # a week of history (coarse, then a sample a minute for the last 6.5 h), not an hour
     d.set_defaults(func=cmd_demo, backfill=DEMO_BACKFILL_S)
 
@@ -205,8 +205,11 @@ def add_parsers(sub: Any) -> None:
     inj.add_argument("--at", default="0", help="delay before it starts, e.g. 30s")
     inj.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                      help="fault parameter, e.g. rate_per_h=3 or code=6 (repeatable)")
-    fsub.add_parser("list", help="faults scheduled or active")
+    lst = fsub.add_parser("list", help="faults scheduled or active")
     clr = fsub.add_parser("clear", help="end a fault now")
     clr.add_argument("fault_id", type=int)
-    fsub.add_parser("truth", help="ground truth of every fault so far (JSON)")
+    truth = fsub.add_parser("truth", help="ground truth of every fault so far (JSON)")
+    for action in (inj, lst, clr, truth):  # also after the action: `dcim fault inject ... --control URL`
+        action.add_argument("--control", default=argparse.SUPPRESS,
+                            help="control API base URL (as before the action)")
     f.set_defaults(func=cmd_fault)
