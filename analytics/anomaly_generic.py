@@ -49,6 +49,7 @@ class GenericConfig:
     refractory_s: float = 12 * 3600.0  # one alert per episode: no new raise this soon after one
     warmup_samples: int = 48  # finite samples before anything is scored
     spread_floor: float = 0.001  # scale floor as a fraction of the 5-95 % spread of the values
+    tail_fraction: float = 0.02  # exponential tail fitted beyond this top share (SPOT's 98 %)
     beta_floor: float = 0.5  # least tail decay length of a statistic, in units of its scale
     kinds_factor: float = 1.0  # p of the most surprising of the six statistics: 1 - (1 - p)^this
 
@@ -136,7 +137,7 @@ class SeriesModel:
         self.scale_e = _Scale(cal)
         m = min(48, cal)
         bf = c.beta_floor
-        self.cal = {k: TailCalibrator(cal, m, b) for k, b in (
+        self.cal = {k: TailCalibrator(cal, m, b, c.tail_fraction) for k, b in (
             ("spike", bf), ("season", bf), ("level_shift", bf / math.sqrt(self.k_level)),
             ("drift", bf / math.sqrt(self.k_drift)),
             ("variance", bf / 4), ("stuck", 1.0))}

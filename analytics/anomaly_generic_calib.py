@@ -16,6 +16,9 @@ from numpy.typing import NDArray
 from dcim.analytics.anomaly_base import FloatArray
 
 
+MIN_TAIL = 20  # fewest points an exponential tail is fitted to
+
+
 class Ring:
     """Fixed-capacity ring of floats whose last k values are always one contiguous view."""
 
@@ -94,7 +97,10 @@ class TailCalibrator:
             return 1.0
         n = s.size
         if x > self.u:
-            return self.q * math.exp(-(x - self.u) / self.beta)
+            tail = self.q * math.exp(-(x - self.u) / self.beta)
+            if x <= s[-1]:  # within what was seen: never below the count (ties of discrete stats)
+                return max(tail, (n - int(s.searchsorted(x)) + 1) / (n + 1))
+            return tail
         k = n - int(s.searchsorted(x))
         return (k + 1) / (n + 1)
 
@@ -113,7 +119,8 @@ class TailCalibrator:
         self.since = 0
         s = np.sort(self.ring.values())
         n = s.size
-        u = float(s[min(n - 1, int((1.0 - self.tail) * n))])
+        k = max(int(self.tail * n), MIN_TAIL)  # the excesses the tail is fitted to
+        u = float(s[max(0, n - 1 - k)])
         ex = s[s > u] - u
         self.u = u
         self.q = (ex.size + 1) / (n + 1)

@@ -6,6 +6,8 @@ would; the live state is fed them through its sink interface, exactly as the col
 
 from __future__ import annotations
 
+import logging
+
 import asyncio
 import math
 from dataclasses import replace
@@ -119,6 +121,35 @@ def test_a_fault_takes_its_unit_down_with_why_and_is_a_transition(
         assert not state.redundancy.concurrently_maintainable
         assert any(t.what == "concurrently_maintainable" and t.after == "false"
                    for t in live.transitions)
+
+
+def test_every_state_is_stored_again_each_hour_changed_or_not(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A report reading the transitions never carries a state more than an hour past a
+    sample the store missed; restating logs nothing and adds no second sample to a change."""
+    from dcim.live.service import RESTATE_EVERY_S
+
+    sink = ListSink()
+    health = all_up()
+    live = LiveState(SITE, sink, health=lambda: health)
+    plant = PlantModel(SITE, seed=4)
+    feed(live, plant, 0)
+    key = SeriesKey("transition", "UPS-A3", "state")
+    plant.set_fault("ups_module_trip", "UPS-A3", True)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dcim.live.service"):
+        feed(live, plant, 0, start_s=T0 + RESTATE_EVERY_S)  # a change at the restatement
+        feed(live, plant, 0, start_s=T0 + RESTATE_EVERY_S + 60)
+        feed(live, plant, 0, start_s=T0 + 2 * RESTATE_EVERY_S)
+    stored = [(s.time_ns, s.value) for s in sink.samples if s.series == key]
+    assert stored == [(int(T0 * NS), 1.0), (int((T0 + RESTATE_EVERY_S) * NS), 0.0),
+                      (int((T0 + 2 * RESTATE_EVERY_S) * NS), 0.0)]
+    other = [s.time_ns for s in sink.samples if s.series == SeriesKey("transition", "UPS-A1",
+                                                                       "state")]
+    assert other == [int(T0 * NS), int((T0 + RESTATE_EVERY_S) * NS),
+                     int((T0 + 2 * RESTATE_EVERY_S) * NS)]
+    logged = [r for r in caplog.records if "UPS-A1" in r.getMessage()]
+    assert logged == []  # a restated, unchanged unit is not a transition in the log
 
 
 def test_a_device_that_is_not_up_gives_no_values_and_its_unit_is_unknown() -> None:

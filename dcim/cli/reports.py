@@ -47,7 +47,7 @@ async def _availability(args: argparse.Namespace) -> int:
     await storage.start()
     try:
         report = await build_availability(site, storage, start_ns, end_ns, step_s=args.step,
-                                          planned=planned, journal=journal,
+                                          planned=planned, journal=journal, source=args.source,
                                           progress=sys.stderr.isatty())
     finally:
         await storage.close()
@@ -126,6 +126,9 @@ def add_parsers(sub: Any) -> None:
     a.add_argument("--format", choices=("md", "json", "csv", "pdf"), default="md",
                    help="md: the report; json: everything as data; csv: the incidents; "
                         "pdf: the report with charts and evidence for auditors (needs -o)")
+    a.add_argument("--source", choices=("auto", "samples"), default="auto",
+                   help="auto: the live state's recorded transitions where it ran, samples "
+                        "elsewhere (fast at audit scale); samples: re-aggregate every sample")
     a.add_argument("-o", "--output", default="-", help="output file (default stdout)")
     a.add_argument("--plot", default=None, help="also write a PNG timeline of the incidents")
     a.set_defaults(func=_run)

@@ -41,6 +41,9 @@ LIVE_WINDOW_NS = 15 * 60 * NS
 ENERGY_KEEP_NS = LIVE_WINDOW_NS + 10 * 60 * NS  # a little before the window: edge interpolation
 PUE_EVERY_S = 5.0  # live PUE over 15 min moves slowly: recomputed at most this often
 REDUNDANCY_EVERY_S = 5.0  # with the same down set, loads only move N slowly
+# every unit state and verdict is stored again this often, changed or not: a report reading
+# the transitions then never carries a state further than this past a sample it missed
+RESTATE_EVERY_S = 3600.0
 
 
 class LiveState:
@@ -73,6 +76,7 @@ class LiveState:
         self._pue: tuple[float, SiteFigures | None] = (-math.inf, None)
         self._redundancy: tuple[float, frozenset[str], RedundancyReport] | None = None
         self._stored_at = -math.inf
+        self._restated_at = -math.inf
         self.version = Version()
         self._state = build_state(self.plan, {}, None if health is None else {}, seq=0,
                                   now_ns=int(clock() * NS))
@@ -184,9 +188,16 @@ class LiveState:
         return state
 
     def _store(self, state: SiteState, changes: Sequence[Transition], now_ns: int) -> None:
-        """Transitions at once, the derived series every store_every_s, into the sink."""
+        """Transitions at once (and every state again each RESTATE_EVERY_S), the derived
+        series every store_every_s, into the sink."""
         if self._sink is None:
             return
+        if now_ns / NS - self._restated_at >= RESTATE_EVERY_S:
+            if self._restated_at > -math.inf:  # the first snapshot's changes are every state
+                changed = {(t.subject, t.what) for t in changes}
+                changes = [*changes, *(t for t in transitions(None, state)
+                                       if (t.subject, t.what) not in changed)]
+            self._restated_at = now_ns / NS
         out = [Sample(SeriesKey(TRANSITIONS, t.subject, t.what), t.time_ns, transition_code(t))
                for t in changes]
         if now_ns / NS - self._stored_at >= self.store_every_s:
