@@ -97,10 +97,7 @@ class TailCalibrator:
             return 1.0
         n = s.size
         if x > self.u:
-            tail = self.q * math.exp(-(x - self.u) / self.beta)
-            if x <= s[-1]:  # within what was seen: never below the count (ties of discrete stats)
-                return max(tail, (n - int(s.searchsorted(x)) + 1) / (n + 1))
-            return tail
+            return self.q * math.exp(-(x - self.u) / self.beta)
         k = n - int(s.searchsorted(x))
         return (k + 1) / (n + 1)
 
