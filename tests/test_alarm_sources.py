@@ -205,3 +205,40 @@ def test_a_status_word_trip_is_not_announced_twice() -> None:
     engine.reset("unit:UPS-A3:down", "lee", (t + 1) * NS)
     events = engine.evaluate(still, (t + 2) * NS, suppress_by=by)
     assert not engine.alarms["anomaly:status:UPS-A3"].suppressed
+
+
+def _generic(device: str, point: str, measurement: str = "rack_monitor",
+             layer: str = "generic") -> Anomaly:
+    return Anomaly(series=SeriesKey(measurement, device, point), layer=layer,
+                   kind="level_shift", since_ns=0, last_ns=0, raised_ns=0, value=1.0,
+                   expected=None, score=1.0, severity="high", message=f"{device} {point}")
+
+
+def test_what_a_trip_moves_is_suppressed_as_its_consequence_and_news_is_not() -> None:
+    """A UPS module trip shifts its siblings' load and a CRAH trip warms its hall: the
+    statistical layers' alarms on those are consequences (suppressed while the trip alarm is
+    active, latched until reset); an envelope breach and a sensor fault stay news."""
+    anomalies = (
+        _generic("UPS-A4", "output_power_kw", "ups_module"),       # sibling takes the load
+        _generic("RM-H2-A01", "inlet_temp_top_c"),                # hall 2 warms
+        _generic("RM-H2-A02", "feed_a_power_kw"),                 # electrical, no power trip
+        _generic("RM-H1-A01", "inlet_temp_top_c"),                # hall 1: not cooled by H2
+        _generic("RM-H2-A03", "inlet_temp_top_c", layer="envelope"),  # out of ASHRAE: news
+        _generic("RM-H2-A04", "inlet_temp_top_c", layer="sensor"),    # a drifting sensor: news
+    )
+    found, by = conditions(SITE, snapshot(down=("UPS-A3", "CRAH-H2-3"), anomalies=anomalies))
+    engine = AlarmEngine(AlarmsConfig())
+    events = engine.evaluate(found, 0, suppress_by=by)
+    suppressed = {a.id: a.suppressed_by for a in engine.alarms.values() if a.suppressed}
+    assert suppressed == {"anomaly:generic:UPS-A4": "reported by unit:UPS-A3:down",
+                          "anomaly:generic:RM-H2-A01": "reported by unit:CRAH-H2-3:down",
+                          "anomaly:generic:RM-H2-A02": "reported by unit:UPS-A3:down"}
+    announced = {e.alarm_id for e in events if e.announce}
+    assert {"anomaly:generic:RM-H1-A01", "anomaly:envelope:RM-H2-A03",
+            "anomaly:sensor:RM-H2-A04", "unit:UPS-A3:down", "unit:CRAH-H2-3:down"} <= announced
+    assert not announced & set(suppressed)
+    # with no trip at all, the same statistics are announced
+    found, by = conditions(SITE, snapshot(anomalies=anomalies))
+    fresh = AlarmEngine(AlarmsConfig())
+    events = fresh.evaluate(found, 0, suppress_by=by)
+    assert set(suppressed) <= {e.alarm_id for e in events if e.announce}

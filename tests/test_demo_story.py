@@ -320,16 +320,23 @@ def test_the_story_raises_alarms_that_clear_and_dcim_fault_inject_reaches_the_de
         "channel=terminal" in err, err[-3000:]
 
 
-def test_no_story_leaves_the_plant_alone_and_a_negative_control_port_serves_none(
+def test_no_story_leaves_the_plant_alone_and_a_busy_control_port_is_said_not_fatal(
         demo_dir: Path) -> None:
-    demo = Demo([str(REFERENCE), "--port", "0", "--control-port", "-1", "--no-story",
-                 "--backfill", "0s", "--seconds", "8"], demo_dir)
-    code = demo.proc.wait(timeout=60)
-    out = "".join(demo.out)
-    demo.stop()
-    assert code == 0, "".join(demo.err)[-3000:]
+    import socket
+
+    with socket.socket() as busy:  # another simulator's control API, say
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        demo = Demo([str(REFERENCE), "--port", "0", "--control-port", str(port), "--no-story",
+                     "--backfill", "0s", "--seconds", "8"], demo_dir)
+        code = demo.proc.wait(timeout=60)
+        demo.stop()
+    out, err = "".join(demo.out), "".join(demo.err)
+    assert code == 0, err[-3000:]
     assert "dashboard: http://127.0.0.1:" in out
-    assert "story" not in out and "control API" not in out
+    assert "story" not in out and "control API:" not in out
+    assert "the simulator's control API is not served" in err and f"port={port}" in err
 
 
 @pytest.fixture

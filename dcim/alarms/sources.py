@@ -23,6 +23,14 @@ long as the live reading. Device comm-loss alarms are suppressed by their gatewa
 (one alarm when a whole gateway is unreachable), the anomaly alarms of a device that is not
 answering by its comm-loss alarm (its readings are old, not abnormal), and a status-word
 anomaly by the unit's trip alarm. Units in maintenance are handled by the engine.
+
+Consequences of a trip are not news either: when a unit trips, its siblings take its load
+and the plant rebalances, which the statistical layers (generic, robust, model) rightly see
+as level shifts. Their anomaly alarms are suppressed while a unit alarm of the same scope is
+active: any electrical unit for electrical units and rack power, the cooling units serving a
+hall for its racks' air and for the other cooling units. Threshold (envelope, rate), sensor
+and status anomalies stay: racks out of the ASHRAE envelope after a CRAH trip, or a sensor
+drifting meanwhile, are news. Suppressed alarms are listed as such, never dropped.
 """
 
 from __future__ import annotations
@@ -189,6 +197,33 @@ def gateway_conditions(site: Site, gateways: Iterable[str],
     return out
 
 
+CONSEQUENTIAL_LAYERS = ("generic", "robust", "model")  # statistics a trip legitimately moves
+_AIR_WORDS = ("temp", "rh", "humid", "dew")
+
+
+def consequence_causes(site: Site, device_id: str | None, series: Sequence[str]
+                       ) -> tuple[str, ...]:
+    """The unit alarms whose trip explains a statistical anomaly of a device's series."""
+    device = site.devices.get(device_id) if device_id is not None else None
+    target = device.monitors if device is not None else None
+    if target is None:
+        return ()
+    elec = [f"unit:{c}:down" for c in sorted(site.electrical)]
+    if target in site.electrical:
+        return tuple(elec)
+    if target in site.mechanical:
+        return tuple(f"unit:{c}:down" for c in sorted(site.mechanical))
+    rack = site.racks.get(target)
+    if rack is None:
+        return ()
+    points = [s.rsplit("/", 1)[-1] for s in series]
+    if any(w in p for p in points for w in _AIR_WORDS):  # the rack's air: its hall's cooling
+        return tuple(f"unit:{c.id}:down" for c in sorted(site.mechanical.values(),
+                                                          key=lambda c: c.id)
+                     if rack.hall in c.serves)
+    return tuple(elec)
+
+
 def conditions(site: Site, state: SiteState, *, backend: str = "storage",
                ) -> tuple[list[Condition], dict[str, tuple[str, ...]]]:
     """Every condition that holds in a snapshot, and the alarms suppressed by design: alarm
@@ -217,6 +252,8 @@ def conditions(site: Site, state: SiteState, *, backend: str = "storage",
             causes.append(f"device:{c.device}:comm")
         if c.alarm_id.startswith("anomaly:status:") and c.unit is not None:
             causes.append(f"unit:{c.unit}:down")
+        if c.alarm_id.split(":")[1] in CONSEQUENTIAL_LAYERS:
+            causes += consequence_causes(site, c.device, c.series)
         if causes:
             by[c.alarm_id] = tuple(causes)
     return found, by
