@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -26,14 +25,12 @@ from dcim.config.notifications import LogChannelConfig, NotificationsConfig, Rou
 from dcim.simulators.backfill import DEMO_TIERS, Tier
 from dcim.site import Site, load_site
 from dcim.site.summary import summarize
-from dcim.storage.factory import open_storage
-from dcim.system import BACKFILL_STEP_S, System, SystemOptions, run_until_interrupted
+from dcim.system import System, SystemOptions, run_until_interrupted
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from dcim.demo_story import StoryPlayer
-    from dcim.simulators.plant import PlantModel
 
 log = logging.getLogger(__name__)
 
@@ -77,36 +74,6 @@ class DemoSystem(System):
         self.control_url: str | None = None
         self.story: StoryPlayer | None = None
         self._story_task: asyncio.Task[None] | None = None
-
-    async def _backfill(self) -> PlantModel:
-        """A week of history (coarse, then a sample a minute: DEMO_TIERS), only after what
-        the store already holds; returns the plant, which the simulators continue."""
-        from dcim.simulators.backfill import backfill
-        from dcim.simulators.plant import PlantModel
-
-        plant = PlantModel(self.site, seed=self.options.seed)
-        storage = open_storage(self.site.config.storage, site_id=self.site.id)
-        await storage.start()
-        try:
-            now = time.time()
-            start = now - self.options.backfill_s
-            keys = [d.series(p.name) for d in self.site.devices.values()
-                    for p in d.profile.points]
-            newest = max((s.time_ns for s in (await storage.read_latest(keys)).values()),
-                         default=0) / 1e9
-            if newest > start:  # an earlier run's history stays as it is: only add after it
-                start = newest + BACKFILL_STEP_S
-            if now - start >= BACKFILL_STEP_S:
-                print(f"writing {_span(now - start)} of simulated history "
-                      f"({self.site.config.storage.backend}) ...", file=self.out, flush=True)
-                figures = await backfill(self.site, storage, start_s=start, end_s=now,
-                                         step_s=BACKFILL_STEP_S, plant=plant, live=True,
-                                         tiers=self.demo.tiers, progress=self.demo.progress)
-                print(f"history: {figures['samples']:,.0f} samples in "
-                      f"{figures['seconds']:.0f} s", file=self.out, flush=True)
-        finally:
-            await storage.close()
-        return plant
 
     async def start(self) -> None:
         """The system, then the control API and the story (the system stops on a failure)."""
@@ -165,7 +132,9 @@ def run_demo(path: str | Path, *, seconds: float | None = None, simulate: bool =
     stopped (seconds passed, Ctrl-C or SIGTERM)."""
     site = load_site(path)
     print(summarize(site))
+    demo = demo or DemoOptions()
     options = SystemOptions(simulate=simulate, backfill_s=backfill_s if simulate else 0.0,
+                            backfill_tiers=demo.tiers, backfill_progress=demo.progress,
                             analytics_interval_s=15.0, dashboard_port=port,
                             dashboard_host=host)
     system: System
@@ -174,7 +143,7 @@ def run_demo(path: str | Path, *, seconds: float | None = None, simulate: bool =
         if shown is not site:
             print("notifications: the site file has none; alarm notifications are logged "
                   "here (a log channel)")
-        system = DemoSystem(shown, options, demo or DemoOptions())
+        system = DemoSystem(shown, options, demo)
     else:
         system = System(site, options)
     what = "simulators, collectors" if simulate else "collectors"

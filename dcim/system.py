@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # imported lazily at run time: only the demo needs the simula
     from dcim.notify.alertmanager import AlertmanagerClient
     from dcim.notify.notifier import Notifier
     from dcim.simulators.plant import PlantModel
+    from dcim.simulators.backfill import Tier
     from dcim.simulators.runner import Simulator
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class SystemOptions:
     seed: int = 0
     protocols: tuple[str, ...] = ("modbus", "opcua")
     backfill_s: float = 0.0  # simulated history written before the live run (demo only)
+    backfill_tiers: tuple[Tier, ...] = ()  # coarser steps for older history (simulators/backfill.py)
+    backfill_progress: bool | None = False  # a progress bar (None: on a terminal only)
     analytics_interval_s: float = 60.0
     dashboard_port: int | None = None  # None: no dashboard; 0: any free port
     dashboard_host: str = "127.0.0.1"
@@ -352,8 +355,17 @@ class System:
                          extra={"newest_stored_s": round(newest, 3),
                                 "backfill_s": round(max(0.0, now - start), 1)})
             if now - start >= BACKFILL_STEP_S:
-                await backfill(self.site, storage, start_s=start, end_s=now,
-                               step_s=BACKFILL_STEP_S, plant=plant, live=True)
+                span = now - start
+                span_text = f"{span / 86400:.1f} days" if span >= 86400 else (
+                    f"{span / 3600:.1f} h" if span >= 3600 else f"{span / 60:.0f} min")
+                print(f"writing {span_text} of simulated history "
+                      f"({self.site.config.storage.backend}) ...", flush=True)
+                figures = await backfill(self.site, storage, start_s=start, end_s=now,
+                                         step_s=BACKFILL_STEP_S, plant=plant, live=True,
+                                         tiers=self.options.backfill_tiers,
+                                         progress=self.options.backfill_progress)
+                print(f"history: {figures['samples']:,.0f} samples in "
+                      f"{figures['seconds']:.0f} s", flush=True)
         finally:
             await storage.close()
         return plant

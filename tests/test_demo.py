@@ -87,7 +87,7 @@ async def test_the_demo_history_is_coarse_then_fine_and_a_second_run_only_adds_a
     # DemoSystem's history: tiers by age (here 3 h: 20-minute steps, 10 minutes before each
     # live PUE, then a minute for the last half hour), live PUE in it, and a second start
     # adds only after what is stored.
-    import dcim.demo
+    import dcim.system
     from dcim.demo import DemoOptions, DemoSystem
     from dcim.simulators.backfill import Tier
     from dcim.storage.base import SeriesKey
@@ -98,12 +98,12 @@ async def test_the_demo_history_is_coarse_then_fine_and_a_second_run_only_adds_a
     meter = site.devices["M-UTIL-A"].series("energy_kwh")
     pue = SeriesKey("analytics", site.id, "pue_live")
     now = [1_800_000_000.0]
-    monkeypatch.setattr(dcim.demo.time, "time", lambda: now[0])
+    monkeypatch.setattr(dcim.system.time, "time", lambda: now[0])
     tiers = (Tier(3 * 3600.0, 1200.0, 3600.0, lead_s=1200.0, lead_step_s=600.0),
              Tier(1800.0, 60.0, 300.0))
 
     def demo() -> DemoSystem:
-        return DemoSystem(site, SystemOptions(backfill_s=3 * 3600.0),
+        return DemoSystem(site, SystemOptions(backfill_s=3 * 3600.0, backfill_tiers=tiers),
                           DemoOptions(progress=False, tiers=tiers), out=open(os.devnull, "w"))
 
     async def history(key: SeriesKey) -> list[tuple[int, float]]:
@@ -132,3 +132,12 @@ async def test_the_demo_history_is_coarse_then_fine_and_a_second_run_only_adds_a
     assert after[: len(first)] == first
     assert [t for t, _ in after[len(first):]] == [first[-1][0] + k * 60 * 10**9
                                                   for k in range(1, 6)]
+
+
+def test_the_demo_command_defaults_to_the_demo_history() -> None:
+    from dcim.cli import build_parser
+    from dcim.cli.sim import cmd_demo
+    from dcim.demo import DEMO_BACKFILL_S
+
+    args = build_parser().parse_args(["demo"])
+    assert (args.backfill, args.func, args.control_port) == (DEMO_BACKFILL_S, cmd_demo, 8790)

@@ -157,19 +157,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from dcim.demo import run_demo
-    from dcim.site import ConfigError
-
-    try:
-        return run_demo(args.site, seconds=args.seconds, simulate=not args.no_simulate,
-                        host=args.host, port=None if args.no_dashboard else args.port,
-                        backfill_s=args.backfill)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from dcim.demo import run_demo
     from dcim.site import ConfigError
@@ -232,11 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
     d.add_argument("--no-simulate", action="store_true",
                    help="poll the real devices of the site file instead of simulators")
-    d.add_argument("--backfill", type=_duration, default=3600.0, metavar="SPAN",
-                   help="simulated history written into the store before the live run, so PUE "
-                        "and trends show at once (default 1h; 0s for none)")
-    _dashboard_args(d)
-    d.set_defaults(func=_cmd_demo)
+    d.add_argument("--backfill", type=_duration, default=7 * 86400.0, metavar="SPAN",
+                   help="simulated history written into the store before the live run, so PUE, "
+                        "trends and the anomaly models have data at once (default 7d: every "
+                        "point every 20 min, every minute for the last 6.5 h; 0s for none)")
+    _dashboard_args(d)  # the demo's own options and handler: dcim/cli/sim.py
 
     from dcim.cli.sim import add_parsers as add_sim_parsers
 

@@ -146,7 +146,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def add_demo_options(d: argparse.ArgumentParser) -> None:
     """The demo's own options (control API, story) on the `demo` parser."""
-    from dcim.demo import DEMO_BACKFILL_S
 
     d.add_argument("--control-port", type=int, default=DEFAULT_CONTROL_PORT,
                    help="the simulator's control API on 127.0.0.1, which `dcim fault` talks "
@@ -156,8 +155,7 @@ def add_demo_options(d: argparse.ArgumentParser) -> None:
     d.add_argument("--story-speed", type=float, default=1.0, metavar="FACTOR",
                    help="play the incident timeline FACTOR times faster (default 1: the "
                         "first incident after a minute, the last ends after 29)")
-    # a week of history (coarse, then a sample a minute for the last 6.5 h), not an hour
-    d.set_defaults(func=cmd_demo, backfill=DEMO_BACKFILL_S)
+    d.set_defaults(func=cmd_demo)
 
 
 def add_parsers(sub: Any) -> None:
