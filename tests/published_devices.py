@@ -2,7 +2,7 @@
 
 The registers are written from the documents (/work/shared/reference/domain.md,
 sunspec-model-offsets.txt and the SunSpec Alliance's model_103.json), never from dcim's profiles, so a test that polls them with a
-profile checks the profile against the document. The server answers function 3 from the
+profile checks the profile against the document. The server answers functions 3 and 4 from the
 map, exception 2 for any read touching an unmapped register (as PM5xxx meters do), 43/14
 device identification when the device has objects, and logs every request it answered.
 Used by tests/test_library_devices.py and tests/test_discover_interop_modbus.py.
@@ -43,6 +43,7 @@ class Device:
     served: dict[str, int | float] = field(default_factory=dict)
     identity: dict[int, str] = field(default_factory=dict)
     log: list[Request] = field(default_factory=list)
+    input: dict[int, int] = field(default_factory=dict)  # function 4, when the document maps it
 
     def words(self, address: int, data: bytes, order: WordOrder = "ABCD") -> None:
         """Big-endian bytes as registers from address; CDAB: the registers low word first."""
@@ -55,6 +56,15 @@ class Device:
         """raw packed at address in the word order; expected in the profile's unit."""
         packed = struct.pack(">" + fmt, raw)
         self.words(address, packed, order)
+        if name is not None:
+            self.expected[name] = expected
+            self.served[name] = struct.unpack(">" + fmt, packed)[0]
+
+    def put_input(self, name: str | None, address: int, fmt: str, raw: float,
+                  expected: float | None = None) -> None:
+        """A one-register value (fmt 'h' or 'H') in the input table (function 4)."""
+        packed = struct.pack(">" + fmt, raw)
+        self.input[address] = int.from_bytes(packed, "big")
         if name is not None:
             self.expected[name] = expected
             self.served[name] = struct.unpack(">" + fmt, packed)[0]
@@ -233,9 +243,71 @@ def sunspec_103() -> Device:
     return d
 
 
+def raritan_px() -> Device:
+    """Raritan PX2/PX3 Modbus Interface 3.6.1 as tabled at star.ke.st (0-based, from the
+    document's hex addresses): basic parameters at 0-3, inlet 1 sensors float32 big-endian
+    (RMS voltage 12296, RMS current 12298, active power 12306 W, apparent power 12308 VA,
+    power factor 12310, line frequency 12322); nothing else in 12296-12323 is listed."""
+    d = Device()
+    d.put("register_set_version", 0, "H", 1, 1)
+    d.put("inlet_count", 1, "H", 1, 1)
+    d.put("overcurrent_protector_count", 2, "H", 2, 2)
+    d.put("outlet_count", 3, "H", 24, 24)
+    d.put("inlet_voltage_v", 12296, "f", 229.7, float32(229.7))
+    d.put("inlet_current_a", 12298, "f", 13.42, float32(13.42))
+    d.put("it_power_kw", 12306, "f", 2_951.5, float32(2_951.5) / 1000)  # W
+    d.put("inlet_apparent_power_kva", 12308, "f", 3_082.6, float32(3_082.6) / 1000)  # VA
+    d.put("inlet_power_factor", 12310, "f", 0.9575, float32(0.9575))
+    d.put("inlet_frequency_hz", 12322, "f", 50.02, float32(50.02))
+    return d
+
+
+def liebert_hpc() -> Device:
+    """Liebert IntelliSlot Modbus 'Thermal Management Products', Table 15 Liebert HPC
+    (Chiller), iCOM v4: input registers numbered 3xxxx (input address = number - 30001),
+    one register each, Int16 temperatures x 10 in deg C with the deg F twin at the next
+    number, Uint16 percent and states. Every register the table lists in 30469-30511 is
+    laid out; the numbers it does not list are holes (exception 2)."""
+    d = Device()
+
+    def at(number: int) -> int:
+        return number - 30001
+
+    def temp(name: str | None, number: int, deg_c_x10: int) -> None:
+        d.put_input(name, at(number), "h", deg_c_x10, deg_c_x10 / 10)
+        d.put_input(None, at(number + 1), "h", round((deg_c_x10 * 9 / 5) + 320))  # deg F x 10
+
+    temp("evaporator_return_temp_c", 30469, 153)
+    d.put_input(None, at(30474), "h", -5)  # Supply Brine Temp Set Point, deg C, no scale
+    d.put_input(None, at(30475), "h", 23)  # ... deg F
+    d.put_input(None, at(30479), "H", 1)  # Standby Units
+    d.put_input("system_status", at(30483), "H", 8, 8)  # 8 = Normal with Warning
+    d.put_input("operating_state", at(30484), "H", 1, 1)  # 1 = on
+    d.put_input(None, at(30485), "H", 0)  # System Control Mode: internal
+    d.put_input(None, at(30486), "H", 6)  # Operating State Reason: local display
+    d.put_input(None, at(30487), "H", 1)  # System On/Off Control: on
+    temp("chw_return_temp_c", 30491, 168)
+    temp("chw_supply_temp_c", 30493, 102)
+    temp("chw_supply_setpoint_c", 30495, 100)
+    temp("condenser_inlet_temp_c", 30497, 295)
+    temp("condenser_outlet_temp_c", 30499, 351)
+    d.put_input(None, at(30501), "h", 45)  # Supply Heated Water Temp Set Point, deg C
+    d.put_input(None, at(30502), "h", 113)  # ... deg F
+    d.put_input("free_cooling_pct", at(30503), "H", 35, 35)
+    d.put_input(None, at(30504), "H", 0)  # Reheat Utilization
+    d.put_input("compressor_pct", at(30505), "H", 62, 62)
+    temp("ambient_temp_c", 30506, -42)  # below zero: the Int16 sign shows
+    d.put_input(None, at(30508), "H", 0)  # Compressor Economizer Utilization
+    d.put_input(None, at(30509), "H", 0)  # Condenser Adiabatic Cooling Utilization
+    d.put_input("pump_1_on", at(30510), "H", 1, 1)
+    d.put_input("pump_2_on", at(30511), "H", 0, 0)
+    return d
+
+
 DEVICES = {"schneider-pm5560": pm5560, "apc-smart-ups": apc_smart_ups,
            "sunspec-meter-203": sunspec_203, "sunspec-meter-213": sunspec_213,
-           "sunspec-inverter-103": sunspec_103}
+           "sunspec-inverter-103": sunspec_103, "raritan-px-pdu": raritan_px,
+           "liebert-hpc-icom": liebert_hpc}
 
 
 # ---------------------------------------------------------------- a device server
@@ -258,13 +330,16 @@ def _answer(device: Device, unit_id: int, unit: int, pdu: bytes) -> tuple[bytes,
         return bytes((fc | 0x80, refusal)), request._replace(exception=refusal)
     address, count = struct.unpack_from(">HH", pdu, 1)
     span = range(address, address + count)
-    code: int | None = (0x0B if unit != unit_id else 1 if fc != 3
-            else 2 if any(a not in device.holding for a in span) else None)
+    # function 4 only where the document maps input registers; else illegal function as before
+    table = device.input if fc == 4 and device.input else device.holding
+    served = fc == 3 or table is device.input
+    code: int | None = (0x0B if unit != unit_id else 1 if not served
+            else 2 if any(a not in table for a in span) else None)
     request = Request(unit, fc, address, count, code)
     if code is not None:
         return bytes((fc | 0x80, code)), request
     return bytes((fc, 2 * count)) + struct.pack(
-        f">{count}H", *(device.holding[a] for a in span)), request
+        f">{count}H", *(table[a] for a in span)), request
 
 
 @asynccontextmanager

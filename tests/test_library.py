@@ -40,7 +40,9 @@ def test_every_library_file_says_where_its_map_comes_from(name: str) -> None:
     about = library()[name].about
     assert about.vendor and about.model_family
     assert any(doc in about.source for doc in (
-        "domain.md", "sunspec-model-offsets.txt", "github.com/sunspec/models"))
+        "domain.md", "sunspec-model-offsets.txt", "github.com/sunspec/models",
+        "cdn.raritan.com/download/px3/version-3.6.1/PDU_Modbus_3.6.1_46982.pdf",
+        "Liebert IntelliSlot Modbus/BACnet IP"))
 
 
 @pytest.mark.parametrize("name", names())

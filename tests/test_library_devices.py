@@ -166,3 +166,20 @@ async def test_the_project_simulator_serves_the_library_profile(name: str) -> No
             assert point not in got or got[point].quality is not Quality.GOOD, point
         else:
             assert _matches(got, point, expected, rel=1e-4), point
+
+
+@pytest.mark.parametrize("change", ["modicon_number_minus_30000", "holding_table"])
+async def test_a_misread_of_the_liebert_table_would_not_pass(change: str) -> None:
+    """The check can fail for an input-register map too: the HPC profile read one register
+    late (register 30491 taken as address 491) or from the holding table misreads every
+    value point."""
+    device = DEVICES["liebert-hpc-icom"]()
+    wrong_map = copy.deepcopy(library()["liebert-hpc-icom"].profile)
+    for point in wrong_map["points"]:
+        if change == "holding_table":
+            point["table"] = "holding"
+        else:
+            point["address"] += 1
+    got = await _poll(device, wrong_map)
+    wrong = [p for p, v in device.expected.items() if v is not None and not _matches(got, p, v)]
+    assert sorted(wrong) == sorted(device.expected)
