@@ -51,7 +51,7 @@ class GenericConfig:
     spread_floor: float = 0.001  # scale floor as a fraction of the 5-95 % spread of the values
     tail_fraction: float = 0.02  # exponential tail fitted beyond this top share (SPOT's 98 %)
     beta_floor: float = 0.5  # least tail decay length of a statistic, in units of its scale
-    kinds_factor: float = 1.0  # p of the most surprising of the six statistics: 1 - (1 - p)^this
+    kinds_factor: float = 3.0  # p of the most surprising of the six statistics: 1 - (1 - p)^this
 
 
 @dataclass(frozen=True, slots=True)

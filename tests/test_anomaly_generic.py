@@ -98,7 +98,10 @@ def test_windows_in_time_on_slow_data(step_s: float) -> None:
     found, t = anomalies_after(v, step_s, 1000)
     by_time = {int((a.raised_ns - t[0]) / NS / step_s): a.kind for a in found}
     assert by_time.get(2500) == "spike"
-    assert any(2700 <= i <= 2703 and k == "level_shift" for i, k in by_time.items()), by_time
+    # raised within 3 samples; on hourly data the name can be drift (a 4-sigma step against a
+    # 2-day reference looks like both; docs/anomaly.md: kinds that overlap)
+    assert any(2700 <= i <= 2703 and k in ("level_shift", "drift") for i, k in by_time.items()), \
+        by_time
     weeks = 1500 * step_s / WEEK_S
     false = [i for i in by_time if i < 2500]
     assert len(false) <= 2 * weeks + 2  # the budget, not a flood

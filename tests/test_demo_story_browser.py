@@ -1,0 +1,65 @@
+"""The demo's incident timeline in a real browser (Debian's chromium): the story's UPS module
+trip appears on the dashboard, an operator acknowledges it, the module comes back, the operator
+resets the latched alarm and it leaves the list. A screenshot of the acknowledged alarm goes to
+the test's folder (and to docs/img/ with DCIM_SCREENSHOTS=1)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import time
+from pathlib import Path
+
+from tests.test_dashboard_alarms import Page, button, chromium_page, row
+from tests.test_demo_story import Demo, _site_with_quick_alarm_delays, demo_dir  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIP = "unit:UPS-A2:down"  # the story's first incident
+
+
+async def press(page: Page, action: str, done: str, timeout_s: float = 30.0) -> None:
+    """Click the trip's action button until the page shows `done`: the live page redraws its
+    rows on every push, and a click that lands on a row being replaced is lost."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await page.js(f"{button(TRIP, action)} !== null"):
+            await page.js(f"{button(TRIP, action)}?.click()")
+        for _ in range(20):
+            if await page.js(done):
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{action}: the page never showed {done}")
+
+
+async def test_the_story_alarm_appears_is_acknowledged_and_clears_in_the_browser(
+        demo_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    site = _site_with_quick_alarm_delays(demo_dir)
+    # 20x: the module trips 3 s after the start and is back on line 12 s later
+    demo = Demo([str(site), "--port", "0", "--control-port", "-1", "--story-speed", "20",
+                 "--backfill", "0s", "--seconds", "90"], demo_dir)
+    try:
+        url = demo.wait_for(r"dashboard: (http://127\.0\.0\.1:\d+/)", 30).group(1)
+        async with chromium_page(tmp_path) as page:
+            await page.call("Page.navigate", url=url)
+            await page.until("document.getElementById('operator') !== null")
+            await page.type("operator", "kwong")
+            await page.until(f"{row(TRIP)} !== null", 40)
+            assert await page.js(f"{row(TRIP)}.dataset.state") == "active_unacknowledged"
+            assert "UPS-A2" in await page.js(f"{row(TRIP)}.textContent")
+            await press(page, "ack", f"{row(TRIP)}?.dataset.state === 'active_acknowledged'")
+            assert "acked by kwong" in await page.js(f"{row(TRIP)}.textContent")
+            await page.js(f"{row(TRIP)}.scrollIntoView({{block: 'center'}})")
+            shot = await page.call("Page.captureScreenshot", format="png")
+            png = tmp_path / "dashboard-story-acknowledged.png"
+            png.write_bytes(base64.b64decode(shot["data"]))
+            if os.environ.get("DCIM_SCREENSHOTS") == "1":
+                shutil.copy(png, ROOT / "docs" / "img" / png.name)
+            # back on line: the condition is gone, the latched alarm waits for a reset
+            await page.until(f"{button(TRIP, 'reset')} !== null", 40)
+            await press(page, "reset", f"{row(TRIP)} === null")
+    finally:
+        code = demo.stop()
+    assert code == 0, "".join(demo.err)[-3000:]
+    assert "story +1:00 UPS module UPS-A2 trips" in "".join(demo.out)
