@@ -20,8 +20,8 @@ TRIP = "unit:UPS-A2:down"  # the story's first incident
 
 
 async def press(page: Page, action: str, done: str, timeout_s: float = 30.0) -> None:
-    """Click the trip's action button until the page shows `done`: the live page redraws its
-    rows on every push, and a click that lands on a row being replaced is lost."""
+    """Click the trip's action button until the page shows `done` (clicked again after 2 s
+    without it: on a loaded machine one answer once took longer than a single wait)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if await page.js(f"{button(TRIP, action)} !== null"):
