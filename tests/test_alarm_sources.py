@@ -237,6 +237,11 @@ def test_what_a_trip_moves_is_suppressed_as_its_consequence_and_news_is_not() ->
     assert {"anomaly:generic:RM-H1-A01", "anomaly:envelope:RM-H2-A03",
             "anomaly:sensor:RM-H2-A04", "unit:UPS-A3:down", "unit:CRAH-H2-3:down"} <= announced
     assert not announced & set(suppressed)
+    # one rack's air and power in one alarm: either trip explains it
+    mixed = (_generic("RM-H2-A05", "inlet_temp_top_c"), _generic("RM-H2-A05", "feed_a_power_kw"))
+    found, by = conditions(SITE, snapshot(down=("UPS-A3",), anomalies=mixed))
+    assert "unit:UPS-A3:down" in by["anomaly:generic:RM-H2-A05"]
+    assert "unit:CRAH-H2-3:down" in by["anomaly:generic:RM-H2-A05"]
     # with no trip at all, the same statistics are announced
     found, by = conditions(SITE, snapshot(anomalies=anomalies))
     fresh = AlarmEngine(AlarmsConfig())

@@ -217,11 +217,15 @@ def consequence_causes(site: Site, device_id: str | None, series: Sequence[str]
     if rack is None:
         return ()
     points = [s.rsplit("/", 1)[-1] for s in series]
-    if any(w in p for p in points for w in _AIR_WORDS):  # the rack's air: its hall's cooling
-        return tuple(f"unit:{c.id}:down" for c in sorted(site.mechanical.values(),
-                                                          key=lambda c: c.id)
-                     if rack.hall in c.serves)
-    return tuple(elec)
+    air = [p for p in points if any(w in p for w in _AIR_WORDS)]
+    causes: list[str] = []
+    if air:  # the rack's air: its hall's cooling
+        causes += [f"unit:{c.id}:down" for c in sorted(site.mechanical.values(),
+                                                        key=lambda c: c.id)
+                   if rack.hall in c.serves]
+    if len(air) < len(points):  # its power: the electrical chain
+        causes += elec
+    return tuple(causes)
 
 
 def conditions(site: Site, state: SiteState, *, backend: str = "storage",
