@@ -10,16 +10,19 @@ SITE   ?= config/cyberport5.yaml
 .PHONY: demo test install install-test system-deps node-deps bench clean
 
 # The demo installs what it runs; the tests add their own tools (pytest, mypy, ...).
+# pip -qq: errors only (a failed install still stops make with pip's error).
+PIP = $(BIN)/pip --quiet --quiet --disable-pip-version-check
+
 $(BIN)/.installed: pyproject.toml
 	@echo "installing dcim into $(VENV) (about 2 minutes the first time) ..."
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	$(PIP) install --upgrade pip
+	$(PIP) install -e .
 	touch $@
 
 $(BIN)/.installed-test: $(BIN)/.installed
 	@echo "installing the test tools into $(VENV) ..."
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PIP) install -e '.[test]'
 	touch $@
 
 install: $(BIN)/.installed
