@@ -178,16 +178,11 @@ async def _schedule(args: argparse.Namespace, clock: Callable[[], float]) -> int
 async def _build(site: Site, args: argparse.Namespace, period: Month,
                  clock: Callable[[], float]) -> AvailabilityReport:
     """The availability report of the month, from the site's store and alarm journal."""
-    from dcim.alarms.journal import AlarmJournal
-    from dcim.reports import build_availability, load_planned
+    from dcim.reports import build_availability, load_planned, open_journal
     from dcim.storage.factory import open_storage
 
     planned = load_planned(args.planned, site) if args.planned else []
-    journal_path = args.journal or site.config.alarms.journal_file(site.id)
-    journal = AlarmJournal(journal_path) if Path(journal_path).exists() else None
-    if journal is None:
-        print(f"note: no alarm journal at {journal_path}; incidents are listed without alarm "
-              "events", file=sys.stderr)
+    journal = open_journal(site, args.journal)
     end_ns = min(period.end_ns, int(clock() * NS))
     storage = open_storage(site.config.storage, site_id=site.id)
     await storage.start()

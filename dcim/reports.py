@@ -110,6 +110,19 @@ class MaintenanceLogError(ValueError):
     """A maintenance log that cannot be used, naming the file, entry and field."""
 
 
+def open_journal(site: Site, path: str | None) -> AlarmJournal | None:
+    """The alarm journal a report reads (the site's by default); None, with a note on stderr,
+    when there is none: incidents are then listed without alarm events."""
+    import sys
+
+    journal_path = path or site.config.alarms.journal_file(site.id)
+    if Path(journal_path).exists():
+        return AlarmJournal(journal_path)
+    print(f"note: no alarm journal at {journal_path}; incidents are listed without alarm "
+          "events", file=sys.stderr)
+    return None
+
+
 def load_planned(path: str | Path, site: Site) -> list[PlannedWindow]:
     """Read a maintenance log (YAML list of unit, start, end, reason, ticket)."""
     path = Path(path)

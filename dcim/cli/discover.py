@@ -137,6 +137,14 @@ def _cmd_opcua(args: argparse.Namespace) -> int:
     return 0 if inv.variables else 1
 
 
+def _draft_args(p: argparse.ArgumentParser, *, gateway_id: str) -> None:
+    """What both kinds of draft take: the gateway's id, what the devices measure, the file."""
+    p.add_argument("--gateway-id", default=gateway_id, help="id of the gateway in the draft")
+    p.add_argument("--monitors", default=None,
+                   help="component or rack every device measures (default: omitted, the site)")
+    p.add_argument("-o", "--output", default="-", help="draft file (default stdout)")
+
+
 def add_parsers(sub: Any) -> None:
     """Register `discover modbus` and `discover opcua` on the main parser's subcommands."""
     d = sub.add_parser("discover", help="find devices on a gateway and draft their site entries",
@@ -155,10 +163,7 @@ def add_parsers(sub: Any) -> None:
                    help="stop after this many requests (default 2000)")
     m.add_argument("--budget", type=float, default=120.0,
                    help="stop after this many seconds (default 120)")
-    m.add_argument("--gateway-id", default="gw1", help="id of the gateway in the draft")
-    m.add_argument("--monitors", default=None,
-                   help="component or rack every device measures (default: omitted, the site)")
-    m.add_argument("-o", "--output", default="-", help="draft file (default stdout)")
+    _draft_args(m, gateway_id="gw1")
     m.set_defaults(func=_cmd_modbus)
 
     o = dsub.add_parser("opcua", help="browse an OPC UA server's address space",
@@ -179,8 +184,5 @@ def add_parsers(sub: Any) -> None:
     o.add_argument("--timeout", type=float, default=4.0, help="seconds per request (default 4)")
     o.add_argument("--max-nodes", type=int, default=2000,
                    help="stop browsing after this many nodes (default 2000)")
-    o.add_argument("--gateway-id", default="bms", help="id of the gateway in the draft")
-    o.add_argument("--monitors", default=None,
-                   help="component or rack every device measures (default: omitted, the site)")
-    o.add_argument("-o", "--output", default="-", help="draft file (default stdout)")
+    _draft_args(o, gateway_id="bms")
     o.set_defaults(func=_cmd_opcua)

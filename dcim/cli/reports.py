@@ -23,10 +23,9 @@ def _when(text: str, tz: str) -> int:
 
 
 async def _availability(args: argparse.Namespace) -> int:
-    from dcim.alarms.journal import AlarmJournal
     from dcim.analytics.availability import MIN_COVERAGE
-    from dcim.reports import (build_availability, load_planned, plot_timeline, render_csv,
-                              render_markdown, report_json)
+    from dcim.reports import (build_availability, load_planned, open_journal, plot_timeline,
+                              render_csv, render_markdown, report_json)
     from dcim.site import load_site
     from dcim.storage.factory import open_storage
 
@@ -38,11 +37,7 @@ async def _availability(args: argparse.Namespace) -> int:
         print(f"--from ({args.start}) must be before --to ({args.to})", file=sys.stderr)
         return 2
     planned = load_planned(args.planned, site) if args.planned else []
-    journal_path = args.journal or site.config.alarms.journal_file(site.id)
-    journal = AlarmJournal(journal_path) if Path(journal_path).exists() else None
-    if journal is None:
-        print(f"note: no alarm journal at {journal_path}; incidents are listed without alarm "
-              "events", file=sys.stderr)
+    journal = open_journal(site, args.journal)
     storage = open_storage(site.config.storage, site_id=site.id)
     await storage.start()
     try:
