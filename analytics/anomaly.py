@@ -287,10 +287,10 @@ class Detector:
             self._unknown(key)
             if "generic" in self.cfg.layers and role not in ENUM_ROLES:
                 t, g = s.times_ns, increments(good) if role in COUNTER_ROLES else good
-                if self.cfg.generic_fit_s is not None and t.size:
-                    i0 = int(np.searchsorted(t, t[-1] - int(self.cfg.generic_fit_s * NS)))
-                    t, g = t[i0:], g[i0:]
-                m = SeriesModel.fit(t, g, self.cfg.generic)
+                # warmed sample by sample on the last generic_fit_s; all of it fills the profile
+                warm = (int(t[-1]) - int(self.cfg.generic_fit_s * NS)
+                        if self.cfg.generic_fit_s is not None and t.size else None)
+                m = SeriesModel.fit(t, g, self.cfg.generic, warm_from_ns=warm)
                 self.generic[key] = m
                 self.tracks[key] = GenericTrack(m, int(t[-1]) if t.size else None)
                 if m.declined:  # a standby unit reading 0 is normal: said, not warned

@@ -7,13 +7,18 @@ its own recent history (TailCalibrator), so the score 1 - p means the same on ev
 - spike: the value against the median of the last `spike_context_s`, and against the range of
   the same time a day and a week before (the smaller distance counts), in units of the
   residual's robust scale; `season`: the distance outside that seasonal range alone;
-- level_shift: mean over `level_window_s` against the median of the `reference_s` before it;
+- level_shift: mean over `level_window_s` against the median of the `reference_s` before it,
+  less the same change a day or a week before (the smaller counts: a Monday morning that
+  rises as last Monday's did is no shift);
 - drift: the same over `drift_window_s` (slow ramps that never look like a step);
 - variance: mean |residual| over `level_window_s` against its long-run value (both ways);
 - stuck: how long the value has not changed at all, against the runs the series usually has.
 The score is 1 - min p over the statistics. `generic_anomalies` turns scores into episodes at
 the threshold of the false-alarm budget, one per `refractory_s`, and names each in hindsight.
 Scale floors come from the series' own resolution and spread, never from an absolute constant.
+Seasons longer than `max_season_samples` (a week of 1-minute data) and the seasonal part of
+level shifts and drifts come from a `Profile`: the series' means per `profile_bucket_s` over
+the last week and a few days, filled from the whole history `fit` is given.
 See docs/anomaly.md, "The generic detector and NAB".
 """
 
@@ -26,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dcim.analytics.anomaly_base import NS, Anomaly, FloatArray, IntArray, label, severity_for
-from dcim.analytics.anomaly_generic_calib import Ring, TailCalibrator, Window
+from dcim.analytics.anomaly_generic_calib import Profile, Ring, TailCalibrator, Window
 from dcim.storage.base import SeriesKey
 
 WEEK_S = 7 * 86400.0
@@ -52,6 +57,8 @@ class GenericConfig:
     tail_fraction: float = 0.02  # exponential tail fitted beyond this top share (SPOT's 98 %)
     beta_floor: float = 0.5  # least tail decay length of a statistic, in units of its scale
     kinds_factor: float = 3.0  # p of the most surprising of the six statistics: 1 - (1 - p)^this
+    profile_bucket_s: float = 900.0  # coarse seasonal profile: mean per bucket (>= the interval)
+    profile_coverage: float = 0.5  # least share of a window's buckets held to use the profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +135,14 @@ class SeriesModel:
         self.k_level = _samples(c.level_window_s, interval_s, 4, 120)
         self.k_drift = _samples(c.drift_window_s, interval_s, 8, 720)
         self.k_ref = _samples(c.reference_s, interval_s, 24, 2880)
-        lags = (int(round(s / interval_s)) for s in c.seasons_s)
+        lags = [int(round(s / interval_s)) for s in c.seasons_s]
         self.periods = [p for p in lags if 2 * self.k_spike < p <= c.max_season_samples]
+        # seasons too long to keep sample by sample are checked against the coarse profile
+        self.coarse = [p * interval_s for p in lags if p > c.max_season_samples]
+        width = max(c.profile_bucket_s, interval_s)
+        self.profile = Profile(width, max(c.seasons_s, default=0.0) + c.reference_s
+                               + c.drift_window_s + 2 * width)
+        self.season_cache: dict[tuple[int, float], tuple[int, float]] = {}
         cal = _samples(c.calibration_s, interval_s, 64, 4096)
         longest = max(self.periods, default=0) + self.k_spike
         self.values = Ring(max(self.k_ref + self.k_drift, longest, 2 * c.warmup_samples))
@@ -150,8 +163,11 @@ class SeriesModel:
 
     @classmethod
     def fit(cls, times_ns: IntArray, values: FloatArray,
-            config: GenericConfig | None = None) -> SeriesModel:
-        """Learn interval, resolution and spread, then warm the state on the (recent) history."""
+            config: GenericConfig | None = None, warm_from_ns: int | None = None) -> SeriesModel:
+        """Learn interval, resolution and spread, then warm the state on the (recent) history.
+
+        Samples before `warm_from_ns` only fill the seasonal profile (cheap): a week of history
+        teaches the weekly pattern without a week of per-sample warming."""
         cfg = config or GenericConfig()
         t = np.asarray(times_ns, dtype=np.int64)
         v = np.asarray(values, dtype=np.float64)
@@ -159,6 +175,9 @@ class SeriesModel:
         m._judge(v)
         # older samples would be forgotten anyway: warming on the rest bounds the cost of a fit
         start = max(0, t.size - (m.values.cap + m.cal["spike"].ring.cap + cfg.warmup_samples))
+        if warm_from_ns is not None:
+            start = max(start, int(np.searchsorted(t, warm_from_ns)))
+        m.profile.fill(t[:start], v[:start])
         for ti, vi in zip(t[start:].tolist(), v[start:].tolist()):
             m.update(ti, vi)
         return m
@@ -194,15 +213,16 @@ class SeriesModel:
         pred = ctx[len(ctx) // 2] if ctx else x
         e = x - pred
         se = max(self.scale_e.value, fl) if math.isfinite(self.scale_e.value) else math.nan
-        es = self._season(x)
+        es = self._season(t_ns, x)
         # a value the same hour of an earlier day or week also reached is no spike
         r = min(abs(e), abs(es)) if math.isfinite(es) else abs(e)
         stats: dict[str, float] = {"spike": r / se if se > 0 else math.nan}
         if math.isfinite(es):
             stats["season"] = abs(es) / se if se > 0 else math.nan
         self._push(x)
-        stats["level_shift"] = self._shift(self.k_level)
-        stats["drift"] = self._shift(self.k_drift)
+        self.profile.add(t_ns, x)
+        stats["level_shift"] = self._shift(self.k_level, t_ns)
+        stats["drift"] = self._shift(self.k_drift, t_ns)
         # variance: the unexplained part r (beyond the local level and the seasonal range)
         # over the level window, against its own long-run mean
         old = self.abs_e.ago(self.k_level) if self.abs_e.n >= self.k_level else 0.0
@@ -241,22 +261,62 @@ class SeriesModel:
             for k in self.sums:
                 self.sums[k] = float(vals.last(k).sum())
 
-    def _season(self, x: float) -> float:
-        """Distance of x outside the range of the same time +- k_spike one period ago (min over periods)."""
+    def _season(self, t_ns: int, x: float) -> float:
+        """Distance of x outside the range of the same time +- k_spike one period ago (min over
+        periods); for the coarse periods, outside the means of the buckets around it."""
         vals, h = self.values, self.k_spike
-        best = math.nan
+        ranges = []
         for p in self.periods:
-            if vals.n < p + h:
-                continue
-            seg = vals.last(p + h)[:2 * h + 1].tolist()
-            lo, hi = min(seg), max(seg)
+            if vals.n >= p + h:
+                seg = vals.last(p + h)[:2 * h + 1].tolist()
+                ranges.append((min(seg), max(seg)))
+        for period_s in self.coarse:
+            b = self.profile.bucket(t_ns - int(period_s * NS))
+            seg = self.profile.means(b - 1, b + 2)
+            if seg:
+                ranges.append((min(seg), max(seg)))
+        best = math.nan
+        for lo, hi in ranges:
             d = x - hi if x > hi else (x - lo if x < lo else 0.0)
             if not math.isfinite(best) or abs(d) < abs(best):
                 best = d
         return best
 
-    def _shift(self, k: int) -> float:
-        """|mean of the last k samples - median of the reference before them| / its scale."""
+    def _seasonal_change(self, k: int, t_ns: int, period_s: float) -> float:
+        """The change `_shift` measures, one period ago, from the profile (NaN when the profile
+        holds too little of that time); cached per bucket."""
+        prof = self.profile
+        end = prof.bucket(t_ns - int(period_s * NS))
+        cached = self.season_cache.get((k, period_s))
+        if cached is not None and cached[0] == end:
+            return cached[1]
+        per_bucket = prof.width_ns / (self.interval_s * NS)  # samples a bucket holds
+        n_short = max(1, int(round(k / per_bucket)))
+        n_ref = max(1, int(round(self.k_ref / per_bucket)))
+        short = prof.means(end - n_short + 1, end + 1)
+        ref = prof.means(end - n_short + 1 - n_ref, end - n_short + 1)
+        need = self.config.profile_coverage
+        change = math.nan
+        if len(short) >= need * n_short and len(ref) >= need * n_ref:
+            change = sum(short) / len(short) - float(np.median(ref))
+        self.season_cache[(k, period_s)] = (end, change)
+        return change
+
+    def usual_level(self, t0_ns: int, t1_ns: int) -> tuple[float, float]:
+        """(period, mean of the profile over [t0, t1) one period before) for the longest period
+        whose buckets the profile holds; (NaN, NaN) when none."""
+        prof = self.profile
+        for period_s in sorted(self.config.seasons_s, reverse=True):
+            lag = int(period_s * NS)
+            b0, b1 = prof.bucket(t0_ns - lag), prof.bucket(t1_ns - lag)
+            got = prof.means(b0, b1 + 1)
+            if got and len(got) >= self.config.profile_coverage * (b1 + 1 - b0):
+                return period_s, sum(got) / len(got)
+        return math.nan, math.nan
+
+    def _shift(self, k: int, t_ns: int) -> float:
+        """|mean of the last k samples - median of the reference before them| / its scale, less
+        the same change a day or a week before when that is smaller."""
         vals = self.values
         if vals.n < k + self.config.warmup_samples // 2:
             return math.nan
@@ -270,7 +330,13 @@ class SeriesModel:
         med, sc, _ = cached
         if sc <= 0:
             return math.nan
-        return abs(self.sums[k] / k - med) / sc
+        change = self.sums[k] / k - med
+        best = abs(change)
+        for period_s in self.config.seasons_s:
+            usual = self._seasonal_change(k, t_ns, period_s)
+            if usual == usual:
+                best = min(best, abs(change - usual))
+        return best / sc
 
     def score_batch(self, times_ns: IntArray, values: FloatArray) -> tuple[FloatArray, list[str | None]]:
         """Scores and kinds of a span, as `update` would give them; the model itself is not advanced."""
@@ -328,7 +394,7 @@ def generic_anomalies(key: SeriesKey, times_ns: IntArray, values: FloatArray, mo
         stop = raised[j + 1] if j + 1 < len(raised) else t.size
         last = _episode_end(t, sc, i, stop, thr, cfg.level_window_s)
         peak = int(i + np.argmax(sc[i:last + 1]))
-        kind = _episode_kind(full, pre.size, sc, res, i, last, thr, model)
+        kind = _episode_kind(full, pre.size, sc, res, i, last, thr, model, int(t[i]))
         conf = float(sc[peak])
         decades = math.log10(max(1.0 - thr, 1e-300) / max(1.0 - conf, 1e-300))
         detail = res[peak].detail if res[peak].kind == kind else f"{kind} ({res[peak].detail})"
@@ -357,8 +423,25 @@ def _median(x: FloatArray) -> float:
     return float(np.median(f)) if f.size else math.nan
 
 
+def _usual_levels(model: SeriesModel, t_ns: int, spans: list[tuple[int, int]]) -> list[float] | None:
+    """The profile's level one period before each span (start index relative to the sample at
+    t_ns, length), all from the same period; None when the profile lacks any of them."""
+    step = int(model.interval_s * NS)
+    for period_s in sorted(model.config.seasons_s, reverse=True):
+        out = []
+        for start, n in spans:
+            t0 = t_ns + start * step
+            p, level = model.usual_level(t0, t0 + n * step)
+            if p != period_s:
+                break
+            out.append(level)
+        if len(out) == len(spans):
+            return out
+    return None
+
+
 def _episode_kind(full: FloatArray, off: int, sc: FloatArray, res: list[Score], i: int,
-                  last: int, thr: float, model: SeriesModel) -> str:
+                  last: int, thr: float, model: SeriesModel, t_ns: int) -> str:
     """Kind of an episode, in hindsight: the peak's kind, told apart by what the values did next.
 
     A spike that does not come back is a level shift; spikes of both signs or a wider spread
@@ -390,6 +473,11 @@ def _episode_kind(full: FloatArray, off: int, sc: FloatArray, res: list[Score], 
     now = _median(full[j:j + kl])
     before = _median(full[max(0, j - kl):j])
     long_ago = _median(full[max(0, j - kd):max(0, j - kd + kl)])
+    # less what the same hours did a week (or a day) before: a step at 14:00 on a weekday
+    # whose morning rose as every weekday's does is a step, not a drift
+    usual = _usual_levels(model, t_ns, [(0, kl), (-kl, kl), (-kd, kl)])
+    if usual is not None:
+        now, before, long_ago = now - usual[0], before - usual[1], long_ago - usual[2]
     total = now - long_ago
     # a step leaves the hour before the raise where it was long ago; a ramp has moved it already
     if math.isfinite(total) and math.isfinite(before) and abs(before - long_ago) > 0.3 * abs(total):

@@ -123,3 +123,69 @@ class TailCalibrator:
         self.q = (ex.size + 1) / (n + 1)
         self.beta = max(float(ex.mean()) if ex.size else 0.0, self.beta_floor)
         self.sorted = s
+
+
+class Profile:
+    """Mean of a series per coarse time bucket over a bounded span (a week and some days).
+
+    The daily and weekly patterns of any series, at any sampling interval, in a few thousand
+    floats: a 1-minute series' week is 10,080 samples, its 15-minute profile 672 buckets. Slots
+    are keyed by the absolute bucket number, so a gap simply leaves buckets empty (NaN).
+    """
+
+    __slots__ = ("count", "n", "total", "which", "width_ns")
+
+    def __init__(self, width_s: float, span_s: float) -> None:
+        self.width_ns = max(1, int(round(width_s * 1e9)))
+        self.n = max(2, int(math.ceil(span_s / width_s)) + 2)
+        self.which = [-1] * self.n
+        self.total = [0.0] * self.n
+        self.count = [0] * self.n
+
+    def bucket(self, t_ns: int) -> int:
+        """The bucket a time falls in."""
+        return int(t_ns) // self.width_ns
+
+    def add(self, t_ns: int, x: float) -> None:
+        """Count one finite value into its bucket (a bucket older than the span is reused)."""
+        b = int(t_ns) // self.width_ns
+        i = b % self.n
+        if self.which[i] != b:
+            self.which[i], self.total[i], self.count[i] = b, 0.0, 0
+        self.total[i] += x
+        self.count[i] += 1
+
+    def fill(self, times_ns: NDArray[np.int64], values: FloatArray) -> None:
+        """Count a history in at once (what `add` per sample would do, vectorised)."""
+        ok = np.isfinite(values)
+        if not ok.any():
+            return
+        b = np.asarray(times_ns, dtype=np.int64)[ok] // self.width_ns
+        v = np.asarray(values, dtype=np.float64)[ok]
+        keep = b > b.max() - self.n  # what the ring can still hold
+        b, v = b[keep], v[keep]
+        uniq, inv = np.unique(b, return_inverse=True)
+        sums = np.bincount(inv, weights=v)
+        counts = np.bincount(inv)
+        for bi, s, c in zip(uniq.tolist(), sums.tolist(), counts.tolist()):
+            i = bi % self.n
+            if self.which[i] != bi:
+                self.which[i], self.total[i], self.count[i] = bi, 0.0, 0
+            self.total[i] += s
+            self.count[i] += int(c)
+
+    def mean(self, b: int) -> float:
+        """Mean of bucket b; NaN when it is not held or empty."""
+        i = b % self.n
+        if self.which[i] != b or self.count[i] == 0:
+            return math.nan
+        return self.total[i] / self.count[i]
+
+    def means(self, b0: int, b1: int) -> list[float]:
+        """Finite means of the buckets b0 .. b1 - 1."""
+        out = []
+        for b in range(b0, b1):
+            m = self.mean(b)
+            if m == m:
+                out.append(m)
+        return out

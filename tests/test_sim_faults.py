@@ -236,7 +236,8 @@ async def _series(rig: Rig, n: int, step: float = 5.0) -> list[tuple[float, floa
 @module_loop
 async def test_stuck_value(clean: Rig) -> None:
     clean.fault("stuck", *POINT)
-    series = await _series(clean, 6)
+    # minutes apart: the neighbour's 0.1 K steps once stayed put over 30 s
+    series = await _series(clean, 8, step=60.0)
     assert len({v for v, _ in series}) == 1
     assert len({n for _, n in series}) > 1  # the neighbour still moves
 

@@ -956,7 +956,9 @@ function closeHistory() {
 function setUpAlarmControls() {
   const operator = $('operator');
   try {
-    operator.value = localStorage.getItem(OPERATOR_KEY) || '';
+    // a name typed while the page was still asking /api/me is kept, and remembered
+    if (operator.value.trim()) localStorage.setItem(OPERATOR_KEY, operator.value.trim());
+    else operator.value = localStorage.getItem(OPERATOR_KEY) || '';
   } catch (err) {
     console.warn('dcim dashboard: no localStorage, the operator name is not remembered', err);
   }
