@@ -59,6 +59,7 @@ class GenericConfig:
     kinds_factor: float = 3.0  # p of the most surprising of the six statistics: 1 - (1 - p)^this
     profile_bucket_s: float = 900.0  # coarse seasonal profile: mean per bucket (>= the interval)
     profile_coverage: float = 0.5  # least share of a window's buckets held to use the profile
+    season_min_corr: float = 0.1  # a period counts once the profile's means repeat this much
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,8 @@ class SeriesModel:
         self.profile = Profile(width, max(c.seasons_s, default=0.0) + c.reference_s
                                + c.drift_window_s + 2 * width)
         self.season_cache: dict[tuple[int, float], tuple[int, float]] = {}
+        self.seasonal: list[float] = []  # periods the profile shows (see _judge_seasons)
+        self._seasons_at = -1  # bucket when they were last judged
         cal = _samples(c.calibration_s, interval_s, 64, 4096)
         longest = max(self.periods, default=0) + self.k_spike
         self.values = Ring(max(self.k_ref + self.k_drift, longest, 2 * c.warmup_samples))
@@ -178,6 +181,7 @@ class SeriesModel:
         if warm_from_ns is not None:
             start = max(start, int(np.searchsorted(t, warm_from_ns)))
         m.profile.fill(t[:start], v[:start])
+        m._judge_seasons()
         for ti, vi in zip(t[start:].tolist(), v[start:].tolist()):
             m.update(ti, vi)
         return m
@@ -221,6 +225,8 @@ class SeriesModel:
             stats["season"] = abs(es) / se if se > 0 else math.nan
         self._push(x)
         self.profile.add(t_ns, x)
+        if self.profile.bucket(t_ns) - self._seasons_at >= 96:  # a day of 15-min buckets
+            self._judge_seasons()
         stats["level_shift"] = self._shift(self.k_level, t_ns)
         stats["drift"] = self._shift(self.k_drift, t_ns)
         # variance: the unexplained part r (beyond the local level and the seasonal range)
@@ -282,6 +288,16 @@ class SeriesModel:
                 best = d
         return best
 
+    def _judge_seasons(self) -> None:
+        """The periods whose pattern the profile shows (changes that repeat): only those take
+        part in `_shift`, so a series without a pattern is not blurred by last week's noise."""
+        prof, c = self.profile, self.config
+        lag_of = {p: int(round(p * NS / prof.width_ns)) for p in c.seasons_s}
+        self.seasonal = [p for p, lag in lag_of.items()
+                         if lag >= 2 and prof.lag_correlation(lag) >= c.season_min_corr]
+        held = [b for b in prof.which if b >= 0]
+        self._seasons_at = max(held) if held else -1
+
     def _seasonal_change(self, k: int, t_ns: int, period_s: float) -> float:
         """The change `_shift` measures, one period ago, from the profile (NaN when the profile
         holds too little of that time); cached per bucket."""
@@ -293,12 +309,19 @@ class SeriesModel:
         per_bucket = prof.width_ns / (self.interval_s * NS)  # samples a bucket holds
         n_short = max(1, int(round(k / per_bucket)))
         n_ref = max(1, int(round(self.k_ref / per_bucket)))
-        short = prof.means(end - n_short + 1, end + 1)
-        ref = prof.means(end - n_short + 1 - n_ref, end - n_short + 1)
         need = self.config.profile_coverage
+        # the reference's median moves slowly: recomputed after a sixteenth of it (3 h of 2 d)
+        ref_key = (-k, period_s)
+        ref_cached = self.season_cache.get(ref_key)
+        if ref_cached is None or not 0 <= end - ref_cached[0] < max(1, n_ref // 16):
+            ref = sorted(prof.means(end - n_short + 1 - n_ref, end - n_short + 1))
+            ref_med = ref[len(ref) // 2] if len(ref) >= need * n_ref else math.nan
+            ref_cached = (end, ref_med)
+            self.season_cache[ref_key] = ref_cached
+        short = prof.means(end - n_short + 1, end + 1)
         change = math.nan
-        if len(short) >= need * n_short and len(ref) >= need * n_ref:
-            change = sum(short) / len(short) - float(np.median(ref))
+        if len(short) >= need * n_short and ref_cached[1] == ref_cached[1]:
+            change = sum(short) / len(short) - ref_cached[1]
         self.season_cache[(k, period_s)] = (end, change)
         return change
 
@@ -332,7 +355,7 @@ class SeriesModel:
             return math.nan
         change = self.sums[k] / k - med
         best = abs(change)
-        for period_s in self.config.seasons_s:
+        for period_s in self.seasonal:
             usual = self._seasonal_change(k, t_ns, period_s)
             if usual == usual:
                 best = min(best, abs(change - usual))
@@ -473,10 +496,12 @@ def _episode_kind(full: FloatArray, off: int, sc: FloatArray, res: list[Score], 
     now = _median(full[j:j + kl])
     before = _median(full[max(0, j - kl):j])
     long_ago = _median(full[max(0, j - kd):max(0, j - kd + kl)])
-    # less what the same hours did a week (or a day) before: a step at 14:00 on a weekday
-    # whose morning rose as every weekday's does is a step, not a drift
+    # less what the same hours did a week (or a day) before, when that explains the movement
+    # before the raise: a step at 14:00 on a weekday whose morning rose as every weekday's
+    # does is a step, not a drift (on a series without a pattern it would only add noise)
     usual = _usual_levels(model, t_ns, [(0, kl), (-kl, kl), (-kd, kl)])
-    if usual is not None:
+    if usual is not None and abs((before - usual[1]) - (long_ago - usual[2])) < 0.5 * abs(
+            before - long_ago):
         now, before, long_ago = now - usual[0], before - usual[1], long_ago - usual[2]
     total = now - long_ago
     # a step leaves the hour before the raise where it was long ago; a ramp has moved it already

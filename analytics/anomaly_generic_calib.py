@@ -9,6 +9,7 @@ excesses. A score of 1 - p then means the same on every series, whatever the sta
 from __future__ import annotations
 
 import math
+from array import array
 
 import numpy as np
 from numpy.typing import NDArray
@@ -138,9 +139,10 @@ class Profile:
     def __init__(self, width_s: float, span_s: float) -> None:
         self.width_ns = max(1, int(round(width_s * 1e9)))
         self.n = max(2, int(math.ceil(span_s / width_s)) + 2)
-        self.which = [-1] * self.n
-        self.total = [0.0] * self.n
-        self.count = [0] * self.n
+        # arrays of machine numbers: 24 bytes a bucket, not the 100 of lists of Python objects
+        self.which = array("q", [-1]) * self.n
+        self.total = array("d", [0.0]) * self.n
+        self.count = array("q", [0]) * self.n
 
     def bucket(self, t_ns: int) -> int:
         """The bucket a time falls in."""
@@ -183,9 +185,35 @@ class Profile:
 
     def means(self, b0: int, b1: int) -> list[float]:
         """Finite means of the buckets b0 .. b1 - 1."""
+        n, which, total, count = self.n, self.which, self.total, self.count
         out = []
         for b in range(b0, b1):
-            m = self.mean(b)
-            if m == m:
-                out.append(m)
+            i = b % n
+            if which[i] == b and count[i]:
+                out.append(total[i] / count[i])
         return out
+
+    def lag_correlation(self, lag: int, least_pairs: int = 32) -> float:
+        """Correlation of the bucket means with those `lag` buckets before, over the span held:
+        how much of a pattern repeats at that period (near 0 on noise, near 1 on a daily or
+        weekly shape; a trend counts too, and a day-old change is then the usual one). NaN
+        with too few pairs."""
+        which = np.frombuffer(self.which, dtype=np.int64)
+        if not (which >= 0).any():
+            return math.nan
+        last = int(which.max())
+        b = np.arange(last - self.n + 1, last + 1)
+        i = b % self.n
+        held = (which[i] == b) & (np.frombuffer(self.count, dtype=np.int64)[i] > 0)
+        m = np.where(held, np.frombuffer(self.total)[i] / np.maximum(
+            np.frombuffer(self.count, dtype=np.int64)[i], 1), np.nan)
+        d = m
+        if lag >= d.size:
+            return math.nan
+        x, y = d[lag:], d[:-lag]
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.sum() < least_pairs:
+            return math.nan
+        x, y = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
+        den = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
+        return float((x * y).sum()) / den if den > 0 else math.nan

@@ -57,8 +57,9 @@ from dcim.analytics.availability import (DEGRADED, DOWN, MIN_COVERAGE, UNKNOWN, 
 from dcim.report_render import (FORMULA_START, MAX_LISTED, NOT_ENOUGH, _dur, _event_text,
                                  _local, _pct, csv_cell, md, plot_timeline, render_csv,
                                  render_markdown, report_json)
-from dcim.report_transitions import (LIVE_FIRST, WORST_FIRST, DerivedRedundancy, Recorded,
-                                     derive_redundancy, read_recorded, transition_key, windows)
+from dcim.report_transitions import (FEEDS, LIVE_FIRST, WORST_FIRST, DerivedRedundancy, Recorded,
+                                     derive_redundancy, rack_feed_states, read_recorded,
+                                     transition_key, windows)
 from dcim.site import Site
 from dcim.site.model import SiteDevice
 from dcim.storage.base import Aggregate, SeriesKey, Storage
@@ -206,14 +207,20 @@ class AvailabilityReport:
 
 async def _rack_codes(rack: Any, reader: _Reader, recorded: Recorded,
                      gaps: Callable[[np.ndarray], list[tuple[int, int]]]) -> np.ndarray:
-    """A rack's codes: from its PDUs' recorded states where the live state speaks for both
-    feeds, from its rack monitor's feed readings elsewhere."""
+    """A rack's codes: from its own recorded feeds where the live state wrote them (a rack that
+    loses one feed while its PDU serves the others), else from its PDUs' recorded states where
+    the live state speaks for both feeds, from its rack monitor's feed readings elsewhere."""
     pdus = tuple(p for p in (rack.feed_a, rack.feed_b) if p)[:1 if rack.single_corded else 2]
     keys = [transition_key(p) for p in pdus]
     mask = recorded.mask(keys[0])
     for key in keys[1:]:
         mask = mask & recorded.mask(key)
     live = _racks_on(recorded, pdus) if mask.any() else None
+    own = recorded.mask(transition_key(rack.id, FEEDS))
+    if own.any():  # history recorded before the feeds were is still read from the PDUs
+        feeds = rack_feed_states(recorded, rack.id, single_corded=rack.single_corded)
+        live = feeds if live is None else np.where(own, feeds, live).astype(np.int8)
+        mask = mask | own
     if live is not None and mask.all():  # nothing to read from the samples
         reader.skip()
         return live
@@ -333,6 +340,7 @@ async def build_availability(site: Site, storage: Storage, start_ns: int, end_ns
     pdus = sorted({p for r in site.racks.values() for p in (r.feed_a, r.feed_b) if p})
     keys = [transition_key(c) for c in [*units, *(d.monitors for d in utilities), *pdus]]
     keys += [transition_key(g, "meets_design") for g in designs]
+    keys += [transition_key(r, FEEDS) for r in site.racks]
     keys.append(transition_key(site.id, "concurrently_maintainable"))
     recorded = Recorded(times, step_ns, np.zeros(times.size, dtype=bool))
     if source == "auto":

@@ -90,3 +90,37 @@ def test_a_real_shift_on_a_known_monday_is_still_raised() -> None:
     hits = [a for a in found if at * NS <= a.raised_ns <= (at + 3600) * NS]
     assert hits, [(a.kind, a.raised_ns / NS - at) for a in found]
     assert hits[0].kind in ("spike", "level_shift")
+
+
+def test_the_detector_fills_the_profile_from_all_its_history() -> None:
+    """Detector.fit warms on the last generic_fit_s only, but the profile gets everything: the
+    site layer knows Monday after ten days of history, as the service reads them."""
+    from dcim.analytics.anomaly import Detector, DetectorConfig
+    from dcim.analytics.anomaly_base import SeriesData
+
+    rng = np.random.default_rng(7)
+    t_s = np.arange(MONDAY - 3 * 86400, MONDAY + 8 * 86400, STEP)
+    v = office_load(t_s, rng)
+    t = (t_s * NS).astype(np.int64)
+    cut = int(np.searchsorted(t_s, MONDAY + 7 * 86400))
+    raised = {}
+    for days in (10.0, 2.0):  # the history read; warmed on its last two days either way
+        keep = t_s[:cut] >= MONDAY + 7 * 86400 - days * 86400
+        det = Detector(None, DetectorConfig(layers=("generic",), generic_fit_s=2 * 86400.0,
+                                            follow=True))
+        det.fit({KEY: SeriesData(t[:cut][keep], v[:cut][keep])}, now_ns=int(t[cut]))
+        raised[days] = det.detect({KEY: SeriesData(t[cut:], v[cut:])})
+    assert len(raised[10.0]) == 0, [a.message for a in raised[10.0]]
+    assert len(raised[2.0]) >= 1
+
+
+def test_only_the_periods_the_history_shows_are_used() -> None:
+    """Noise gets no seasonal correction (it would only blur a real shift with last week's
+    noise); the office load gets both its daily and its weekly pattern."""
+    rng = np.random.default_rng(2)
+    t_s = np.arange(MONDAY, MONDAY + 10 * 86400, STEP)
+    t = (t_s * NS).astype(np.int64)
+    noise = SeriesModel.fit(t, rng.normal(5.0, 0.2, t.size), warm_from_ns=int(t[-1]) - 86400 * NS)
+    office = SeriesModel.fit(t, office_load(t_s, rng), warm_from_ns=int(t[-1]) - 86400 * NS)
+    assert noise.seasonal == []
+    assert sorted(office.seasonal) == [86400.0, 7 * 86400.0]

@@ -4,8 +4,8 @@
 the newest value of each series in memory, hands the samples on unchanged, and schedules a
 rebuild. Rebuilds are coalesced (at most one per `min_interval_s`), so a burst of cycles
 ending together costs one build. Readers wait on `version` or read `current()`; nobody waits
-on storage. What the state derives (live PUE, redundancy, unit transitions) goes back into
-the same sink as samples, so it is buffered durably like everything else.
+on storage. What the state derives (live PUE, redundancy, unit transitions, each rack's live
+feeds) goes back into the same sink as samples, so it is buffered durably like everything else.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from dcim.analytics.availability import FEED_DEAD_KW
 from dcim.analytics.pue import SiteFigures, periods, site_figures
 from dcim.analytics.redundancy import RedundancyReport
 from dcim.collectors.base import DeviceHealth, SampleSink
@@ -37,6 +38,13 @@ NS = 1_000_000_000
 MEASUREMENT = "analytics"  # derived series, device = the site id
 TRANSITIONS = "transition"  # one series per (unit or group, what); value code, see below
 STATE_CODE = {"up": 1.0, "down": 0.0, "unknown": -1.0}
+# a rack's feeds (`transition/<rack>/feeds`, rack_monitor feed_<side>_power_kw): a bit mask,
+# bit i when feed i is live, bit i + len(FEED_SIDES) when it is dead, neither without a good
+# reading. Not a count of live feeds: the report paints each feed on its own (live for any
+# step it was live in part, the MAX of its power) and tells one feed dead (degraded) from one
+# feed unknown (up) and both dead (down) from no reading (unknown), as it does from samples
+FEED_SIDES = ("a", "b")
+FEEDS = "feeds"
 LIVE_WINDOW_NS = 15 * 60 * NS
 ENERGY_KEEP_NS = LIVE_WINDOW_NS + 10 * 60 * NS  # a little before the window: edge interpolation
 PUE_EVERY_S = 5.0  # live PUE over 15 min moves slowly: recomputed at most this often
@@ -87,6 +95,7 @@ class LiveState:
         self.builds = 0
         self.build_s = 0.0  # time spent building, for the metrics
         self.transitions: deque[Transition] = deque(maxlen=1000)  # the newest, for readers
+        self._feeds: dict[str, str] | None = None  # each rack's feeds at the last build
 
     # -- the sink side -----------------------------------------------------------------------
 
@@ -175,6 +184,9 @@ class LiveState:
         if state.redundancy is not None and (cached is None or cached[1] is not state.redundancy):
             self._redundancy = (now_ns / NS, state.down, state.redundancy)
         changes = transitions(before if before.seq > 0 else None, state)
+        feeds = rack_feeds(self.plan, state.values)
+        changes += feed_transitions(self._feeds, feeds, now_ns)
+        self._feeds = feeds
         self._state = state
         self.transitions.extend(changes)
         self._store(state, changes, now_ns)
@@ -195,8 +207,9 @@ class LiveState:
         if now_ns / NS - self._restated_at >= RESTATE_EVERY_S:
             if self._restated_at > -math.inf:  # the first snapshot's changes are every state
                 changed = {(t.subject, t.what) for t in changes}
-                changes = [*changes, *(t for t in transitions(None, state)
-                                       if (t.subject, t.what) not in changed)]
+                every = [*transitions(None, state),
+                         *feed_transitions(None, self._feeds or {}, state.time_ns)]
+                changes = [*changes, *(t for t in every if (t.subject, t.what) not in changed)]
             self._restated_at = now_ns / NS
         out = [Sample(SeriesKey(TRANSITIONS, t.subject, t.what), t.time_ns, transition_code(t))
                for t in changes]
@@ -263,10 +276,16 @@ class LiveState:
 
 
 def transition_level(t: Transition) -> int:
-    """How loud a transition is logged: a unit going down or a verdict lost is a WARNING,
-    their return INFO; units becoming known or unknown are DEBUG (comm loss logs itself)."""
+    """How loud a transition is logged: a unit going down, a rack feed going dead or a verdict
+    lost is a WARNING, their return INFO; units or feeds becoming known or unknown are DEBUG
+    (comm loss logs itself)."""
     if t.before is None:
         return logging.DEBUG
+    if t.what == FEEDS:
+        dead = [sum(1 for part in text.split(", ") if part.endswith(" dead"))
+                for text in (t.before, t.after)]
+        return logging.WARNING if dead[1] > dead[0] else \
+            logging.INFO if dead[1] < dead[0] else logging.DEBUG
     if t.what == "state":
         if t.after == "down":
             return logging.WARNING
@@ -275,10 +294,45 @@ def transition_level(t: Transition) -> int:
 
 
 def transition_code(t: Transition) -> float:
-    """A transition as a stored value: unit state up 1, down 0, unknown -1; verdicts 1 when held."""
+    """A transition as a stored value: unit state up 1, down 0, unknown -1; a rack's feeds as
+    their bit mask (FEED_SIDES); verdicts 1 when held."""
     if t.what == "state":
         return STATE_CODE[t.after]
+    if t.what == FEEDS:
+        code = 0
+        for part in t.after.split(", "):
+            side, word = part.split(" ")
+            i = FEED_SIDES.index(side)
+            code |= (1 << i if word == "live" else 0) | \
+                (1 << (i + len(FEED_SIDES)) if word == "dead" else 0)
+        return float(code)
     return 1.0 if t.after == "true" or t.after.startswith("meets") else 0.0
+
+
+def rack_feeds(p: LivePlan, values: Mapping[SeriesKey, Sample]) -> dict[str, str]:
+    """Each monitored rack's feeds as the live values show them ("a live, b dead"): live from
+    FEED_DEAD_KW up, dead below, unknown without a good reading (as the report reads them)."""
+    out: dict[str, str] = {}
+    for r in p.racks:
+        parts = []
+        for _, key in r.feeds:  # the rack monitor's feed_<side>_power_kw
+            s = values.get(key)
+            side = key.point.removeprefix("feed_").removesuffix("_power_kw")
+            if s is None or s.quality is not Quality.GOOD or not math.isfinite(s.value):
+                parts.append(f"{side} unknown")
+            else:
+                parts.append(f"{side} {'live' if s.value >= FEED_DEAD_KW else 'dead'}")
+        if parts:
+            out[r.id] = ", ".join(parts)
+    return out
+
+
+def feed_transitions(before: Mapping[str, str] | None, after: Mapping[str, str],
+                     time_ns: int) -> list[Transition]:
+    """Racks whose feeds changed between two builds (every rack when there is no before)."""
+    old = before or {}
+    return [Transition(time_ns, rack, FEEDS, old.get(rack), now)
+            for rack, now in after.items() if before is None or old.get(rack) != now]
 
 
 def derived_samples(state: SiteState, t: int) -> list[Sample]:
