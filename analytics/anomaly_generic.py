@@ -289,8 +289,9 @@ class SeriesModel:
         return best
 
     def _judge_seasons(self) -> None:
-        """The periods whose pattern the profile shows (changes that repeat): only those take
-        part in `_shift`, so a series without a pattern is not blurred by last week's noise."""
+        """The periods whose pattern the profile shows (bucket means that repeat): only those
+        take part in `_shift`, so a series without a pattern is not blurred by last week's
+        noise. Judged again once a day of buckets has passed."""
         prof, c = self.profile, self.config
         lag_of = {p: int(round(p * NS / prof.width_ns)) for p in c.seasons_s}
         self.seasonal = [p for p, lag in lag_of.items()
@@ -325,17 +326,14 @@ class SeriesModel:
         self.season_cache[(k, period_s)] = (end, change)
         return change
 
-    def usual_level(self, t0_ns: int, t1_ns: int) -> tuple[float, float]:
-        """(period, mean of the profile over [t0, t1) one period before) for the longest period
-        whose buckets the profile holds; (NaN, NaN) when none."""
-        prof = self.profile
-        for period_s in sorted(self.config.seasons_s, reverse=True):
-            lag = int(period_s * NS)
-            b0, b1 = prof.bucket(t0_ns - lag), prof.bucket(t1_ns - lag)
-            got = prof.means(b0, b1 + 1)
-            if got and len(got) >= self.config.profile_coverage * (b1 + 1 - b0):
-                return period_s, sum(got) / len(got)
-        return math.nan, math.nan
+    def usual_level(self, t0_ns: int, t1_ns: int, period_s: float) -> float:
+        """Mean of the profile over [t0, t1) one period before; NaN when it holds too little."""
+        prof, lag = self.profile, int(period_s * NS)
+        b0, b1 = prof.bucket(t0_ns - lag), prof.bucket(t1_ns - lag)
+        got = prof.means(b0, b1 + 1)
+        if got and len(got) >= self.config.profile_coverage * (b1 + 1 - b0):
+            return sum(got) / len(got)
+        return math.nan
 
     def _shift(self, k: int, t_ns: int) -> float:
         """|mean of the last k samples - median of the reference before them| / its scale, less
@@ -448,17 +446,12 @@ def _median(x: FloatArray) -> float:
 
 def _usual_levels(model: SeriesModel, t_ns: int, spans: list[tuple[int, int]]) -> list[float] | None:
     """The profile's level one period before each span (start index relative to the sample at
-    t_ns, length), all from the same period; None when the profile lacks any of them."""
+    t_ns, length), all from the longest period it holds them for; None when it holds none."""
     step = int(model.interval_s * NS)
     for period_s in sorted(model.config.seasons_s, reverse=True):
-        out = []
-        for start, n in spans:
-            t0 = t_ns + start * step
-            p, level = model.usual_level(t0, t0 + n * step)
-            if p != period_s:
-                break
-            out.append(level)
-        if len(out) == len(spans):
+        out = [model.usual_level(t_ns + start * step, t_ns + (start + n) * step, period_s)
+               for start, n in spans]
+        if all(x == x for x in out):
             return out
     return None
 

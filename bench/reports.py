@@ -3,13 +3,19 @@
 
 Run: .venv/bin/python bench/reports.py [--days 365] [--rebuild] [--influxd]
 
-The history is built once (not timed) and cached in var/bench/reports-v1/ (an embedded store).
-It holds what the report reads, as the running system would have stored it:
-- for the whole period, the live state's records: its heartbeat `analytics/<site>/units_down`
-  every minute (525,600 samples a year) and the transitions of the 41 units with a status word,
-  the 2 utility feeds, the 20 PDUs, the 11 redundancy groups' verdicts and Tier III, with the
-  group levels (`redundancy_<group>_available|needed`) stored for the minutes any verdict is
-  lost (the report reads them there to tell below N from below design);
+The history is built once (not timed) and cached in var/bench/reports-v2/ (an embedded store;
+v1 had neither the racks' feeds nor the hourly restatements). It holds what the report reads,
+as the running system would have stored it:
+- for the whole period, the live state's records, made by its own code (dcim/live: the
+  snapshot's `transitions`, `rack_feeds`, `feed_transitions`, `transition_code`) from a
+  snapshot per set of units down: its heartbeat `analytics/<site>/units_down` every minute
+  (525,600 samples a year); the transitions of its 74 units (`transition/<unit>/state`), the
+  11 redundancy groups' verdicts, Tier III and fault tolerance, and the 200 racks' feeds
+  (`transition/<rack>/feeds`, a feed from a PDU down reads 0 kW); every one of them again each
+  RESTATE_EVERY_S (a build a minute: on the hour), as the live state restates them, some 2.5
+  million rows a year; with the group levels (`redundancy_<group>_available|needed`) stored
+  for the minutes any verdict is lost (the report reads them there to tell below N from below
+  design);
 - for the first week only, every per-minute sample the sample-based path reads: the status
   words, the utility meters' power, both feeds of the 200 racks, the group levels and Tier III
   (466 series, 4.7 million samples). Writing that for a year (245 million) is out of reach here,
@@ -20,11 +26,13 @@ their targets rotating; the groups' verdicts and Tier III follow from the redund
 of the units down (analytics/redundancy.py, design load).
 
 Timed: the report (`build_availability`) over the first week by both paths (and whether their
-figures are equal), then a month and a year by the transition path; wall time, and peak
-memory from tracemalloc (Python objects and numpy arrays) in a second run. With --influxd,
-the live state's records (not the first week's samples) also go into a real influxd 1.x
-(Debian's, started here on 127.0.0.1, data kept in var/bench/reports-v1/influxd/) and the
-transition path is timed against it too. Prints figures only; docs/performance.md keeps them.
+figures are equal), then the first month, the last month (after eleven months of
+restatements: `read_recorded` reads a window of them) and the year by the transition path;
+wall time, and peak memory from tracemalloc (Python objects and numpy arrays) in a second
+run. With --influxd, the live state's records (not the first week's samples) also go into a
+real influxd 1.x (Debian's, started here on 127.0.0.1, data kept in
+var/bench/reports-v2/influxd/) and the transition path is timed against it too. Prints
+figures only; docs/performance.md keeps them.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import shutil
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -43,10 +52,13 @@ from _common import REPO, machine, table  # noqa: I001  (puts the repo on sys.pa
 
 from dcim.analytics.redundancy import analyse
 from dcim.analytics.topology import compile_topology
-from dcim.config.storage import EmbeddedStorageConfig
+from dcim.config.storage import EmbeddedStorageConfig, InfluxDB1StorageConfig
+from dcim.live.build import build_state, plan, transitions
+from dcim.live.service import (RESTATE_EVERY_S, TRANSITIONS, feed_transitions, rack_feeds,
+                               transition_code)
+from dcim.live.state import SiteState, Transition
 from dcim.reports import AvailabilityReport, build_availability
 from dcim.site import Site, load_site
-from dcim.config.storage import InfluxDB1StorageConfig
 from dcim.storage.base import Quality, Sample, SeriesKey, Storage
 from dcim.storage.embedded import EmbeddedStorage
 from dcim.storage.factory import open_storage
@@ -54,8 +66,10 @@ from dcim.storage.factory import open_storage
 S = 1_000_000_000
 M = 60 * S
 T0 = 1_767_196_800 * S  # 2026-01-01 00:00 Hong Kong (UTC+8)
-CACHE = REPO / "var" / "bench" / "reports-v1"
+CACHE = REPO / "var" / "bench" / "reports-v2"  # v1: no rack feeds, no restatements
 WEEK_MIN = 7 * 1440
+RESTATE_MIN = int(RESTATE_EVERY_S // 60)  # the live state restates every state this often
+RACK_FEED_KW = 2.5  # what a live rack feed reads
 INCIDENTS = (("ups_module", 25), ("crah", 40), ("pdu", 12), ("chiller", 180),
              ("utility_feed", 8))  # (what, minutes), five a week
 
@@ -116,21 +130,42 @@ class History:
         self.batch = []
 
 
+class LiveRecords:
+    """What the live state writes for a set of units down, by its own code (dcim/live): the
+    transitions between two snapshots, and every state again each RESTATE_EVERY_S."""
+
+    def __init__(self, site: Site) -> None:
+        self.plan = plan(site)
+        self.base = build_state(self.plan, {}, None, seq=0, now_ns=T0)
+        self.states: dict[frozenset[str], tuple[SiteState, dict[str, str]]] = {}
+
+    def state(self, down: frozenset[str], report: Any) -> tuple[SiteState, dict[str, str]]:
+        """The snapshot with `down` down (the rest up) and each rack's feeds as its monitor
+        reads them then (a feed from a PDU down reads 0 kW)."""
+        if down not in self.states:
+            units = {u: replace(s, state="down" if u in down else "up")
+                     for u, s in self.base.units.items()}
+            values = {key: Sample(key, T0, 0.0 if pdu in down else RACK_FEED_KW, Quality.GOOD)
+                      for r in self.plan.racks for pdu, key in r.feeds}
+            self.states[down] = (replace(self.base, units=units, redundancy=report),
+                                 rack_feeds(self.plan, values))
+        return self.states[down]
+
+    @staticmethod
+    def rows(changes: list[Transition]) -> list[tuple[SeriesKey, float]]:
+        """Transitions as the live state stores them."""
+        return [(SeriesKey(TRANSITIONS, t.subject, t.what), transition_code(t)) for t in changes]
+
+
 async def build(site: Site, store: Storage, days: int, *,
                 week_samples: bool = True) -> dict[str, Any]:
     """Write the history the report reads (see the module's docstring)."""
     started = time.perf_counter()
     topo = compile_topology(site)
-    status = sorted({d.monitors for d in site.devices.values()
-                     if any(p.name == "unit_status" for p in d.profile.points)
-                     and (d.monitors in site.electrical or d.monitors in site.mechanical)})
-    utilities = [d for d in site.devices_of_type("meter")
-                 if site.electrical.get(d.monitors) is not None
-                 and site.electrical[d.monitors].type == "utility_feed"]
-    pdus = sorted({p for r in site.racks.values() for p in (r.feed_a, r.feed_b) if p})
-    recorded = [*status, *(d.monitors for d in utilities), *pdus]
     changes = timeline(site, schedule(site, days), days)
     reports: dict[frozenset[str], Any] = {}
+    live = LiveRecords(site)
+    restated: dict[frozenset[str], list[tuple[SeriesKey, float]]] = {}
 
     def analysis(down: frozenset[str]) -> Any:
         if down not in reports:
@@ -140,22 +175,26 @@ async def build(site: Site, store: Storage, days: int, *,
     out = History(store)
     beat = SeriesKey("analytics", site.id, "units_down")
     ends = [m for m, _ in changes[1:]] + [days * 1440]
-    before: frozenset[str] | None = None
-    verdicts: dict[tuple[str, str], float] = {}
+    before: tuple[SiteState, dict[str, str]] | None = None
     for (minute, down), end in zip(changes, ends):
         report = analysis(down)
-        for unit in recorded:  # the live state's unit transitions
-            if before is None or (unit in down) != (unit in before):
-                await out.put(SeriesKey("transition", unit, "state"), minute,
-                              0.0 if unit in down else 1.0)
-        now = {(g.id, "meets_design"): float(g.meets_design) for g in report.groups}
-        now[(site.id, "concurrently_maintainable")] = float(report.concurrently_maintainable)
-        for (subject, what), value in now.items():
-            if verdicts.get((subject, what)) != value:
-                await out.put(SeriesKey("transition", subject, what), minute, value)
-        verdicts = now
-        lost = not all(now.values())
+        state, feeds = live.state(down, report)
+        if down not in restated:  # every state, as the live state restates them
+            restated[down] = live.rows([*transitions(None, state),
+                                        *feed_transitions(None, feeds, T0)])
+        # the first snapshot writes every state, the later ones what changed
+        changed = live.rows([*transitions(before[0] if before else None, state),
+                             *feed_transitions(before[1] if before else None, feeds, T0)])
+        for key, value in changed:
+            await out.put(key, minute, value)
+        written = {key for key, _ in changed}
+        lost = not (all(g.meets_design for g in report.groups)
+                    and report.concurrently_maintainable)
         for m in range(minute, end):  # heartbeat; group levels while a verdict is lost
+            if m and m % RESTATE_MIN == 0:  # a build a minute: restated on the hour
+                for key, value in restated[down]:
+                    if m != minute or key not in written:
+                        await out.put(key, m, value)
             await out.put(beat, m, len(down))
             if lost or m < WEEK_MIN:
                 for g in report.groups:
@@ -166,7 +205,7 @@ async def build(site: Site, store: Storage, days: int, *,
                 if m < WEEK_MIN:
                     await out.put(SeriesKey("analytics", site.id, "concurrently_maintainable"),
                                   m, float(report.concurrently_maintainable))
-        before = down
+        before = (state, feeds)
     if week_samples:
         await _first_week_samples(site, out, changes)
     await out.flush()
@@ -197,7 +236,14 @@ async def _first_week_samples(site: Site, out: History,
         for feed, pdu in (("a", rack.feed_a), ("b", rack.feed_b)):
             key = SeriesKey("rack_monitor", f"RM-{rack.id}", f"feed_{feed}_power_kw")
             for m in range(WEEK_MIN):
-                await out.put(key, m, 0.0 if pdu in down_at[m] else 2.5)
+                await out.put(key, m, 0.0 if pdu in down_at[m] else RACK_FEED_KW)
+
+
+def periods(days: int) -> list[tuple[str, tuple[int, int]]]:
+    """The reports timed, (first day, end day): the last month reads a window of the
+    transitions after eleven months of restatements, not all of them."""
+    return [("week", (0, 7)), ("month", (0, 30)), ("last month", (days - 30, days)),
+            ("year", (0, days))]
 
 
 async def timed(run: Callable[[], Awaitable[AvailabilityReport]]
@@ -243,14 +289,15 @@ async def on_influxd(site: Site, days: int,
             built = await build(site, store, days, week_samples=False)
             marker.write_text(f"{built}\n")
             print(f"influxd: wrote {built['samples']:,} samples in {built['build_s']:.0f} s")
-        def report(period_days: int) -> Callable[[], Awaitable[AvailabilityReport]]:
-            return lambda: build_availability(site, store, T0, T0 + period_days * 1440 * M)
+        def report(first: int, last: int) -> Callable[[], Awaitable[AvailabilityReport]]:
+            return lambda: build_availability(site, store, T0 + first * 1440 * M,
+                                              T0 + last * 1440 * M)
 
-        for name, period in (("week", 7), ("month", 30), ("year", days)):
-            wall, mb, new = await timed(report(period))
+        for name, (first, period) in periods(days):
+            wall, mb, new = await timed(report(first, period))
             rows.append([name, "transitions, influxd", wall, mb, new.evidence["series_read"],
                          new.evidence["good_samples"], len(new.incidents())])
-            if period == days:
+            if name == "year":
                 print("year: same figures from influxd as from the embedded store: "
                       f"{'yes' if same(new, embedded_year) else 'NO'}")
     finally:
@@ -275,18 +322,19 @@ async def main(days: int, rebuild: bool, influxd: bool) -> None:
                   f"{built['build_s']:.0f} s")
         print(f"store {path} ({path.stat().st_size / 1e6:,.0f} MB); {machine()}")
 
-        def report(period_days: int, source: str) -> Callable[[], Awaitable[AvailabilityReport]]:
-            return lambda: build_availability(site, store, T0, T0 + period_days * 1440 * M,
-                                              source=source)
+        def report(first: int, last: int,
+                   source: str) -> Callable[[], Awaitable[AvailabilityReport]]:
+            return lambda: build_availability(site, store, T0 + first * 1440 * M,
+                                              T0 + last * 1440 * M, source=source)
 
         rows: list[list[object]] = []
-        old_s, old_mb, old = await timed(report(7, "samples"))
+        old_s, old_mb, old = await timed(report(0, 7, "samples"))
         rows.append(["week", "samples (old), embedded", old_s, old_mb,
                      old.evidence["series_read"], old.evidence["good_samples"],
                      len(old.incidents())])
-        for name, period in (("week", 7), ("month", 30), ("year", days)):
-            wall, mb, new = await timed(report(period, "auto"))
-            if period == 7:
+        for name, (first, period) in periods(days):
+            wall, mb, new = await timed(report(first, period, "auto"))
+            if name == "week":
                 print(f"week: same figures by both paths: {'yes' if same(old, new) else 'NO'}")
             rows.append([name, "transitions, embedded", wall, mb, new.evidence["series_read"],
                          new.evidence["good_samples"], len(new.incidents())])

@@ -188,8 +188,18 @@ def coverage(times_ns: NDArray[np.int64], step_ns: int, beats: NDArray[np.int64]
 
 async def read_recorded(storage: Storage, site_id: str, keys: Sequence[SeriesKey],
                         times_ns: NDArray[np.int64], step_ns: int, end_ns: int) -> Recorded:
-    """The heartbeat over the period and every transition of `keys` up to its end (those
-    before it give the state at its start)."""
+    """The heartbeat over the period and the transitions of `keys` that give their states over
+    it: those from RESTATE_EVERY_S (and a margin) before its start to its end, since the live
+    state writes every state again that often, so one there gives the state at the start.
+
+    A series with none from that window's start up to the period's start (history written
+    before the live state restated, or by a live state stopped since) is read from time 0 for
+    its last transition before the window: its state is carried from there, as every version
+    before read it, and the heartbeat still decides where that state speaks. A live state
+    running since that transition kept it (a restart writes every state again), so the
+    figures do not depend on the window: it only spares reading years of restatements."""
+    from dcim.live.service import RESTATE_EVERY_S  # the writer's period: one truth
+
     start = int(times_ns[0]) if times_ns.size else end_ns
     beat_key = SeriesKey(HEARTBEAT[0], site_id, HEARTBEAT[1])
     # a heartbeat just before the period covers its first step
@@ -199,8 +209,12 @@ async def read_recorded(storage: Storage, site_id: str, keys: Sequence[SeriesKey
                         heartbeats=int(((beats >= start) & (beats < end_ns)).sum()))
     if not recorded.any:
         return recorded
+    # the restatement waits for the next build after the hour: a few builds late at most
+    since = start - int(RESTATE_EVERY_S * NS) - 10 * 60 * NS
     for key in keys:
-        rows = await storage.read_range(key, 0, end_ns, good_only=True)
+        rows = await storage.read_range(key, since, end_ns, good_only=True)
+        if not rows or rows[0].time_ns > start:  # no state in force at the start in the window
+            rows = (await storage.read_range(key, 0, since, good_only=True))[-1:] + rows
         if rows:
             recorded.changes[key] = (np.array([r.time_ns for r in rows], dtype=np.int64),
                                      np.array([r.value for r in rows], dtype=float))
