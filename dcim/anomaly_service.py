@@ -70,6 +70,12 @@ class AnomalyStage:
         self.withheld = why_no_anomalies(site)
         if self.withheld is not None:
             log.info("anomaly detection withheld", extra={"reason": self.withheld})
+        # said, not silent: the points the detectors do not read (no detector role, or meters)
+        self.unread = unread_points(site, self.keys)
+        if self.keys and self.unread:
+            log.info("anomaly detection reads the points with a detector role only",
+                     extra={"read": len(self.keys), "not_read": sum(self.unread.values()),
+                            "not_read_points": ", ".join(list(self.unread)[:12])})
         self._max = {k for k in self.keys if k.point in ("unit_status", "fault")}
         self.detector: Detector | None = None
         self.trained = False
@@ -170,6 +176,7 @@ class AnomalyStage:
         series why it does not run (unknown series run the generic detector only)."""
         notes = dict(self.detector.notes) if self.detector is not None else {}
         return {"trained": self.trained, "withheld": self.withheld, "series": len(self.keys),
+                "not_read": dict(self.unread),
                 "false_alarms_per_week": self.config.generic.false_alarms_per_week,
                 "notes": notes}
 
@@ -180,6 +187,18 @@ def anomaly_keys(site: Site) -> list[SeriesKey]:
     return [d.series(p.name) for d in site.devices.values() for p in d.profile.points
             if p.role in ROLES and d.device_type != "meter"
             and (d.device_type != "crah" or d.monitors in site.mechanical)]
+
+
+def unread_points(site: Site, keys: list[SeriesKey]) -> dict[str, int]:
+    """Points of the site the detectors do not read, by point name (how many series each),
+    the most common first: voltages, battery figures, meters' series and the like."""
+    read = set(keys)
+    counts: dict[str, int] = {}
+    for d in site.devices.values():
+        for p in d.profile.points:
+            if d.series(p.name) not in read:
+                counts[p.name] = counts.get(p.name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def why_no_anomalies(site: Site) -> str | None:

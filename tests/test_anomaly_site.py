@@ -281,6 +281,10 @@ async def test_the_stage_status_says_what_declined(tmp_path: Path) -> None:
     status = stage.status()
     assert status["trained"], status
     assert "declined: crah" in status["notes"]["crah model"]
+    # what is not read is said: every point of the site is read or listed, none twice
+    total = sum(len(d.profile.points) for d in SITE.devices.values())
+    assert status["series"] + sum(status["not_read"].values()) == total
+    assert "battery_temp_c" in status["not_read"] and "inlet_temp_middle_c" not in status["not_read"]
 
 
 class FixedState:
