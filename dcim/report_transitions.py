@@ -22,6 +22,8 @@ one step at each end of an incident.
 
 A system speaks through its transitions only over the steps the heartbeat covers and after its
 first recorded transition (`Recorded.mask`); everywhere else the report reads the samples.
+Since every state is restated hourly, `read_recorded` reads each transition series from an hour
+and ten minutes before the report (from the beginning only for a series with nothing there).
 
 Where neither the live state's verdicts nor the analytics' stored group levels exist (a
 backfill, history from before), `derive_redundancy` works the groups' levels and Tier III out

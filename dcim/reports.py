@@ -210,13 +210,16 @@ async def _rack_codes(rack: Any, reader: _Reader, recorded: Recorded,
     """A rack's codes: from its own recorded feeds where the live state wrote them (a rack that
     loses one feed while its PDU serves the others), else from its PDUs' recorded states where
     the live state speaks for both feeds, from its rack monitor's feed readings elsewhere."""
+    own = recorded.mask(transition_key(rack.id, FEEDS))
+    if own.all():  # its own feeds speak for the whole period
+        reader.skip()
+        return rack_feed_states(recorded, rack.id, single_corded=rack.single_corded)
     pdus = tuple(p for p in (rack.feed_a, rack.feed_b) if p)[:1 if rack.single_corded else 2]
     keys = [transition_key(p) for p in pdus]
     mask = recorded.mask(keys[0])
     for key in keys[1:]:
         mask = mask & recorded.mask(key)
     live = _racks_on(recorded, pdus) if mask.any() else None
-    own = recorded.mask(transition_key(rack.id, FEEDS))
     if own.any():  # history recorded before the feeds were is still read from the PDUs
         feeds = rack_feed_states(recorded, rack.id, single_corded=rack.single_corded)
         live = feeds if live is None else np.where(own, feeds, live).astype(np.int8)
