@@ -279,7 +279,8 @@ class Detector:
         rows = [finite(batch[k].good_values()) for k in keys if len(batch[k].values) == n]
         return np.stack(rows) if rows else None
 
-    def fit(self, history: Batch, now_ns: int | None = None, version: str = "1") -> Detector:
+    def fit(self, history: Batch, now_ns: int | None = None, version: str = "1",
+            profile_history: Batch | None = None) -> Detector:
         """Learn a generic model and the role's baselines per series, one model per class."""
         for key, s in history.items():
             role = self.role(key)
@@ -290,7 +291,10 @@ class Detector:
                 # warmed sample by sample on the last generic_fit_s; all of it fills the profile
                 warm = (int(t[-1]) - int(self.cfg.generic_fit_s * NS)
                         if self.cfg.generic_fit_s is not None and t.size else None)
-                m = SeriesModel.fit(t, g, self.cfg.generic, warm_from_ns=warm)
+                # older, coarser history (not for counters: their means are not increments)
+                older = (profile_history or {}).get(key) if role not in COUNTER_ROLES else None
+                prior = (older.times_ns, older.good_values()) if older is not None else None
+                m = SeriesModel.fit(t, g, self.cfg.generic, warm_from_ns=warm, prior=prior)
                 self.generic[key] = m
                 self.tracks[key] = GenericTrack(m, int(t[-1]) if t.size else None)
                 if m.declined:  # a standby unit reading 0 is normal: said, not warned

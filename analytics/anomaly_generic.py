@@ -166,11 +166,14 @@ class SeriesModel:
 
     @classmethod
     def fit(cls, times_ns: IntArray, values: FloatArray,
-            config: GenericConfig | None = None, warm_from_ns: int | None = None) -> SeriesModel:
+            config: GenericConfig | None = None, warm_from_ns: int | None = None,
+            prior: tuple[IntArray, FloatArray] | None = None) -> SeriesModel:
         """Learn interval, resolution and spread, then warm the state on the (recent) history.
 
         Samples before `warm_from_ns` only fill the seasonal profile (cheap): a week of history
-        teaches the weekly pattern without a week of per-sample warming."""
+        teaches the weekly pattern without a week of per-sample warming. `prior` is older
+        history at any coarser step (e.g. 15-minute means from the store), only for the
+        profile: what of it is not older than the first sample is ignored."""
         cfg = config or GenericConfig()
         t = np.asarray(times_ns, dtype=np.int64)
         v = np.asarray(values, dtype=np.float64)
@@ -180,6 +183,10 @@ class SeriesModel:
         start = max(0, t.size - (m.values.cap + m.cal["spike"].ring.cap + cfg.warmup_samples))
         if warm_from_ns is not None:
             start = max(start, int(np.searchsorted(t, warm_from_ns)))
+        if prior is not None and t.size:
+            pt = np.asarray(prior[0], dtype=np.int64)
+            older = pt < t[0]
+            m.profile.fill(pt[older], np.asarray(prior[1], dtype=np.float64)[older])
         m.profile.fill(t[:start], v[:start])
         m._judge_seasons()
         for ti, vi in zip(t[start:].tolist(), v[start:].tolist()):

@@ -74,6 +74,28 @@ def wanted(site, dev_id: str) -> list[str] | None:  # type: ignore[no-untyped-de
     return None
 
 
+def split_history(batch: Batch, fine_from_s: float, coarse_step_s: float) -> tuple[Batch, Batch]:
+    """(the samples from fine_from_s on, the earlier ones as means per coarse step), as the
+    anomaly service reads them from the store (dcim/anomaly_service.py)."""
+    fine: Batch = {}
+    older: Batch = {}
+    edge = int(fine_from_s * NS)
+    step = int(coarse_step_s * NS)
+    for key, s in batch.items():
+        cut = int(np.searchsorted(s.times_ns, edge))
+        fine[key] = SeriesData(s.times_ns[cut:], s.values[cut:])
+        if cut == 0:
+            continue
+        b = s.times_ns[:cut] // step
+        v = s.values[:cut]
+        ok = np.isfinite(v)
+        uniq, inv = np.unique(b[ok], return_inverse=True)
+        if uniq.size:
+            means = np.bincount(inv, weights=v[ok]) / np.bincount(inv)
+            older[key] = SeriesData(uniq * step, means)
+    return fine, older
+
+
 def run(model: PlantModel, start: float, end: float, faults: list[Fault],
         sensor: SensorFaults) -> Batch:
     """Simulate [start, end) with scheduled faults; arrays per kept series (inlets at 0.1 K)."""
@@ -369,6 +391,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer days and faults")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--method", default="residual", choices=("residual", "iforest"))
+    ap.add_argument("--fine-days", type=float, default=0.0,
+                    help="train every layer on the last N days at one minute and give the "
+                         "generic models the rest as 15-minute means (default: all at 1 min)")
     ap.add_argument("--budget", type=float, default=1.0,
                     help="false alarms per series per week (alarms.anomaly.false_alarms_per_week)")
     args = ap.parse_args()
@@ -390,8 +415,13 @@ def main() -> None:
     det = Detector(site, DetectorConfig(model_method=args.method, follow=True,
                                         generic=GenericConfig(false_alarms_per_week=args.budget),
                                         generic_fit_s=2 * 86400.0))
+    # as AnomalyStage reads the store by default: every layer gets all of it at one minute;
+    # --fine-days N: the last N days at one minute, the rest as 15-minute means for the generic
+    # models' profiles only (AnomalyStage(training_s=N days, profile_s=10 days))
+    fine, older = (split_history(train, t - args.fine_days * 86400, 900.0) if args.fine_days
+                   else (train, {}))
     t_fit = time.perf_counter()
-    det.fit(train, now_ns=int(t * NS))
+    det.fit(fine, now_ns=int(t * NS), profile_history=older)
     t_fit = time.perf_counter() - t_fit
     clean = run(model, t, t + clean_days * 86400, [], sensor)
     t += clean_days * 86400

@@ -5,11 +5,12 @@ weekend is not an anomaly when last Monday looked the same, and a real shift sti
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dcim.analytics.anomaly_base import NS
+from dcim.analytics.anomaly_base import NS, SeriesData
 from dcim.analytics.anomaly_generic import SeriesModel, generic_anomalies
 from dcim.analytics.anomaly_generic_calib import Profile
 from dcim.storage.base import SeriesKey
@@ -124,3 +125,45 @@ def test_only_the_periods_the_history_shows_are_used() -> None:
     office = SeriesModel.fit(t, office_load(t_s, rng), warm_from_ns=int(t[-1]) - 86400 * NS)
     assert noise.seasonal == []
     assert sorted(office.seasonal) == [86400.0, 7 * 86400.0]
+
+
+async def test_the_service_fills_the_profiles_from_older_coarse_history(tmp_path) -> None:
+    """AnomalyStage(training_s=3 d, profile_s=10 d) reads three days at one minute and the seven
+    before as 15-minute means: the generic model of a rack feed then knows last week's Monday,
+    and says nothing this Monday; without the coarse read (profile_s = training_s) the same
+    Monday is news. (The default reads all ten days at one minute.)"""
+    from dcim.anomaly_service import AnomalyStage
+    from dcim.config.storage import EmbeddedStorageConfig
+    from dcim.site import load_site
+    from dcim.storage.base import Sample
+    from dcim.storage.embedded import EmbeddedStorage
+
+    site = load_site(Path(__file__).resolve().parents[1] / "config" / "cyberport5.yaml")
+    storage = EmbeddedStorage(EmbeddedStorageConfig(path=str(tmp_path / "s.sqlite")),
+                              site_id=site.id)
+    await storage.start()
+    try:
+        stage = AnomalyStage(site, storage, model_dir=tmp_path / "models")
+        feed = next(k for k in stage.keys if k.point == "feed_a_power_kw")
+        probe = next(k for k in stage.keys if k.point.startswith("inlet_temp"))
+        start, monday = MONDAY - 3 * 86400, MONDAY + 7 * 86400
+        t_s = np.arange(start, monday + 86400, STEP)
+        v = office_load(t_s, np.random.default_rng(11))
+        await storage.write([Sample(k, int(ts * NS), float(x if k == feed else 21.0 + x))
+                             for ts, x in zip(t_s.tolist(), v.tolist()) for k in (feed, probe)])
+        raised = {}
+        for profile_days in (10.0, 3.0):
+            stage = AnomalyStage(site, storage, model_dir=tmp_path / f"m{profile_days}",
+                                 training_s=3 * 86400, profile_s=profile_days * 86400)
+            await stage.train(monday * NS)
+            model = stage.detector.generic[feed]  # type: ignore[union-attr]
+            week_ago = model.profile.bucket((monday - 7 * 86400 + 9 * 3600) * NS)
+            assert math.isnan(model.profile.mean(week_ago)) == (profile_days == 3.0)
+            cut = int(np.searchsorted(t_s, monday))
+            got = stage.detector.detect(  # type: ignore[union-attr]
+                {feed: SeriesData((t_s[cut:] * NS).astype(np.int64), v[cut:])})
+            raised[profile_days] = [a for a in got if a.layer == "generic"]
+    finally:
+        await storage.close()
+    assert raised[10.0] == [], [a.message for a in raised[10.0]]
+    assert raised[3.0], "three days, a weekend among them, should not know a Monday"
