@@ -42,6 +42,7 @@ def test_events_are_numbered_in_order_and_the_chain_verifies(tmp_path: Path) -> 
     assert [ev.seq for ev in e.journal.events(T0 + 35 * S, T0 + 45 * S)] == [3]
     assert [ev.seq for ev in e.journal.events(alarm_id=COMM.alarm_id)] == [2, 4]
     assert [ev.seq for ev in e.journal.events(limit=2)] == [3, 4]
+    e.journal.close()  # its writer thread must not outlive the test
 
 
 @pytest.mark.parametrize(("sql", "bad_seq", "reason"), [
@@ -76,6 +77,7 @@ def test_a_restart_comes_back_with_the_same_alarms_and_goes_on_numbering(tmp_pat
     assert again.evaluate([TRIP, COMM], T0 + 60 * S) == []
     ev = again.unshelve(COMM.alarm_id, "chan", T0 + 70 * S, "gateway back")
     assert ev.seq == 5 and again.journal is not None and again.journal.verify().ok
+    again.journal.close()
 
 
 def test_a_forgotten_alarm_leaves_the_records_but_not_the_journal(tmp_path: Path) -> None:
@@ -89,6 +91,7 @@ def test_a_forgotten_alarm_leaves_the_records_but_not_the_journal(tmp_path: Path
     assert e.alarms == {}
     assert e.journal is not None and e.journal.load_alarms() == {}
     assert [ev.action for ev in e.journal.events()] == [Action.RAISE, Action.ACK, Action.CLEAR]
+    e.journal.close()
 
 
 def test_the_cli_says_where_the_chain_breaks(tmp_path: Path,
