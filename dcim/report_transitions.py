@@ -43,11 +43,11 @@ from numpy.typing import NDArray
 from dcim.analytics.anomaly_base import runs
 from dcim.analytics.availability import (DEGRADED, DOWN, UNKNOWN, UP, BoolArray, Codes,
                                          rack_states, single_feed_states)
+from dcim.live.service import FEED_SIDES, FEEDS, RESTATE_EVERY_S, TRANSITIONS
 from dcim.site import Site
 from dcim.storage.base import SeriesKey, Storage
 
 NS = 1_000_000_000
-TRANSITIONS = "transition"  # as dcim/live/service.py writes them
 HEARTBEAT = ("analytics", "units_down")  # stored by the live state every analytics interval
 HEARTBEAT_GAP = 2.5  # a gap longer than this many usual intervals: the live state was not running
 # ... or longer than this at all: a live state rebuilt less often (a coarse backfill) records
@@ -55,8 +55,6 @@ HEARTBEAT_GAP = 2.5  # a gap longer than this many usual intervals: the live sta
 HEARTBEAT_MAX_GAP_NS = 150 * NS  # 2.5 x the default analytics_interval_s (60 s)
 READ_CHUNK_NS = 7 * 86400 * NS  # heartbeats read a week at a time: memory stays bounded
 STATE_CODES = {1.0: UP, 0.0: DOWN, -1.0: UNKNOWN}
-FEEDS = "feeds"  # transition/<rack>/feeds, as dcim/live/service.py writes them ...
-FEED_SIDES = ("a", "b")  # ... bit i: feed i live, bit i + 2: feed i dead, neither: no reading
 # which state a step takes when several held during it, first wins
 WORST_FIRST = (DOWN, DEGRADED, UP)  # a status word's MAX, a group level's MIN, a flag's MIN
 LIVE_FIRST = (UP, DOWN)  # a power reading's MAX: live if live at any moment of the step
@@ -200,8 +198,6 @@ async def read_recorded(storage: Storage, site_id: str, keys: Sequence[SeriesKey
     before read it, and the heartbeat still decides where that state speaks. A live state
     running since that transition kept it (a restart writes every state again), so the
     figures do not depend on the window: it only spares reading years of restatements."""
-    from dcim.live.service import RESTATE_EVERY_S  # the writer's period: one truth
-
     start = int(times_ns[0]) if times_ns.size else end_ns
     beat_key = SeriesKey(HEARTBEAT[0], site_id, HEARTBEAT[1])
     # a heartbeat just before the period covers its first step
@@ -314,12 +310,17 @@ def rack_feed_states(recorded: Recorded, rack: str, *, single_corded: bool = Fal
                              digest_size=16).digest()
     memo = recorded.rack_feeds.get(digest)
     if memo is None:
-        kw = [np.where(c == UP, 1.0, np.where(c == DOWN, 0.0, np.nan))  # the MAX of its power
-              for c in (recorded.feed_codes(key, i) for i in range(len(FEED_SIDES)))]
+        kw = [feed_kw(recorded.feed_codes(key, i)) for i in range(len(FEED_SIDES))]
         memo = single_feed_states(kw[0]) if single_corded else rack_states(kw[0], kw[1])
         memo.flags.writeable = False
         recorded.rack_feeds[digest] = memo
     return memo
+
+
+def feed_kw(codes: Codes) -> NDArray[np.float64]:
+    """Recorded feed codes as a feed reading, the MAX of its power: live 1 kW, dead 0, unknown
+    NaN (what `rack_states` judges)."""
+    return np.where(codes == UP, 1.0, np.where(codes == DOWN, 0.0, np.nan))
 
 
 def transition_key(subject: str, what: str = "state") -> SeriesKey:
@@ -328,5 +329,5 @@ def transition_key(subject: str, what: str = "state") -> SeriesKey:
 
 
 __all__ = ["FEEDS", "LIVE_FIRST", "WORST_FIRST", "DerivedRedundancy", "Recorded", "coverage",
-           "derive_redundancy", "paint", "rack_feed_states", "read_recorded", "transition_key",
+           "derive_redundancy", "feed_kw", "paint", "rack_feed_states", "read_recorded", "transition_key",
            "windows"]

@@ -58,8 +58,8 @@ from dcim.report_render import (FORMULA_START, MAX_LISTED, NOT_ENOUGH, _dur, _ev
                                  _local, _pct, csv_cell, md, plot_timeline, render_csv,
                                  render_markdown, report_json)
 from dcim.report_transitions import (FEEDS, LIVE_FIRST, WORST_FIRST, DerivedRedundancy, Recorded,
-                                     derive_redundancy, rack_feed_states, read_recorded,
-                                     transition_key, windows)
+                                     derive_redundancy, feed_kw, rack_feed_states,
+                                     read_recorded, transition_key, windows)
 from dcim.site import Site
 from dcim.site.model import SiteDevice
 from dcim.storage.base import Aggregate, SeriesKey, Storage
@@ -241,7 +241,7 @@ def _racks_on(recorded: Recorded, pdus: tuple[str, ...]) -> np.ndarray:
     PDUs share one array: read-only)."""
     memo = recorded.racks.get(pdus)
     if memo is None:
-        feeds = [_feed_kw(recorded.codes(transition_key(p), LIVE_FIRST)) for p in pdus]
+        feeds = [feed_kw(recorded.codes(transition_key(p), LIVE_FIRST)) for p in pdus]
         memo = rack_states(feeds[0], feeds[1]) if len(feeds) == 2 else \
             single_feed_states(feeds[0])
         memo.flags.writeable = False
@@ -303,11 +303,6 @@ class _Reader:
 
 def _groups_design(site: Site) -> dict[str, str]:
     return {g.id: g.design for g in site.config.redundancy_groups}
-
-
-def _feed_kw(codes: np.ndarray) -> np.ndarray:
-    """A PDU's recorded state as a rack feed reading: live 1 kW, dead 0, unknown NaN."""
-    return np.where(codes == UP, 1.0, np.where(codes == DOWN, 0.0, np.nan))
 
 
 def _status_units(site: Site) -> dict[str, SiteDevice]:
